@@ -1,0 +1,129 @@
+"""Export a trained GeoSeg checkpoint as a self-describing TorchScript file.
+
+The file holds the scripted network (input: float32 RGB in [0, 1], (N, 3, H, W); output: dict
+with ``out`` (N, C, H, W) logits; normalisation inside) and, as the extra file ``geoseg.json``,
+the class table, the normalisation constants and the architecture. Export checks parity of the
+scripted against the eager network and fails when the max abs logit difference exceeds 1e-4.
+
+    python -m model.export --checkpoint runs/demo/best.pt --out model/geoseg.pt
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from model.builder import IMAGENET_MEAN, IMAGENET_STD, NormalizedSegmenter
+from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from model.class_table import ClassTable
+
+META_FILE = "geoseg.json"
+META_FORMAT = "geoseg-torchscript/1"
+PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(RuntimeError):
+    """The scripted network disagrees with the eager one."""
+
+
+def script_model(model: NormalizedSegmenter) -> torch.jit.ScriptModule:
+    """Script an eval-mode copy of ``model`` without its auxiliary head."""
+    model = copy.deepcopy(model).eval()
+    if getattr(model.net, "aux_classifier", None) is not None:
+        # torchvision lists aux_classifier in __constants__: it must leave _modules before
+        # it can become the constant None that the scripted forward branches on.
+        del model.net.aux_classifier
+        model.net.aux_classifier = None
+    with _quiet_jit():
+        return torch.jit.script(model)
+
+
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """Silence torch.jit's deprecation notices: TorchScript is what TorchServe loads."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        yield
+
+
+def export_meta(table: ClassTable, arch: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``geoseg.json`` record that travels inside the exported file."""
+    return {
+        "format": META_FORMAT,
+        "arch": arch,
+        "classes": table.to_dict(),
+        "input": {"channels": "RGB", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
+                  "normalisation": "inside the model", "mean": list(IMAGENET_MEAN),
+                  "std": list(IMAGENET_STD)},
+        "output": {"key": "out", "shape": "N, C, H, W", "kind": "logits"},
+        **(extra or {}),
+    }
+
+
+def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int = 128,
+           seed: int = 0) -> float:
+    """Max abs difference of ``out`` logits, eager vs scripted, on one random (1, 3, size, size)."""
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        return float((eager.eval()(x)["out"] - scripted(x)["out"]).abs().max())
+
+
+def save_exported(scripted: torch.jit.ScriptModule, meta: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_jit():
+        torch.jit.save(scripted, str(path), _extra_files={META_FILE: json.dumps(meta)})
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu"
+                  ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """Load an exported file: (scripted network in eval mode, its ``geoseg.json`` dict)."""
+    extra = {META_FILE: ""}
+    with _quiet_jit():
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    if not extra[META_FILE]:
+        raise ValueError(f"{path}: TorchScript file without {META_FILE}: not a GeoSeg export")
+    return module.eval(), json.loads(extra[META_FILE])
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int = 128) -> float:
+    """Checkpoint -> TorchScript file; returns the parity difference (raises ParityError)."""
+    ckpt = read_checkpoint(checkpoint)
+    model, table = model_from_checkpoint(ckpt)
+    scripted = script_model(model)
+    diff = parity(model, scripted, parity_size)
+    if not diff <= PARITY_TOLERANCE:
+        raise ParityError(f"scripted model differs from eager by {diff:.3g} > {PARITY_TOLERANCE}")
+    extra = {"source_checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
+             "val_miou": ckpt.get("best_miou"), "train_tile_size": ckpt.get("crop_size")}
+    save_exported(scripted, export_meta(table, ckpt["arch"], extra), out)
+    return diff
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="GeoSeg training checkpoint (.pt)")
+    parser.add_argument("--out", default="model/geoseg.pt", help="TorchScript file to write")
+    parser.add_argument("--parity-size", type=int, default=128,
+                        help="side in pixels of the random image used for the parity check")
+    args = parser.parse_args(argv)
+    try:
+        diff = export_checkpoint(args.checkpoint, args.out, args.parity_size)
+    except (CheckpointError, ParityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size_mb = Path(args.out).stat().st_size / 1e6
+    print(f"wrote {args.out} ({size_mb:.1f} MB); parity max |eager - scripted| = {diff:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
