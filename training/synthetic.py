@@ -1,0 +1,184 @@
+"""Synthetic aerial land-cover scenes, deterministic from a seed.
+
+Each scene is an RGB image (H, W, 3) uint8 and a dense mask (H, W) uint8 with LandCover.ai's
+codes: 0 background (fields and bare soil), 1 building (rotated roofs with shadows),
+2 woodland (textured tree crowns), 3 water (smooth dark bodies), 4 road (asphalt lines).
+
+Written to disk in LandCover.ai's tiled layout (``output/<stem>.jpg``, ``output/<stem>_m.png``,
+``train.txt`` / ``val.txt`` / ``test.txt``), or, with ``--layout folders``, as colour-coded
+masks (``images/``, ``masks/``, ``classes.json``).
+
+    python -m training.synthetic --out data/synthetic --train 48 --val 12 --test 12 --size 256
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
+
+from model.class_table import ClassTable
+
+BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
+    """Smooth random field (H, W) float32 in about [-1, 1], features about ``cell`` pixels wide."""
+    coarse = rng.uniform(-1, 1, size=(h // cell + 3, w // cell + 3)).astype(np.float32)
+    big = Image.fromarray(coarse, mode="F").resize(((w // cell + 3) * cell, (h // cell + 3) * cell),
+                                                   Image.BICUBIC)
+    return np.asarray(big)[cell:cell + h, cell:cell + w]
+
+
+def _paint(rgb: np.ndarray, where: np.ndarray, base: tuple[float, float, float],
+           shade: np.ndarray) -> None:
+    """Set ``rgb`` at ``where`` to colour ``base`` modulated by ``shade`` (H, W) in ~[-1, 1]."""
+    color = np.asarray(base, dtype=np.float32)[None, None, :] * (1.0 + 0.18 * shade[..., None])
+    rgb[where] = color[where]
+
+
+def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: (RGB (H, W, 3) uint8, mask (H, W) uint8). ``size`` is side or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    rng = np.random.default_rng(seed)
+    rgb = np.zeros((h, w, 3), dtype=np.float32)
+    mask = np.full((h, w), BACKGROUND, dtype=np.uint8)
+
+    # Background: agricultural patches of differing tone over fine soil grain.
+    patches = _smooth_noise(rng, h, w, max(8, min(h, w) // 3))
+    grain = rng.normal(0, 0.35, size=(h, w)).astype(np.float32)
+    soil = np.where(patches[..., None] > 0, np.float32([150, 140, 95]), np.float32([120, 135, 80]))
+    rgb[:] = soil * (1 + 0.10 * _smooth_noise(rng, h, w, 6)[..., None] + 0.05 * grain[..., None])
+
+    # Woodland: blobs of thresholded noise, with a crown texture.
+    wood = _smooth_noise(rng, h, w, max(8, min(h, w) // 4)) > rng.uniform(0.25, 0.6)
+    crowns = _smooth_noise(rng, h, w, 3) + 0.4 * grain
+    _paint(rgb, wood, (45, 85, 40), crowns * 1.6)
+    mask[wood] = WOODLAND
+
+    # Water: zero to two smooth bodies.
+    layer = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(layer)
+    for _ in range(rng.integers(0, 3)):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rx, ry = rng.uniform(0.08, 0.25) * w, rng.uniform(0.08, 0.25) * h
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 12))
+        radius = rng.uniform(0.7, 1.0, 12)
+        draw.polygon([(cx + rx * r * np.cos(a), cy + ry * r * np.sin(a))
+                      for a, r in zip(angles, radius)], fill=255)
+    water = np.asarray(layer.filter(ImageFilter.GaussianBlur(2))) > 127
+    _paint(rgb, water, (35, 70, 95), 0.6 * _smooth_noise(rng, h, w, 16))
+    mask[water] = WATER
+
+    # Roads: one to three polylines crossing the scene.
+    layer = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(layer)
+    road_points: list[tuple[float, float]] = []
+    for _ in range(rng.integers(1, 4)):
+        start = (rng.uniform(0, w), -10.0) if rng.random() < 0.5 else (-10.0, rng.uniform(0, h))
+        end = (rng.uniform(0, w), h + 10.0) if start[1] < 0 else (w + 10.0, rng.uniform(0, h))
+        mid = ((start[0] + end[0]) / 2 + rng.normal(0, w / 8), (start[1] + end[1]) / 2 + rng.normal(0, h / 8))
+        line = [start, mid, end]
+        draw.line(line, fill=255, width=int(rng.integers(max(3, w // 80), max(5, w // 35))),
+                  joint="curve")
+        road_points.extend(line)
+    road = np.asarray(layer) > 0
+    _paint(rgb, road, (105, 105, 108), 0.3 * grain)
+    mask[road] = ROAD
+
+    # Buildings: rotated rectangles near the roads, each with a shadow to the south-east.
+    roofs = [(170, 70, 55), (150, 150, 150), (210, 205, 195), (120, 90, 80)]
+    layer = Image.new("L", (w, h), 0)
+    shadow = Image.new("L", (w, h), 0)
+    draw, shadow_draw = ImageDraw.Draw(layer), ImageDraw.Draw(shadow)
+    roof_index = np.zeros((h, w), dtype=np.int32)
+    for k in range(int(rng.integers(3, 12))):
+        ax, ay = road_points[rng.integers(len(road_points))] if road_points else (w / 2, h / 2)
+        t = rng.uniform(0, 1)
+        cx = np.clip(ax + rng.normal(0, w / 5) * t, 0, w)
+        cy = np.clip(ay + rng.normal(0, h / 5) * t, 0, h)
+        bw, bh = rng.uniform(0.03, 0.09) * w, rng.uniform(0.03, 0.07) * h
+        theta = rng.uniform(0, np.pi)
+        c, s = np.cos(theta), np.sin(theta)
+        corners = [(cx + c * dx - s * dy, cy + s * dx + c * dy)
+                   for dx, dy in ((-bw, -bh), (bw, -bh), (bw, bh), (-bw, bh))]
+        off = max(2.0, 0.15 * min(bw, bh))
+        shadow_draw.polygon([(x + off, y + off) for x, y in corners], fill=255)
+        draw.polygon(corners, fill=255)
+        single = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(single).polygon(corners, fill=255)
+        roof_index[np.asarray(single) > 0] = k % len(roofs) + 1
+    building = np.asarray(layer) > 0
+    shade = np.asarray(shadow) > 0
+    rgb[shade & ~building] *= 0.55
+    for k, color in enumerate(roofs, start=1):
+        _paint(rgb, building & (roof_index == k), color, 0.25 * grain)
+    mask[building] = BUILDING
+
+    rgb += rng.normal(0, 3.0, size=rgb.shape).astype(np.float32)  # sensor noise
+    return np.clip(rgb, 0, 255).astype(np.uint8), mask
+
+
+def write_dataset(root: str | Path, n_train: int, n_val: int, n_test: int, size: int = 256,
+                  seed: int = 0, layout: str = "landcoverai", progress: bool = True) -> Path:
+    """Write scenes to ``root`` in ``layout`` (``landcoverai`` or ``folders``); returns root."""
+    root = Path(root)
+    splits = {"train": n_train, "val": n_val, "test": n_test}
+    table = ClassTable.load()
+    if layout == "landcoverai":
+        (root / "output").mkdir(parents=True, exist_ok=True)
+    elif layout == "folders":
+        root.mkdir(parents=True, exist_ok=True)
+        table.save(root / "classes.json")
+    else:
+        raise ValueError(f"unknown layout {layout!r} (landcoverai or folders)")
+    total = sum(splits.values())
+    bar = tqdm(total=total, desc="synthetic scenes", disable=not progress, unit="scene")
+    index = 0
+    for split, count in splits.items():
+        stems = []
+        for _ in range(count):
+            stem = f"scene_{index:04d}"
+            rgb, mask = generate_scene(size, seed * 100_003 + index)
+            if layout == "landcoverai":
+                Image.fromarray(rgb).save(root / "output" / f"{stem}.jpg", quality=95)
+                Image.fromarray(mask).save(root / "output" / f"{stem}_m.png")
+            else:
+                folder = root / split
+                (folder / "images").mkdir(parents=True, exist_ok=True)
+                (folder / "masks").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rgb).save(folder / "images" / f"{stem}.png")
+                Image.fromarray(table.colorize(mask)).save(folder / "masks" / f"{stem}.png")
+            stems.append(stem)
+            index += 1
+            bar.update()
+        if layout == "landcoverai":
+            (root / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems))
+    bar.close()
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder to write the dataset into")
+    parser.add_argument("--train", type=int, default=48, help="training scenes")
+    parser.add_argument("--val", type=int, default=12, help="validation scenes")
+    parser.add_argument("--test", type=int, default=12, help="test scenes")
+    parser.add_argument("--size", type=int, default=256, help="scene side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=("landcoverai", "folders"), default="landcoverai")
+    args = parser.parse_args(argv)
+    if min(args.train, args.val, args.test) < 0 or args.size < 8:
+        parser.error("counts must be >= 0 and --size >= 8")
+    root = write_dataset(args.out, args.train, args.val, args.test, args.size, args.seed,
+                         args.layout)
+    print(f"wrote {args.train + args.val + args.test} scenes to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
