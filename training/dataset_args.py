@@ -1,0 +1,57 @@
+"""Command-line options that choose a dataset, shared by ``train`` and ``evaluate``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from model.class_table import DEFAULT_TABLE_PATH, ClassTable
+from training.data import (
+    ColourMaskFolders,
+    DatasetError,
+    LandCoverAIOrthophotos,
+    LandCoverAITiles,
+    SampleSource,
+)
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=True,
+                       help="dataset folder (LandCover.ai root, or folders of images/ + masks/)")
+    group.add_argument("--dataset", choices=("landcoverai", "folders"), default="landcoverai",
+                       help="layout: LandCover.ai (output/ tiles or images/+masks/ orthophotos), "
+                            "or colour-coded mask folders with their own class table")
+    group.add_argument("--classes", default=None,
+                       help="class table JSON (default: <data>/classes.json for folders if "
+                            "present, else model/classes.json)")
+    group.add_argument("--train-dirs", nargs="*", default=None,
+                       help="folders sub-directories for training (default: train/)")
+    group.add_argument("--val-dirs", nargs="*", default=None,
+                       help="folders sub-directories for validation (default: val/)")
+    group.add_argument("--scale", type=float, default=1.0,
+                       help="resize factor for folder images and masks (e.g. 0.5 on a CPU)")
+
+
+def load_table(args: argparse.Namespace) -> ClassTable:
+    if args.classes:
+        return ClassTable.load(args.classes)
+    own = Path(args.data) / "classes.json"
+    if args.dataset == "folders" and own.is_file():
+        return ClassTable.load(own)
+    return ClassTable.load(DEFAULT_TABLE_PATH)
+
+
+def open_source(args: argparse.Namespace, split: str, table: ClassTable) -> SampleSource:
+    """The images and dense masks of ``split`` (train, val or test) as the options describe."""
+    root = Path(args.data)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    if args.dataset == "folders":
+        chosen = args.train_dirs if split == "train" else args.val_dirs
+        dirs = chosen if chosen else ([split] if (root / split).is_dir() else [])
+        return ColourMaskFolders(root, table, dirs, args.scale)
+    if (root / "output").is_dir():
+        return LandCoverAITiles(root, split, table.num_classes)
+    if (root / "images").is_dir():
+        return LandCoverAIOrthophotos(root, split)
+    raise DatasetError(f"{root}: neither LandCover.ai output/ tiles nor images/ + masks/")

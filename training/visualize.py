@@ -1,0 +1,51 @@
+"""Pictures of predictions: image | points | prediction | ground truth, in the class colours."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from model.class_table import IGNORE_INDEX, ClassTable
+from training.points import Points
+
+PANEL_TITLES = ("image", "points", "prediction", "ground truth")
+
+
+def draw_points(image: np.ndarray, points: Points, table: ClassTable) -> np.ndarray:
+    """The image, dimmed, with each point (y, x, class) as a dot in its class colour.
+
+    ``image`` (H, W, 3) uint8 -> (H, W, 3) uint8. Dots scale with the image (radius >= 2 px).
+    """
+    canvas = Image.fromarray((image.astype(np.float32) * 0.55).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    radius = max(2, round(min(image.shape[:2]) / 120))
+    for y, x, c in points.tolist():
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius),
+                     fill=tuple(table.colors[c]), outline=(255, 255, 255))
+    return np.asarray(canvas)
+
+
+def comparison_picture(image: np.ndarray, points: Points, prediction: np.ndarray,
+                       truth: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Four panels side by side with titles: (H + 16, 4 W + 12, 3) uint8.
+
+    ``prediction`` and ``truth`` are (H, W) class ids; truth 255 shows black.
+    """
+    h, w = truth.shape
+    panels = [image, draw_points(image, points, table), table.colorize(prediction),
+              np.where((truth == IGNORE_INDEX)[..., None], 0, table.colorize(truth))]
+    title_h, gap = 16, 4
+    out = np.full((h + title_h, 4 * w + 3 * gap, 3), 255, dtype=np.uint8)
+    for k, panel in enumerate(panels):
+        out[title_h:, k * (w + gap):k * (w + gap) + w] = panel
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    for k, title in enumerate(PANEL_TITLES):
+        draw.text((k * (w + gap) + 2, 2), title, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def save_picture(path: str | Path, picture: np.ndarray) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(path)
