@@ -1,0 +1,97 @@
+"""End-to-end: the training CLI on a tiny synthetic set, export, and evaluation."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.checkpoint import read_checkpoint
+from model.export import main as export_main
+from training.evaluate import main as evaluate_main
+from training.train import main as train_main
+
+FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",
+        "--steps-per-epoch", "1", "--seed", "0", "--no-progress", "--max-pictures", "2"]
+
+
+def test_two_step_run_writes_checkpoints_metrics_and_pictures(tiny_landcoverai, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(["--data", str(tiny_landcoverai), "--out", str(out), "--epochs", "2",
+                       "--points-per-class", "5", "--aux-loss", *FAST]) == 0
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["classes"]["classes"][1]["name"] == "building"
+    assert (out / "best.pt").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["step"] for r in metrics["epochs"]] == [1, 2]
+    assert all(0.0 <= r["val_miou"] <= 1.0 for r in metrics["epochs"])
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "val_miou" in header and "iou_woodland" in header
+    pictures = sorted((out / "pictures").glob("*.png"))
+    assert len(pictures) == 2
+    with Image.open(pictures[0]) as im:  # 4 panels of 64 px + 3 gaps, 16 px title row
+        assert im.size == (4 * 64 + 12, 64 + 16)
+
+    model_path = tmp_path / "geoseg.pt"
+    assert export_main(["--checkpoint", str(out / "best.pt"), "--out", str(model_path),
+                        "--parity-size", "32"]) == 0
+    scores_path = tmp_path / "scores.json"
+    assert evaluate_main(["--model", str(model_path), "--data", str(tiny_landcoverai),
+                          "--split", "test", "--json", str(scores_path)]) == 0
+    scores = json.loads(scores_path.read_text())
+    assert set(scores["iou"]) == {"background", "building", "woodland", "water", "road"}
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_landcoverai, tmp_path):
+    common = ["--data", str(tiny_landcoverai), "--points-per-class", "5", *FAST]
+    assert train_main([*common, "--out", str(tmp_path / "straight"), "--epochs", "2"]) == 0
+    assert train_main([*common, "--out", str(tmp_path / "split"), "--epochs", "2",
+                       "--stop-after", "1"]) == 0
+    assert read_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 0
+    assert train_main([*common, "--out", str(tmp_path / "split"), "--epochs", "2", "--resume"]) == 0
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_dense_and_folder_datasets_train(tiny_folders, tmp_path):
+    assert train_main(["--data", str(tiny_folders), "--dataset", "folders", "--dense",
+                       "--out", str(tmp_path / "dense"), "--epochs", "1", *FAST]) == 0
+    assert (tmp_path / "dense" / "best.pt").is_file()
+
+
+def test_point_file_training(tiny_landcoverai, tmp_path):
+    csv = tmp_path / "points.csv"
+    csv.write_text("image,x,y,class\nscene_0000.jpg,3,4,background\nscene_0001.jpg,10,10,2\n")
+    assert train_main(["--data", str(tiny_landcoverai), "--point-file", str(csv),
+                       "--out", str(tmp_path / "pf"), "--epochs", "1", *FAST]) == 0
+    csv.write_text("image,x,y,class\nscene_0000.jpg,300,4,background\n")
+    assert train_main(["--data", str(tiny_landcoverai), "--point-file", str(csv),
+                       "--out", str(tmp_path / "pf2"), "--epochs", "1", *FAST]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/nonexistent"], "dataset folder /nonexistent does not exist"),
+    (["--pretrained", "/nonexistent.pth"], "does not exist"),
+])
+def test_cli_bad_input_is_one_line_and_nonzero(tiny_landcoverai, tmp_path, args, message):
+    base = {"--data": str(tiny_landcoverai), "--out": str(tmp_path / "x"), "--epochs": "1"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    flat = [t for kv in base.items() for t in kv]
+    proc = subprocess.run([sys.executable, "-m", "training.train", *flat, *FAST],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_runs():
+    for module in ("training.train", "training.evaluate", "training.synthetic", "model.export"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "usage" in proc.stdout
