@@ -1,0 +1,79 @@
+# GeoSeg: every command a user types. `make setup`, then `make demo` or `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PYTHONPATH := $(CURDIR)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# The short demo training runs on a CPU in about a minute; the product's reference model is
+# ARCH=deeplabv3_resnet50 (about 16x the compute of the MobileNetV3 variant).
+ARCH        ?= deeplabv3_mobilenet_v3_large
+POINTS      ?= 10
+EPOCHS      ?= 3
+STEPS       ?= 20
+CROP        ?= 128
+DATA        ?= data/synthetic
+RUN         ?= runs/demo
+MODEL       ?= model/geoseg.pt
+DUBAI       ?= ../shared/data/dubai-aerial
+# Settings of the measured supervision comparison (README, "Results").
+COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
+               --batch-size 8 --lr 1e-3 --seed 0 --threads 1
+
+.PHONY: setup test data train export evaluate demo compare-synthetic compare-dubai clean help
+
+help:
+	@echo "make setup      create .venv and install the pinned requirements"
+	@echo "make test       run the test suite"
+	@echo "make demo       synthetic data -> short training from points -> export -> evaluation"
+	@echo "make train      short training on synthetic data ($(RUN))"
+	@echo "make export     write $(MODEL) from $(RUN)/best.pt"
+	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
+	@if java -version >/dev/null 2>&1; then \
+	    echo "java: $$(java -version 2>&1 | head -n 1)"; \
+	else \
+	    echo "WARNING: no java found. TorchServe (make serve) needs Java 17+:"; \
+	    echo "         apt-get install openjdk-17-jre-headless   (training and tests of it work without)"; \
+	fi
+
+test:
+	$(BIN)/python -m pytest -q tests
+
+$(DATA)/train.txt:
+	$(BIN)/python -m training.synthetic --out $(DATA) --train 48 --val 12 --test 12 --size 256 --seed 0
+
+data: $(DATA)/train.txt
+
+train: data
+	$(BIN)/python -m training.train --data $(DATA) --out $(RUN) --arch $(ARCH) \
+	    --points-per-class $(POINTS) --epochs $(EPOCHS) --steps-per-epoch $(STEPS) \
+	    --batch-size 8 --crop-size $(CROP)
+
+export:
+	$(BIN)/python -m model.export --checkpoint $(RUN)/best.pt --out $(MODEL)
+
+evaluate:
+	$(BIN)/python -m training.evaluate --model $(MODEL) --data $(DATA) --split test \
+	    --pictures $(RUN)/test-pictures --max-pictures 4
+
+demo: train export evaluate
+	@echo "demo done: checkpoint $(RUN)/best.pt, model $(MODEL), pictures in $(RUN)/pictures and $(RUN)/test-pictures"
+
+compare-synthetic: data
+	bash training/compare_supervision.sh runs/compare-synthetic --data $(DATA) $(COMPARE) --crop-size 192
+
+compare-dubai:
+	bash training/compare_supervision.sh runs/compare-dubai --data $(DUBAI) --dataset folders \
+	    --classes training/tables/dubai-aerial.json --train-dirs tile1 tile2 tile3 tile4 \
+	    --val-dirs tile5 tile6 --scale 0.5 $(COMPARE) --crop-size 256
+
+clean:
+	rm -rf runs data $(MODEL) .pytest_cache
