@@ -1,0 +1,1 @@
+"""GeoSeg's TorchServe handler and its pure helpers (decode, tile, stitch, encode)."""

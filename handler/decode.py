@@ -1,0 +1,198 @@
+"""Decode request bytes into an RGB image, checking every fault a user can cause.
+
+Accepted: PNG, JPEG (EXIF orientation applied), TIFF and GeoTIFF, plus whatever else Pillow
+reads (GIF, BMP, WebP). Rules, documented in the README:
+
+- greyscale, palette, grey+alpha and RGBA become RGB (alpha is dropped);
+- rasters of more than 3 bands: bands 1, 2, 3 are taken as R, G, B;
+- anything but 8-bit (16-bit, 32-bit, float): each band is stretched linearly from its 2nd to
+  its 98th percentile onto 0..255 (non-finite pixels become 0);
+- animated GIF / multi-page TIFF: the first frame / page;
+- the pixel count (width x height) is checked against ``max_pixels`` from the header, before
+  any pixel is decoded: beyond it, 413.
+
+A GeoTIFF's georeferencing (its raw GeoTIFF tags, affine transform, pixel area) is kept so
+that a class GeoTIFF can carry it unchanged and the JSON summary can give areas.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from handler.errors import RequestError
+
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+"""ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams."""
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@dataclass
+class GeoReference:
+    """Georeferencing of the input raster.
+
+    ``tags``: raw GeoTIFF tags as (code, tifffile dtype, count, value), copied unchanged into
+    output GeoTIFFs. ``pixel_area_m2``: ground area of one pixel in square metres, when the
+    CRS is projected with linear units; else None.
+    """
+
+    tags: list[tuple[int, int, int, object]] = field(default_factory=list)
+    pixel_area_m2: Optional[float] = None
+    crs: Optional[str] = None
+
+
+@dataclass
+class DecodedImage:
+    """``rgb``: (H, W, 3) uint8. ``kind``: the format read. ``georef``: GeoTIFFs only."""
+
+    rgb: np.ndarray
+    kind: str
+    georef: Optional[GeoReference] = None
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode ``data``; raises RequestError (400, 413, 415) naming the problem."""
+    if not data:
+        raise RequestError(400, "empty request body: send an image (PNG, JPEG or TIFF)",
+                           {"kind": "empty"})
+    if data[:4] in TIFF_MAGIC:
+        return _decode_tiff(bytes(data), max_pixels)
+    return _decode_pillow(bytes(data), max_pixels)
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise RequestError(400, f"image has no pixels ({width}x{height})", {"kind": "empty_image"})
+    if width * height > max_pixels:
+        raise RequestError(413, f"image of {width}x{height} = {width * height} pixels exceeds "
+                                f"the limit of {max_pixels} pixels",
+                           {"kind": "too_many_pixels", "pixels": width * height,
+                            "limit": max_pixels})
+
+
+def to_uint8(bands: np.ndarray) -> np.ndarray:
+    """(B, H, W) any numeric dtype -> uint8: as is for uint8, else 2-98 % stretch per band."""
+    if bands.dtype == np.uint8:
+        return bands
+    out = np.zeros(bands.shape, dtype=np.uint8)
+    for k, band in enumerate(bands.astype(np.float64)):
+        finite = np.isfinite(band)
+        if not finite.any():
+            continue
+        lo, hi = np.percentile(band[finite], (2, 98))
+        if hi <= lo:
+            hi = lo + 1.0
+        scaled = np.clip((np.where(finite, band, lo) - lo) / (hi - lo) * 255.0, 0, 255)
+        out[k] = np.round(scaled).astype(np.uint8)
+    return out
+
+
+def bands_to_rgb(bands: np.ndarray) -> np.ndarray:
+    """(B, H, W) uint8 -> (H, W, 3): 1-2 bands grey (2nd is alpha), 3+ bands: the first three."""
+    if bands.shape[0] in (1, 2):
+        return np.repeat(bands[0][..., None], 3, axis=2)
+    return np.ascontiguousarray(np.moveaxis(bands[:3], 0, -1))
+
+
+def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, f"image exceeds the pixel limit ({exc})",
+                           {"kind": "too_many_pixels", "limit": max_pixels}) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise RequestError(415, "not a recognised image: send PNG, JPEG or TIFF bytes",
+                           {"kind": "unsupported_format"}) from None
+    with im:
+        kind = (im.format or "unknown").lower()
+        _check_size(im.width, im.height, max_pixels)
+        try:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            rgb = _pillow_to_rgb(im)
+        except RequestError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise RequestError(400, f"corrupt or truncated {kind.upper()} data ({exc})",
+                               {"kind": "corrupt"}) from None
+    return DecodedImage(rgb, kind)
+
+
+def _pillow_to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode == "RGB":
+        return np.asarray(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return bands_to_rgb(to_uint8(np.asarray(im)[None]))
+    if im.mode in ("L", "LA", "P", "PA", "RGBA", "RGBX", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB"))
+    raise RequestError(415, f"image mode {im.mode} is not supported", {"kind": "unsupported_mode"})
+
+
+def _decode_tiff(data: bytes, max_pixels: int) -> DecodedImage:
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.errors import RasterioIOError
+
+    georef = _geotiff_tags(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning on plain TIFFs
+            with rasterio.MemoryFile(data) as memfile, memfile.open() as src:
+                _check_size(src.width, src.height, max_pixels)
+                interp = src.colorinterp
+                if ColorInterp.cyan in interp or ColorInterp.black in interp:
+                    raise RequestError(415, "CMYK TIFF is not supported: send RGB",
+                                       {"kind": "unsupported_mode"})
+                count = min(src.count, 3) if src.count != 2 else 1
+                bands = src.read(list(range(1, count + 1)))
+                if src.count == 1 and interp[0] == ColorInterp.palette:
+                    lut = np.zeros((256, 3), dtype=np.uint8)
+                    for index, rgba in src.colormap(1).items():
+                        if 0 <= index < 256:
+                            lut[index] = rgba[:3]
+                    return DecodedImage(lut[bands[0].astype(np.uint8)], "tiff",
+                                        _with_area(georef, src))
+                rgb = bands_to_rgb(to_uint8(bands))
+                return DecodedImage(rgb, "tiff", _with_area(georef, src))
+    except RequestError:
+        raise
+    except (RasterioIOError, OSError, ValueError) as exc:
+        raise RequestError(400, f"corrupt or truncated TIFF data ({str(exc).splitlines()[0]})",
+                           {"kind": "corrupt"}) from None
+
+
+def _geotiff_tags(data: bytes) -> Optional[GeoReference]:
+    """The raw GeoTIFF tags of the first page, or None for a plain TIFF."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            tags = tif.pages[0].tags
+            found = [(t.code, int(t.dtype), t.count, t.value) for t in tags.values()
+                     if t.code in GEOTIFF_TAGS]
+    except Exception:  # unreadable headers are reported by the pixel decoder
+        return None
+    return GeoReference(tags=found) if found else None
+
+
+def _with_area(georef: Optional[GeoReference], src: object) -> Optional[GeoReference]:
+    """Add CRS and pixel area (m^2, projected CRS with linear units only) from rasterio."""
+    if georef is None:
+        return None
+    crs = getattr(src, "crs", None)
+    if crs is not None:
+        georef.crs = crs.to_string()
+        if crs.is_projected:
+            unit = crs.linear_units_factor[1]
+            t = src.transform  # type: ignore[attr-defined]
+            georef.pixel_area_m2 = abs(t.a * t.e - t.b * t.d) * unit * unit
+    return georef

@@ -1,0 +1,113 @@
+"""GeoSeg's TorchServe handler: images in, land-cover maps out.
+
+Each request is decoded and checked on its own (a bad one gets its 4xx JSON error and does not
+disturb the others of its batch); the tiles of all good requests are pooled into micro-batches
+on the worker's device; each class map is stitched and encoded in the format the request chose.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from handler.decode import DecodedImage, decode_image
+from handler.encode import encode
+from handler.errors import REASON_PHRASES, RequestError
+from handler.inference import HandlerConfig, load_model, tile_predictor
+from handler.request import choose_format, image_bytes
+from handler.tiling import segment_images
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One decoded request: its index in the batch, its image and the format it asked for."""
+
+    index: int
+    image: DecodedImage
+    fmt: str
+
+
+def request_header(context: Any, idx: int, name: str) -> Optional[str]:
+    """A request header, whatever case the client and the frontend gave its name."""
+    for key in (name, name.lower(), name.title()):
+        value = context.get_request_header(idx, key)
+        if value:
+            return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+    return None
+
+
+class GeoSegHandler(BaseHandler):
+    """initialize / preprocess / inference / postprocess, with per-request error answers."""
+
+    def initialize(self, context: Any) -> None:
+        properties = context.system_properties
+        gpu_id = properties.get("gpu_id")
+        self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available()
+                                   and gpu_id is not None else "cpu")
+        yaml_config = getattr(context, "model_yaml_config", None) or {}
+        self.config = HandlerConfig.from_mapping(yaml_config.get("handler"))
+        path = os.path.join(properties.get("model_dir"), context.manifest["model"]["serializedFile"])
+        self.model, meta = load_model(path, self.device)
+        half = self.config.half_precision and self.device.type == "cuda"
+        if half:
+            self.model = self.model.half()
+        table = meta["classes"]["classes"]
+        self.names = [c["name"] for c in table]
+        self.colors = [tuple(c["color"]) for c in table]
+        self.predict = tile_predictor(self.model, self.device, half, self.config.channels_last)
+        self.context = context
+        self.initialized = True
+        logger.info("GeoSeg model %s on %s, classes %s, %s", meta.get("arch"), self.device,
+                    self.names, self.config)
+
+    def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
+        jobs: list[Job | RequestError] = []
+        for idx, row in enumerate(data):
+            try:
+                fmt = choose_format(row, request_header(self.context, idx, "X-GeoSeg-Format"),
+                                    request_header(self.context, idx, "Accept"))
+                jobs.append(Job(idx, decode_image(image_bytes(row), self.config.max_pixels), fmt))
+            except RequestError as exc:
+                jobs.append(exc)
+        return jobs
+
+    def inference(self, jobs: list[Job | RequestError], *args: Any, **kwargs: Any) -> list:
+        good = [j for j in jobs if isinstance(j, Job)]
+        maps = segment_images([j.image.rgb for j in good], self.predict, self.config.tile_size,
+                              self.config.tile_overlap, self.config.tile_batch_size)
+        by_index = {j.index: m for j, m in zip(good, maps)}
+        return [by_index.get(i) for i in range(len(jobs))]
+
+    def postprocess(self, jobs: list[Job | RequestError], maps: list) -> list[bytes]:
+        responses: list[bytes] = []
+        for idx, (job, classes) in enumerate(zip(jobs, maps)):
+            if isinstance(job, RequestError):
+                responses.append(self._error(idx, job))
+                continue
+            try:
+                body, content_type = encode(job.fmt, classes, job.image.rgb, self.names,
+                                            self.colors, job.image.georef)
+            except RequestError as exc:
+                responses.append(self._error(idx, exc))
+                continue
+            self.context.set_response_content_type(idx, content_type)
+            responses.append(body)
+        return responses
+
+    def _error(self, idx: int, error: RequestError) -> bytes:
+        self.context.set_response_status(error.status,
+                                         REASON_PHRASES.get(error.status, "Client Error"), idx)
+        self.context.set_response_content_type(idx, "application/json")
+        return error.body()
+
+    def handle(self, data: list[dict], context: Any) -> list[bytes]:
+        """One response per request, in order (TorchServe answers 503 otherwise)."""
+        self.context = context
+        jobs = self.preprocess(data)
+        return self.postprocess(jobs, self.inference(jobs))

@@ -1,0 +1,44 @@
+"""Small stand-ins with the exported model's interface, for fast handler and server tests."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import torch
+from torch import Tensor, nn
+
+from model.class_table import ClassTable
+from model.export import export_meta, save_exported
+
+
+PROTOTYPES = [[140, 138, 88], [170, 70, 55], [45, 85, 40], [35, 70, 95], [105, 105, 108]]
+
+
+class ColourRule(nn.Module):
+    """A fully convolutional stand-in: 3x3 box blur, then nearest of 5 prototype colours.
+
+    logit_k = 2 x . c_k - |c_k|^2 (a 1x1 conv), so argmax picks the closest prototype; the
+    prototypes are near the synthetic scenes' soil, roof, woodland, water and road colours.
+
+    Receptive field 3x3, so tiles overlapping by >= 2 pixels must reproduce the untiled result
+    away from the image border. Input (N, 3, H, W) in [0, 1] -> {"out": (N, 5, H, W)}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blur = nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False)
+        self.blur.weight.data.fill_(1 / 9)
+        self.head = nn.Conv2d(3, 5, 1)
+        prototypes = torch.tensor(PROTOTYPES) / 255.0
+        self.head.weight.data = (2 * prototypes).view(5, 3, 1, 1)
+        self.head.bias.data = -(prototypes ** 2).sum(1)
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        return {"out": self.head(self.blur(x))}
+
+
+def write_standin(path: Path) -> Path:
+    """Script :class:`ColourRule` with GeoSeg's metadata (LandCover.ai table) into ``path``."""
+    scripted = torch.jit.script(ColourRule().eval())
+    save_exported(scripted, export_meta(ClassTable.load(), "colour-rule-standin"), path)
+    return path

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from handler.tiling import axis_spans, plan_tiles, segment_images
+from tests.standins import ColourRule
+from training.synthetic import generate_scene
+
+
+def identity(batch: np.ndarray) -> np.ndarray:
+    """'Model' whose classes are the red channel: stitching must give the input back."""
+    return batch[..., 0].copy()
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 7), (5, 1), (31, 31), (32, 32), (33, 70),
+                                  (97, 45), (100, 257), (129, 128), (64, 1)])
+@pytest.mark.parametrize("tile, overlap", [(32, 8), (32, 0), (17, 5)])
+def test_identity_model_reproduces_input_exactly(h, w, tile, overlap):
+    rng = np.random.default_rng(h * 1000 + w)
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    (out,) = segment_images([image], identity, tile, overlap, micro_batch=3)
+    assert out.shape == (h, w) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, image[..., 0])
+
+
+def test_kept_regions_cover_each_pixel_once():
+    for length in (1, 50, 64, 65, 200, 513):
+        spans = axis_spans(length, 64, 16)
+        covered = np.zeros(length, int)
+        for start, (a, b) in spans:
+            assert start <= a < b <= start + 64
+            covered[a:b] += 1
+        assert np.all(covered == 1)
+
+
+def test_each_tile_keeps_at_least_half_the_overlap_from_its_inner_borders():
+    for start, (a, b) in axis_spans(1000, 128, 32)[1:-1]:
+        assert a - start >= 16 and start + 128 - b >= 16
+
+
+def test_convolutional_model_tiled_equals_untiled_away_from_border():
+    model = ColourRule().eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            return model(x)["out"].argmax(1).to(torch.uint8).numpy()
+
+    image, _ = generate_scene((150, 190), seed=4)
+    tiled = segment_images([image], predict, tile=40, overlap=8, micro_batch=5)[0]
+    untiled = predict(image[None])[0]
+    assert len(np.unique(untiled)) > 2  # the comparison is not trivial
+    np.testing.assert_array_equal(tiled[1:-1, 1:-1], untiled[1:-1, 1:-1])
+
+
+def test_tiles_of_several_images_share_micro_batches():
+    sizes = []
+
+    def predict(batch):
+        sizes.append(len(batch))
+        return batch[..., 0].copy()
+
+    images = [np.full((40, 40, 3), k, np.uint8) for k in (1, 2, 3)]
+    outs = segment_images(images, predict, tile=32, overlap=8, micro_batch=8)
+    assert [int(o.mean()) for o in outs] == [1, 2, 3]
+    assert sizes == [8, 4]  # 3 images x 4 tiles pooled into micro-batches of up to 8
+
+
+def test_bad_tiling_parameters_are_refused():
+    with pytest.raises(ValueError):
+        plan_tiles(10, 10, 16, 16)
