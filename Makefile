@@ -20,7 +20,7 @@ DUBAI       ?= ../shared/data/dubai-aerial
 COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
-.PHONY: setup test data train export evaluate demo compare-synthetic compare-dubai clean help
+.PHONY: setup test data train export evaluate demo archive serve stop predict compare-synthetic compare-dubai clean help
 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
@@ -28,6 +28,7 @@ help:
 	@echo "make demo       synthetic data -> short training from points -> export -> evaluation"
 	@echo "make train      short training on synthetic data ($(RUN))"
 	@echo "make export     write $(MODEL) from $(RUN)/best.pt"
+	@echo "make archive    build model_store/geoseg.mar;  make serve / make stop: TorchServe on 127.0.0.1:8080"
 	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
 
 $(BIN)/python:
@@ -64,8 +65,25 @@ evaluate:
 	$(BIN)/python -m training.evaluate --model $(MODEL) --data $(DATA) --split test \
 	    --pictures $(RUN)/test-pictures --max-pictures 4
 
-demo: train export evaluate
-	@echo "demo done: checkpoint $(RUN)/best.pt, model $(MODEL), pictures in $(RUN)/pictures and $(RUN)/test-pictures"
+archive:
+	$(BIN)/python -m handler.package --model $(MODEL) --out model_store
+
+serve: archive
+	@mkdir -p logs
+	LOG_LOCATION=logs METRICS_LOCATION=logs $(BIN)/torchserve --start --ncs \
+	    --ts-config config.properties --model-store model_store --models geoseg=geoseg.mar
+	$(BIN)/python -m handler.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
+
+stop:
+	$(BIN)/torchserve --stop
+
+predict:
+	@mkdir -p demo_out
+	curl -sS --fail-with-body -T $(IMAGE) -o demo_out/mask.png http://127.0.0.1:8080/predictions/geoseg
+	@echo "wrote demo_out/mask.png"
+
+demo: train export evaluate archive
+	$(BIN)/python -m handler.demo --model-store model_store --out demo_out
 
 compare-synthetic: data
 	bash training/compare_supervision.sh runs/compare-synthetic --data $(DATA) $(COMPARE) --crop-size 192
@@ -76,4 +94,4 @@ compare-dubai:
 	    --val-dirs tile5 tile6 --scale 0.5 $(COMPARE) --crop-size 256
 
 clean:
-	rm -rf runs data $(MODEL) .pytest_cache
+	rm -rf runs data $(MODEL) model_store logs demo_out .pytest_cache

@@ -1,5 +1,7 @@
 """GeoSeg's TorchServe handler: images in, land-cover maps out.
 
+TorchServe requires this module to define exactly one class (the handler).
+
 Each request is decoded and checked on its own (a bad one gets its 4xx JSON error and does not
 disturb the others of its batch); the tiles of all good requests are pooled into micro-batches
 on the worker's device; each class map is stitched and encoded in the format the request chose.
@@ -8,29 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.decode import DecodedImage, decode_image
+from handler.decode import decode_image
 from handler.encode import encode
 from handler.errors import REASON_PHRASES, RequestError
 from handler.inference import HandlerConfig, load_model, tile_predictor
-from handler.request import choose_format, image_bytes
+from handler.request import Job, choose_format, image_bytes
 from handler.tiling import segment_images
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Job:
-    """One decoded request: its index in the batch, its image and the format it asked for."""
-
-    index: int
-    image: DecodedImage
-    fmt: str
 
 
 def request_header(context: Any, idx: int, name: str) -> Optional[str]:
@@ -72,7 +64,8 @@ class GeoSegHandler(BaseHandler):
             try:
                 fmt = choose_format(row, request_header(self.context, idx, "X-GeoSeg-Format"),
                                     request_header(self.context, idx, "Accept"))
-                jobs.append(Job(idx, decode_image(image_bytes(row), self.config.max_pixels), fmt))
+                data_bytes = image_bytes(row, request_header(self.context, idx, "Content-Type"))
+                jobs.append(Job(idx, decode_image(data_bytes, self.config.max_pixels), fmt))
             except RequestError as exc:
                 jobs.append(exc)
         return jobs
@@ -110,4 +103,6 @@ class GeoSegHandler(BaseHandler):
         """One response per request, in order (TorchServe answers 503 otherwise)."""
         self.context = context
         jobs = self.preprocess(data)
+        logger.info("batch of %d requests, %d valid", len(data),
+                    sum(isinstance(j, Job) for j in jobs))
         return self.postprocess(jobs, self.inference(jobs))

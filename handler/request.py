@@ -7,8 +7,10 @@ and ``format``). The format is chosen by, in order: the multipart ``format`` fie
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from handler.decode import DecodedImage
 from handler.errors import RequestError
 
 FORMAT_NAMES = ("png", "geotiff", "json", "overlay")
@@ -23,19 +25,32 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def image_bytes(row: Mapping[str, Any]) -> bytes:
+URLENCODED_HELP = ("form-urlencoded bodies (curl's --data-binary default) do not reach the model: "
+                   "send the raw image with `curl -T` or a Content-Type such as image/png or "
+                   "application/octet-stream, or as multipart field 'file'")
+
+
+def _field_names(names: list[str]) -> str:
+    shown = [n if n.isprintable() and len(n) <= 40 else "<binary>" for n in names[:5]]
+    return ", ".join(dict.fromkeys(shown)) or "none"
+
+
+def image_bytes(row: Mapping[str, Any], content_type: Optional[str] = None) -> bytes:
     """The image of one request row; RequestError(400/415) for a missing or wrong field."""
+    if content_type and content_type.split(";")[0].strip().lower() == \
+            "application/x-www-form-urlencoded":
+        raise RequestError(415, URLENCODED_HELP, {"kind": "urlencoded_body"})
     if "body" in row or "data" in row:
         value = row.get("body", row.get("data"))
     else:
         unknown = sorted(set(row) - FORM_FIELDS)
         if "file" not in row:
             raise RequestError(400, "no image: send it as the raw body or as the multipart "
-                                    f"field 'file' (got fields: {', '.join(unknown) or 'none'})",
+                                    f"field 'file' (got fields: {_field_names(unknown)})",
                                {"kind": "missing_file"})
         if unknown:
-            raise RequestError(400, f"unexpected multipart fields {', '.join(unknown)}: send "
-                                    "one 'file' and optionally 'format'",
+            raise RequestError(400, f"unexpected multipart fields {_field_names(unknown)}: "
+                                    "send one 'file' and optionally 'format'",
                                {"kind": "unexpected_field"})
         value = row["file"]
     if value is None:
@@ -70,3 +85,12 @@ def choose_format(row: Mapping[str, Any], header: Optional[str], accept: Optiona
             return ACCEPT_TYPES[mime]
     raise RequestError(406, f"cannot answer with {accept!r}: accepted are "
                             f"{', '.join(sorted(ACCEPT_TYPES))}", {"kind": "not_acceptable"})
+
+
+@dataclass
+class Job:
+    """One decoded request: its index in the batch, its image and the format it asked for."""
+
+    index: int
+    image: DecodedImage
+    fmt: str

@@ -1,0 +1,191 @@
+"""Start, wait for and stop a real TorchServe process on loopback (tests, demo, benchmarks).
+
+    python -m handler.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional
+
+
+class ServerError(RuntimeError):
+    """TorchServe could not be started or did not become ready; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def java_problem() -> Optional[str]:
+    """Why Java cannot run TorchServe here, or None when it can."""
+    java = shutil.which("java")
+    if java is None:
+        return "TorchServe needs Java 17+, and no `java` is on PATH (apt-get install openjdk-17-jre-headless)"
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"`java -version` failed: {proc.stderr.strip()}"
+    return None
+
+
+def torchserve_executable() -> Optional[str]:
+    local = Path(sys.executable).parent / "torchserve"
+    return str(local) if local.exists() else shutil.which("torchserve")
+
+
+def wait_ready(url: str, model: str, timeout: float,
+               process: Optional[subprocess.Popen] = None,
+               failure: Optional[Callable[[], Optional[str]]] = None) -> None:
+    """Poll ``<url>/ping`` until Healthy, then a GET on ``/predictions/<model>`` until it is
+    answered by the model (any status but 404 / 503). Raises ServerError on timeout, on exit
+    of ``process``, or as soon as ``failure()`` returns a reason."""
+    deadline = time.monotonic() + timeout
+    stage = "ping"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"TorchServe exited with code {process.returncode} while starting")
+        reason = failure() if failure else None
+        if reason:
+            raise ServerError(reason)
+        try:
+            if stage == "ping":
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as r:
+                    if json.loads(r.read()).get("status") == "Healthy":
+                        stage = "model"
+            else:
+                req = urllib.request.Request(f"{url}/predictions/{model}", data=b"", method="POST")
+                urllib.request.urlopen(req, timeout=30)
+                return
+        except urllib.error.HTTPError as exc:
+            if stage == "model" and exc.code not in (404, 503):
+                return  # the handler answered (an empty body is a 400): the model is loaded
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            pass
+        time.sleep(0.5)
+    raise ServerError(f"TorchServe at {url} not ready for model {model!r} after {timeout:.0f} s "
+                      f"(stuck at {stage})")
+
+
+class TorchServe:
+    """A foreground TorchServe on free loopback ports with its own config, logs and pid file."""
+
+    def __init__(self, model_store: str | Path, models: str = "geoseg=geoseg.mar",
+                 workdir: Optional[str | Path] = None, extra_config: Optional[dict] = None) -> None:
+        self.model_store = Path(model_store).resolve()
+        self.models = models
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="geoseg-ts-")).resolve()
+        self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
+        self.extra_config = extra_config or {}
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['inference']}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['management']}"
+
+    def config_text(self) -> str:
+        settings = {
+            "inference_address": self.url, "management_address": self.management_url,
+            "metrics_address": f"http://127.0.0.1:{self.ports['metrics']}",
+            "model_store": str(self.model_store), "enable_model_api": "false",
+            "disable_token_authorization": "true", "max_request_size": 536870912,
+            "max_response_size": 536870912, "default_response_timeout": 600,
+            "install_py_dep_per_model": "false", **self.extra_config}
+        return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    def start(self, timeout: float = 240) -> "TorchServe":
+        problem = java_problem()
+        executable = torchserve_executable()
+        if problem:
+            raise ServerError(problem)
+        if executable is None:
+            raise ServerError("no `torchserve` executable: run `make setup`")
+        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.properties"
+        config.write_text(self.config_text())
+        env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs"),
+               "METRICS_LOCATION": str(self.workdir / "logs"),
+               "TMPDIR": str(self.workdir / "tmp")}  # TorchServe keeps its pid file there
+        self.log = open(self.workdir / "torchserve.out", "wb")
+        self.process = subprocess.Popen(
+            [executable, "--start", "--foreground", "--ncs", "--ts-config", str(config),
+             "--model-store", str(self.model_store), "--models", self.models],
+            cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        try:
+            wait_ready(self.url, self.models.split("=")[0], timeout, self.process,
+                       self.load_failure)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"{exc}; log tail:\n{self.log_tail()}") from None
+        return self
+
+    def load_failure(self) -> Optional[str]:
+        """The model's load error, once TorchServe has logged one."""
+        path = self.workdir / "torchserve.out"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if "Load model failed" not in text:
+            return None
+        errors = [line.split("MODEL_LOG - ", 1)[-1] for line in text.splitlines()
+                  if "MODEL_LOG" in line and "Error" in line]
+        return f"the model failed to load: {errors[-1] if errors else 'see the log'}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / "torchserve.out"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop TorchServe and its workers (the whole process group)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+        self.log.close()
+
+    def __enter__(self) -> "TorchServe":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handler.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    wait = sub.add_parser("wait", help="wait until a running TorchServe serves the model")
+    wait.add_argument("--url", default="http://127.0.0.1:8080")
+    wait.add_argument("--model", default="geoseg")
+    wait.add_argument("--timeout", type=float, default=180)
+    args = parser.parse_args(argv)
+    try:
+        wait_ready(args.url, args.model, args.timeout)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.url}/predictions/{args.model} is ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

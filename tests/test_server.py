@@ -1,0 +1,162 @@
+"""Integration: a real TorchServe on loopback serving a small archive, over real HTTP.
+
+Fails (never skips) when Java or TorchServe is missing: the message says what to install.
+"""
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from handler.package import build_archive
+from handler.server import TorchServe
+from tests.standins import write_standin
+from tests.test_codecs import geotiff_bytes
+from training.synthetic import generate_scene
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("serve")
+    config = work / "model-config.yaml"
+    config.write_text("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 4\nmaxBatchDelay: 1500\n"
+                      "responseTimeout: 120\nhandler:\n  tile_size: 64\n  tile_overlap: 16\n"
+                      "  tile_batch_size: 8\n  max_pixels: 1000000\n")
+    build_archive(write_standin(work / "standin.pt"), work / "store", config=config)
+    ts = TorchServe(work / "store", workdir=work / "ts").start(timeout=300)
+    yield ts
+    ts.stop()
+    assert ts.process.returncode is not None
+
+
+def post(server, data: bytes, headers=None, form=None):
+    """POST raw bytes, or a multipart form when ``form`` (name -> bytes) is given."""
+    headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+    if form is not None:
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+                 f'{"; filename=" + chr(34) + name + chr(34) if name != "format" else ""}\r\n\r\n'
+                 .encode() + value + b"\r\n" for name, value in form.items()]
+        data = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+    req = urllib.request.Request(f"{server.url}/predictions/geoseg", data=data, headers=headers,
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type"), exc.read()
+
+
+def png(array: np.ndarray, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+SCENE, _ = generate_scene((150, 130), seed=9)  # several 64 px tiles
+
+
+def mask_of(body: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(body)) as im:
+        assert im.mode == "P"
+        return np.asarray(im)
+
+
+def test_raw_png_gives_palette_png_of_input_size(server):
+    status, ctype, body = post(server, png(SCENE))
+    assert (status, ctype) == (200, "image/png")
+    assert mask_of(body).shape == (150, 130)
+
+
+def test_multipart_file_and_jpeg_input(server):
+    status, ctype, body = post(server, b"", form={"file": png(SCENE, "JPEG")})
+    assert (status, ctype) == (200, "image/png")
+    assert mask_of(body).shape == (150, 130)
+
+
+def test_raw_and_multipart_answers_agree(server):
+    raw = mask_of(post(server, png(SCENE))[2])
+    form = mask_of(post(server, b"", form={"file": png(SCENE)})[2])
+    np.testing.assert_array_equal(raw, form)
+
+
+def test_geotiff_in_geotiff_out_keeps_georeferencing(server):
+    data = geotiff_bytes(np.moveaxis(SCENE, -1, 0).copy())
+    status, ctype, body = post(server, data, headers={"Accept": "image/tiff"})
+    assert (status, ctype) == (200, "image/tiff")
+    with tifffile.TiffFile(io.BytesIO(body)) as out, tifffile.TiffFile(io.BytesIO(data)) as src:
+        assert out.pages[0].tags[33922].value == src.pages[0].tags[33922].value
+        assert out.pages[0].tags[34735].value == src.pages[0].tags[34735].value
+        assert out.asarray().shape == (150, 130)
+
+
+def test_json_summary_with_areas(server):
+    data = geotiff_bytes(np.moveaxis(SCENE, -1, 0).copy())
+    status, ctype, body = post(server, b"", form={"file": data, "format": b"json"})
+    assert (status, ctype) == (200, "application/json")
+    summary = json.loads(body)
+    assert sum(c["pixels"] for c in summary["classes"]) == 150 * 130
+    assert summary["pixel_area_m2"] == pytest.approx(0.25)
+
+
+def test_overlay_by_header(server):
+    status, ctype, body = post(server, png(SCENE), headers={"X-GeoSeg-Format": "overlay"})
+    assert (status, ctype) == (200, "image/jpeg")
+    with Image.open(io.BytesIO(body)) as im:
+        assert im.size == (130, 150)
+
+
+@pytest.mark.parametrize("data, headers, form, status", [
+    (b"", {}, None, 400),
+    (b"plain text, not an image", {}, None, 415),
+    (None, {}, {"image": b"x"}, 400),
+    (None, {"Accept": "text/html"}, None, 406),
+    (None, {}, {"file": None, "format": b"bmp"}, 400),
+])
+def test_input_faults_give_json_4xx_and_worker_keeps_serving(server, data, headers, form, status):
+    if form is not None:
+        form = {k: (png(SCENE) if v is None else v) for k, v in form.items()}
+    got, ctype, body = post(server, png(SCENE) if data is None else data, headers, form)
+    assert got == status and ctype == "application/json"
+    assert json.loads(body)["code"] == status
+    assert post(server, png(SCENE))[0] == 200
+
+
+def test_form_urlencoded_body_is_explained(server):
+    status, _, body = post(server, png(SCENE),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415 and "curl -T" in json.loads(body)["error"]
+
+
+def test_too_many_pixels_gives_413(server):
+    big = np.zeros((1001, 1000, 3), np.uint8)
+    assert post(server, png(big))[0] == 413
+
+
+def test_concurrent_requests_share_a_batch_and_a_bad_one_harms_none(server):
+    results = {}
+    bodies = {0: png(SCENE), 1: b"broken", 2: png(SCENE[:70, :90]), 3: png(SCENE)}
+    barrier = threading.Barrier(len(bodies))
+
+    def send(k):
+        barrier.wait()
+        results[k] = post(server, bodies[k])
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert results[1][0] == 415
+    assert [results[k][0] for k in (0, 2, 3)] == [200, 200, 200]
+    assert mask_of(results[2][2]).shape == (70, 90)
+    np.testing.assert_array_equal(mask_of(results[0][2]), mask_of(results[3][2]))
+    log = (server.workdir / "logs" / "model_log.log").read_text()
+    assert "batch of 4 requests, 3 valid" in log or "batch of 3 requests, 2 valid" in log
