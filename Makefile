@@ -5,13 +5,13 @@ BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# The short demo training runs on a CPU in about a minute; the product's reference model is
+# The demo trains briefly on a CPU (a few minutes); the product's reference model is
 # ARCH=deeplabv3_resnet50 (about 16x the compute of the MobileNetV3 variant).
 ARCH        ?= deeplabv3_mobilenet_v3_large
 POINTS      ?= 10
-EPOCHS      ?= 3
-STEPS       ?= 20
-CROP        ?= 128
+EPOCHS      ?= 4
+STEPS       ?= 40
+CROP        ?= 192
 DATA        ?= data/synthetic
 RUN         ?= runs/demo
 MODEL       ?= model/geoseg.pt
@@ -25,7 +25,7 @@ COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
 	@echo "make test       run the test suite"
-	@echo "make demo       synthetic data -> short training from points -> export -> evaluation"
+	@echo "make demo       synthetic data -> training from points -> export -> TorchServe -> one request"
 	@echo "make train      short training on synthetic data ($(RUN))"
 	@echo "make export     write $(MODEL) from $(RUN)/best.pt"
 	@echo "make archive    build model_store/geoseg.mar;  make serve / make stop: TorchServe on 127.0.0.1:8080"

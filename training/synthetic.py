@@ -23,6 +23,9 @@ from tqdm import tqdm
 from model.class_table import ClassTable
 
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
+UNIT = 256
+"""Feature sizes are fixed in pixels (a fixed ground resolution, as in real orthophotos): a
+scene of side ``UNIT`` holds one neighbourhood; larger scenes hold proportionally more objects."""
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -44,17 +47,19 @@ def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, 
     """One scene: (RGB (H, W, 3) uint8, mask (H, W) uint8). ``size`` is side or (H, W)."""
     h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
+    area = h * w / UNIT ** 2  # how many UNIT x UNIT neighbourhoods the scene holds
+    u = UNIT
     rgb = np.zeros((h, w, 3), dtype=np.float32)
     mask = np.full((h, w), BACKGROUND, dtype=np.uint8)
 
     # Background: agricultural patches of differing tone over fine soil grain.
-    patches = _smooth_noise(rng, h, w, max(8, min(h, w) // 3))
+    patches = _smooth_noise(rng, h, w, max(8, u // 3))
     grain = rng.normal(0, 0.35, size=(h, w)).astype(np.float32)
     soil = np.where(patches[..., None] > 0, np.float32([150, 140, 95]), np.float32([120, 135, 80]))
     rgb[:] = soil * (1 + 0.10 * _smooth_noise(rng, h, w, 6)[..., None] + 0.05 * grain[..., None])
 
     # Woodland: blobs of thresholded noise, with a crown texture.
-    wood = _smooth_noise(rng, h, w, max(8, min(h, w) // 4)) > rng.uniform(0.25, 0.6)
+    wood = _smooth_noise(rng, h, w, max(8, u // 4)) > rng.uniform(0.25, 0.6)
     crowns = _smooth_noise(rng, h, w, 3) + 0.4 * grain
     _paint(rgb, wood, (45, 85, 40), crowns * 1.6)
     mask[wood] = WOODLAND
@@ -62,9 +67,9 @@ def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, 
     # Water: zero to two smooth bodies.
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
-    for _ in range(rng.integers(0, 3)):
+    for _ in range(round(int(rng.integers(0, 3)) * area)):
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        rx, ry = rng.uniform(0.08, 0.25) * w, rng.uniform(0.08, 0.25) * h
+        rx, ry = rng.uniform(0.08, 0.25) * u, rng.uniform(0.08, 0.25) * u
         angles = np.sort(rng.uniform(0, 2 * np.pi, 12))
         radius = rng.uniform(0.7, 1.0, 12)
         draw.polygon([(cx + rx * r * np.cos(a), cy + ry * r * np.sin(a))
@@ -77,12 +82,12 @@ def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, 
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
     road_points: list[tuple[float, float]] = []
-    for _ in range(rng.integers(1, 4)):
+    for _ in range(max(1, round(int(rng.integers(1, 4)) * np.sqrt(area)))):
         start = (rng.uniform(0, w), -10.0) if rng.random() < 0.5 else (-10.0, rng.uniform(0, h))
         end = (rng.uniform(0, w), h + 10.0) if start[1] < 0 else (w + 10.0, rng.uniform(0, h))
         mid = ((start[0] + end[0]) / 2 + rng.normal(0, w / 8), (start[1] + end[1]) / 2 + rng.normal(0, h / 8))
         line = [start, mid, end]
-        draw.line(line, fill=255, width=int(rng.integers(max(3, w // 80), max(5, w // 35))),
+        draw.line(line, fill=255, width=int(rng.integers(max(3, u // 80), max(5, u // 35))),
                   joint="curve")
         road_points.extend(line)
     road = np.asarray(layer) > 0
@@ -95,12 +100,12 @@ def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, 
     shadow = Image.new("L", (w, h), 0)
     draw, shadow_draw = ImageDraw.Draw(layer), ImageDraw.Draw(shadow)
     roof_index = np.zeros((h, w), dtype=np.int32)
-    for k in range(int(rng.integers(3, 12))):
+    for k in range(round(int(rng.integers(3, 12)) * area)):
         ax, ay = road_points[rng.integers(len(road_points))] if road_points else (w / 2, h / 2)
         t = rng.uniform(0, 1)
-        cx = np.clip(ax + rng.normal(0, w / 5) * t, 0, w)
-        cy = np.clip(ay + rng.normal(0, h / 5) * t, 0, h)
-        bw, bh = rng.uniform(0.03, 0.09) * w, rng.uniform(0.03, 0.07) * h
+        cx = np.clip(ax + rng.normal(0, u / 5) * t, 0, w)
+        cy = np.clip(ay + rng.normal(0, u / 5) * t, 0, h)
+        bw, bh = rng.uniform(0.03, 0.09) * u, rng.uniform(0.03, 0.07) * u
         theta = rng.uniform(0, np.pi)
         c, s = np.cos(theta), np.sin(theta)
         corners = [(cx + c * dx - s * dy, cy + s * dx + c * dy)
