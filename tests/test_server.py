@@ -130,7 +130,11 @@ def test_input_faults_give_json_4xx_and_worker_keeps_serving(server, data, heade
 
 
 def test_form_urlencoded_body_is_explained(server):
-    status, _, body = post(server, png(SCENE),
+    # TorchServe's own form decoder answers 500 before the handler when a '%' is not followed
+    # by hex digits; a body without '%' reaches the handler, which must explain the fix.
+    data = png(np.zeros((20, 20, 3), np.uint8))
+    assert b"%" not in data
+    status, _, body = post(server, data,
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 415 and "curl -T" in json.loads(body)["error"]
 
