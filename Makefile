@@ -71,7 +71,8 @@ archive:
 serve: archive
 	@mkdir -p logs
 	LOG_LOCATION=logs METRICS_LOCATION=logs $(BIN)/torchserve --start --ncs \
-	    --ts-config config.properties --model-store model_store --models geoseg=geoseg.mar
+	    --ts-config config.properties --model-store model_store --models geoseg=geoseg.mar \
+	    > logs/torchserve.out 2>&1
 	$(BIN)/python -m handler.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
 
 stop:
