@@ -20,7 +20,8 @@ DUBAI       ?= ../shared/data/dubai-aerial
 COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
-.PHONY: setup test data train export evaluate demo archive serve stop predict compare-synthetic compare-dubai clean help
+.PHONY: setup test data train export evaluate demo archive serve stop predict bench bench-sweep \
+        bench-model compare-synthetic compare-dubai clean help
 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
@@ -29,6 +30,8 @@ help:
 	@echo "make train      short training on synthetic data ($(RUN))"
 	@echo "make export     write $(MODEL) from $(RUN)/best.pt"
 	@echo "make archive    build model_store/geoseg.mar;  make serve / make stop: TorchServe on 127.0.0.1:8080"
+	@echo "make bench      load test: TorchServe vs bare model vs Flask peer (BENCH_* knobs)"
+	@echo "make bench-model / bench-sweep   bare-model throughput / best batch settings"
 	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
 
 $(BIN)/python:
@@ -85,6 +88,34 @@ predict:
 
 demo: train export evaluate archive
 	$(BIN)/python -m handler.demo --model-store model_store --out demo_out
+
+# Benchmarks (README, "Performance"): knobs below, results in benchmarks/results/.
+BENCH_USERS      ?= 1 4
+BENCH_DURATION   ?= 120
+BENCH_IMAGES     ?= tiles
+BENCH_DEVICE     ?= cpu
+BENCH_PRECISION  ?= fp32
+BENCH_BATCH      ?= 4
+BENCH_DELAY      ?= 50
+BENCH_WORKERS    ?= 1
+BENCH_TILE_BATCH ?= 4
+BENCH_OUT        ?= benchmarks/results
+BENCH_ARGS       := --model $(MODEL) --device $(BENCH_DEVICE) --users $(BENCH_USERS) \
+                    --duration $(BENCH_DURATION) --images $(BENCH_IMAGES) \
+                    --precision $(BENCH_PRECISION) --out $(BENCH_OUT)
+
+bench:
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --batch-size $(BENCH_BATCH) \
+	    --max-batch-delay $(BENCH_DELAY) --workers $(BENCH_WORKERS) --tile-batch $(BENCH_TILE_BATCH)
+
+bench-sweep:
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --sweep --batch-sizes 1 4 --delays 10 100 \
+	    --tile-batches 1 4
+
+bench-model:
+	@mkdir -p $(BENCH_OUT)
+	$(BIN)/python -m benchmarks.model_throughput --model $(MODEL) --device $(BENCH_DEVICE) \
+	    --out $(BENCH_OUT)/model-throughput-$(BENCH_DEVICE).json
 
 compare-synthetic: data
 	bash training/compare_supervision.sh runs/compare-synthetic --data $(DATA) $(COMPARE) --crop-size 192

@@ -1,0 +1,43 @@
+"""A fixed, generated set of benchmark images with a manifest (no download).
+
+Kinds: ``tiles`` (512x512 scenes, one tile each), ``scenes`` (2048x1536 scenes: many tiles),
+``mixed`` (both). The manifest lists each file with its size and the number of tiles the server
+cuts it into, so load tests can report tiles/s.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from handler.tiling import plan_tiles
+from training.synthetic import generate_scene
+
+SIZES = {"tiles": (512, 512), "scenes": (1536, 2048)}
+
+
+def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: int = 7,
+                    tile: int = 512, overlap: int = 64) -> Path:
+    """Write ``count`` images of each size of ``kind`` as PNG, plus ``manifest.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = ["tiles", "scenes"] if kind == "mixed" else [kind]
+    if any(k not in SIZES for k in kinds):
+        raise ValueError(f"unknown image set {kind!r}: tiles, scenes or mixed")
+    entries = []
+    for k in kinds:
+        h, w = SIZES[k]
+        for i in range(count):
+            rgb, _ = generate_scene((h, w), seed * 1000 + len(entries))
+            name = f"{k}_{i:03d}.png"
+            buf = io.BytesIO()
+            Image.fromarray(rgb).save(buf, format="PNG")
+            (out / name).write_bytes(buf.getvalue())
+            entries.append({"file": name, "kind": k, "width": w, "height": h,
+                            "tiles": len(plan_tiles(h, w, tile, overlap))})
+    manifest = out / "manifest.json"
+    manifest.write_text(json.dumps({"tile": tile, "overlap": overlap, "images": entries},
+                                   indent=2) + "\n")
+    return manifest

@@ -1,0 +1,74 @@
+"""Locust load test: FastHttpUsers post a fixed image set to GeoSeg (or to the Flask peer).
+
+Environment: ``GEOSEG_IMAGES`` (manifest.json from benchmarks/images.py), ``GEOSEG_TARGET``
+(``geoseg``: raw body to /predictions/geoseg; ``peer``: multipart ``file`` to /predict),
+``GEOSEG_DURATION`` (s; only answers completed within this window after spawning count
+towards tiles/s), ``GEOSEG_TILES_OUT`` (JSON file for the tile counts).
+
+Each answer must be 200, ``image/png`` and of the input's width and height.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from locust import FastHttpUser, constant, events, task
+
+from benchmarks.responses import multipart_file, png_size
+
+MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest.json"))
+TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
+WINDOW = float(os.environ.get("GEOSEG_DURATION", "inf"))
+MANIFEST = json.loads(MANIFEST_PATH.read_text())
+IMAGES = [(entry, (MANIFEST_PATH.parent / entry["file"]).read_bytes()) for entry in MANIFEST["images"]]
+COUNTS = {"start": None, "tiles": 0, "images": 0, "late": 0}
+
+
+@events.spawning_complete.add_listener
+def _start(user_count: int, **kwargs) -> None:
+    COUNTS.update(start=time.monotonic(), tiles=0, images=0, late=0)
+
+
+@events.test_stop.add_listener
+def _stop(**kwargs) -> None:
+    out = os.environ.get("GEOSEG_TILES_OUT")
+    if out:
+        Path(out).write_text(json.dumps({k: v for k, v in COUNTS.items() if k != "start"}))
+
+
+class SegmentationUser(FastHttpUser):
+    wait_time = constant(0)
+    network_timeout = 600.0
+    connection_timeout = 60.0
+
+    def on_start(self) -> None:
+        self.next_image = id(self) % len(IMAGES)
+
+    @task
+    def segment(self) -> None:
+        entry, data = IMAGES[self.next_image]
+        self.next_image = (self.next_image + 1) % len(IMAGES)
+        if TARGET == "peer":
+            body, content_type = multipart_file(data)
+            path = "/predict"
+        else:
+            body, content_type = data, "application/octet-stream"
+            path = "/predictions/geoseg"
+        with self.client.post(path, data=body, headers={"Content-Type": content_type},
+                              name=entry["kind"], catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"status {response.status_code}")
+            elif not (response.headers.get("Content-Type") or "").startswith("image/png"):
+                response.failure(f"content type {response.headers.get('Content-Type')}")
+            elif png_size(response.content or b"") != (entry["width"], entry["height"]):
+                response.failure(f"output size {png_size(response.content or b'')}")
+            else:
+                response.success()
+                start = COUNTS["start"]
+                if start is not None and time.monotonic() - start <= WINDOW:
+                    COUNTS["tiles"] += entry["tiles"]
+                    COUNTS["images"] += 1
+                else:
+                    COUNTS["late"] += 1

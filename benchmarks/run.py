@@ -1,0 +1,293 @@
+"""Load-test the served model against the bare model's ceiling and the Flask peer, in one run.
+
+One run: measure the bare TorchScript model (tiles/s at the handler's micro-batch, same
+precision), build an archive with the given batch settings, start TorchServe on loopback, run
+locust headless for each user count, stop the server, run the same load against the Flask peer,
+and write ``<out>/<stamp>.json``, a row per setting in ``<out>/results.md``, and a plot
+(throughput and p95 latency against users, or against batch size in a sweep).
+
+    python -m benchmarks.run --model model/geoseg.pt --users 1 4 --duration 120
+    python -m benchmarks.run --sweep --batch-sizes 1 4 --delays 10 100 --tile-batches 1 4
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from benchmarks.images import write_image_set
+from benchmarks.model_throughput import device_name, measure, count_flops
+from handler.package import build_archive
+from handler.server import ServerError, TorchServe, free_port
+from model.export import load_exported
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
+TARGET_SERVED_OVER_BARE = 0.9
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """TorchServe batching and the handler's tile micro-batch."""
+
+    batch_size: int = 4
+    max_batch_delay_ms: int = 50
+    workers: int = 1
+    tile_batch: int = 4
+    precision: str = "fp32"  # fp16 applies on CUDA only
+    tile: int = 512
+    overlap: int = 64
+
+    def model_config(self, device: str) -> str:
+        return (f"minWorkers: {self.workers}\nmaxWorkers: {self.workers}\n"
+                f"batchSize: {self.batch_size}\nmaxBatchDelay: {self.max_batch_delay_ms}\n"
+                f"responseTimeout: 900\ndeviceType: {'gpu' if device.startswith('cuda') else 'cpu'}\n"
+                f"handler:\n  tile_size: {self.tile}\n  tile_overlap: {self.overlap}\n"
+                f"  tile_batch_size: {self.tile_batch}\n"
+                f"  half_precision: {str(self.precision == 'fp16').lower()}\n"
+                f"  channels_last: true\n")
+
+
+def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
+               workdir: Path) -> dict[str, Any]:
+    """Run locust headless against ``host``; requests/s, latency percentiles, tiles/s."""
+    prefix = workdir / f"{target}-u{users}"
+    tiles_out = workdir / f"{target}-u{users}-tiles.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "GEOSEG_IMAGES": str(manifest), "GEOSEG_TARGET": target,
+           "GEOSEG_DURATION": str(duration), "GEOSEG_TILES_OUT": str(tiles_out)}
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
+           "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "900", "--csv", str(prefix),
+           "--host", host, "--only-summary", "--reset-stats", "--loglevel", "WARNING"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    stats_file = Path(f"{prefix}_stats.csv")
+    if not stats_file.exists():
+        raise RuntimeError(f"locust wrote no statistics: {proc.stderr.strip()[-2000:]}")
+    with stats_file.open() as fh:
+        row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
+    tiles = json.loads(tiles_out.read_text()) if tiles_out.exists() else {"tiles": 0, "images": 0}
+    return {"users": users, "duration_s": duration, "requests": int(row["Request Count"]),
+            "failures": int(row["Failure Count"]), "requests_per_s": float(row["Requests/s"]),
+            "p50_ms": float(row["50%"]), "p95_ms": float(row["95%"]), "p99_ms": float(row["99%"]),
+            "images_in_window": tiles["images"], "tiles_per_s": tiles["tiles"] / duration}
+
+
+def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, repeats: int = 5
+                     ) -> dict[str, Any]:
+    """The bare model at the handler's micro-batch and precision: the ceiling."""
+    model, _ = load_exported(model_path, "cpu")
+    flops = count_flops(model, settings.tile)
+    cuda = device.startswith("cuda")
+    m = measure(model, torch.device(device), settings.precision if cuda else "fp32", cuda,
+                settings.tile_batch, settings.tile, flops, ceiling=float("inf"), warmup=2,
+                repeats=repeats)
+    return {"tiles_per_s": m.tiles_per_s, "batch_seconds_median": m.seconds_median,
+            "batch_seconds_min": m.seconds_min, "batch_seconds_max": m.seconds_max,
+            "batch_size": settings.tile_batch, "gflop_per_tile": flops / 1e9}
+
+
+def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
+                   users: list[int], duration: int, workdir: Path) -> list[dict[str, Any]]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "model-config.yaml"
+    config.write_text(settings.model_config(device))
+    build_archive(model_path, workdir / "store", config=config)
+    server = TorchServe(workdir / "store", workdir=workdir / "ts").start(timeout=600)
+    try:
+        return [run_locust(server.url, "geoseg", manifest, u, duration, workdir) for u in users]
+    finally:
+        server.stop()
+
+
+def peer_load(model_path: Path, device: str, manifest: Path, users: list[int], duration: int,
+              workdir: Path) -> list[dict[str, Any]]:
+    """The same load against the Flask peer (whole image per request, no batching)."""
+    port = free_port()
+    log = open(workdir / "flask_peer.out", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.flask_peer", "--model",
+                             str(model_path), "--device", device, "--port", str(port)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Flask peer did not start; see flask_peer.out")
+                time.sleep(0.5)
+        return [run_locust(f"http://127.0.0.1:{port}", "peer", manifest, u, duration, workdir)
+                for u in users]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def summarise(served: dict[str, Any], bare: dict[str, Any], peer: Optional[dict[str, Any]]
+              ) -> dict[str, Any]:
+    ratio = served["tiles_per_s"] / bare["tiles_per_s"] if bare["tiles_per_s"] else 0.0
+    out = {"served_over_bare": ratio,
+           "target_served_over_bare": {"target": TARGET_SERVED_OVER_BARE, "met":
+                                       ratio >= TARGET_SERVED_OVER_BARE and served["failures"] == 0,
+                                       "short_by": max(0.0, TARGET_SERVED_OVER_BARE - ratio)}}
+    if peer:
+        out["peer"] = peer
+        out["geoseg_over_peer_tiles_per_s"] = (served["tiles_per_s"] / peer["tiles_per_s"]
+                                               if peer["tiles_per_s"] else None)
+        out["geoseg_over_peer_p95"] = served["p95_ms"] / peer["p95_ms"] if peer["p95_ms"] else None
+    return out
+
+
+MD_HEADER = ("| date | device | model | images | users | batchSize | delay ms | workers | tile batch "
+             "| precision | tiles/s | bare tiles/s | served ÷ bare | req/s | p50 ms | p95 ms | p99 ms "
+             "| failures | peer tiles/s | GeoSeg ÷ peer tiles/s | peer p95 ms | GeoSeg ÷ peer p95 |\n"
+             "| " + " | ".join(["---"] * 22) + " |\n")
+
+
+def markdown_row(r: dict[str, Any]) -> str:
+    s, v, peer = r["settings"], r["served"], r.get("peer") or {}
+    def f(x: Any, digits: int = 2) -> str:
+        return "n/a" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+    return ("| " + " | ".join([
+        r["date"], r["device"], r["arch"], r["images"], str(v["users"]), str(s["batch_size"]),
+        str(s["max_batch_delay_ms"]), str(s["workers"]), str(s["tile_batch"]), s["precision"],
+        f(v["tiles_per_s"]), f(r["bare"]["tiles_per_s"]), f(r["served_over_bare"]),
+        f(v["requests_per_s"]), f(v["p50_ms"], 0), f(v["p95_ms"], 0), f(v["p99_ms"], 0),
+        str(v["failures"]), f(peer.get("tiles_per_s")), f(r.get("geoseg_over_peer_tiles_per_s")),
+        f(peer.get("p95_ms"), 0), f(r.get("geoseg_over_peer_p95"))]) + " |\n")
+
+
+def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
+    """Served tiles/s and p95 against ``x_key`` (users, or a setting in a sweep)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["served"]["users"] if x_key == "users" else r["settings"][x_key] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [r["served"]["tiles_per_s"] for r in rows], "o-", label="served tiles/s")
+    ax.plot(xs, [r["bare"]["tiles_per_s"] for r in rows], "k--", label="bare model tiles/s")
+    if all(r.get("peer") for r in rows):
+        ax.plot(xs, [r["peer"]["tiles_per_s"] for r in rows], "s-", label="Flask peer tiles/s")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("tiles / s")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["served"]["p95_ms"] for r in rows], "r^:", label="served p95 ms")
+    ax2.set_ylabel("p95 latency (ms)")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [l.get_label() for l in lines], loc="best", fontsize=8)
+    ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="model/geoseg.pt", help="exported TorchScript file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--users", type=int, nargs="+", default=[1, 4], help="locust user counts")
+    p.add_argument("--duration", type=int, default=120, help="seconds per locust run")
+    p.add_argument("--images", choices=("tiles", "scenes", "mixed"), default="tiles")
+    p.add_argument("--image-count", type=int, default=4, help="images of each size")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--batch-size", type=int, default=4, help="TorchServe batchSize")
+    p.add_argument("--max-batch-delay", type=int, default=50, help="TorchServe maxBatchDelay, ms")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--tile-batch", type=int, default=4, help="handler tiles per forward pass")
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--no-peer", action="store_true", help="skip the Flask peer")
+    p.add_argument("--sweep", action="store_true",
+                   help="try every combination of the --batch-sizes/--delays/--worker-counts/"
+                        "--tile-batches lists (first --users value) and report the best")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--delays", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--worker-counts", type=int, nargs="+", default=[1])
+    p.add_argument("--tile-batches", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--out", default="benchmarks/results", help="folder for result files")
+    args = p.parse_args(argv)
+
+    model_path = Path(args.model).resolve()
+    if not model_path.is_file():
+        print(f"error: {args.model} not found (make export)", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda, but CUDA is not available here", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
+    _, meta = load_exported(model_path, "cpu")
+    base = ServeSettings(args.batch_size, args.max_batch_delay, args.workers, args.tile_batch,
+                         args.precision, args.tile)
+    manifest = write_image_set(workdir / "images", args.images, args.image_count, tile=args.tile,
+                               overlap=base.overlap)
+    if args.sweep:
+        grid = [replace(base, batch_size=b, max_batch_delay_ms=d, workers=w, tile_batch=t)
+                for b, d, w, t in itertools.product(args.batch_sizes, args.delays,
+                                                    args.worker_counts, args.tile_batches)]
+        users = args.users[:1]
+    else:
+        grid, users = [base], args.users
+    device = device_name(torch.device(args.device))
+    rows: list[dict[str, Any]] = []
+    try:
+        peer = None if args.no_peer else peer_load(model_path, args.device, manifest, users,
+                                                  args.duration, workdir)
+        for k, settings in enumerate(grid):
+            print(f"[{k + 1}/{len(grid)}] {settings}", flush=True)
+            bare = bare_tiles_per_s(model_path, args.device, settings)
+            served = serve_and_load(model_path, args.device, settings, manifest, users,
+                                    args.duration, workdir / f"setting{k}")
+            for i, s in enumerate(served):
+                row = {"date": stamp, "device": device, "arch": meta.get("arch"),
+                       "images": args.images, "settings": asdict(settings), "bare": bare,
+                       "served": s, **summarise(s, bare, peer[i] if peer else None)}
+                rows.append(row)
+                print(f"  users {s['users']}: {s['tiles_per_s']:.2f} tiles/s served, "
+                      f"{bare['tiles_per_s']:.2f} bare (ratio {row['served_over_bare']:.2f}), "
+                      f"p95 {s['p95_ms']:.0f} ms, failures {s['failures']}"
+                      + (f"; peer {peer[i]['tiles_per_s']:.2f} tiles/s" if peer else ""),
+                      flush=True)
+    except (ServerError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    best = max(rows, key=lambda r: r["served"]["tiles_per_s"])
+    result = {"date": stamp, "device": device, "model": str(args.model), "arch": meta.get("arch"),
+              "torch": torch.__version__, "images": args.images, "sweep": args.sweep,
+              "best_settings": best["settings"], "rows": rows}
+    json_path = out / f"{stamp}-{args.device.split(':')[0]}.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md = out / "results.md"
+    if not md.exists():
+        md.write_text(MD_HEADER)
+    with md.open("a") as fh:
+        fh.writelines(markdown_row(r) for r in rows)
+    x_key = "batch_size" if args.sweep else "users"
+    plot_path = out / f"{stamp}-{args.device.split(':')[0]}.png"
+    plot(rows, x_key, plot_path)
+    print(f"wrote {json_path}, {plot_path}, rows in {md}; best: {best['settings']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Smoke tests of the benchmarks (seconds, a stand-in model): they run and write their files."""
+import json
+
+from benchmarks.images import write_image_set
+from benchmarks.responses import png_size
+from benchmarks.model_throughput import main as throughput_main
+from benchmarks.run import main as run_main
+from tests.standins import write_standin
+
+
+def test_image_set_manifest_counts_tiles(tmp_path):
+    manifest = json.loads(write_image_set(tmp_path, "mixed", count=1).read_text())
+    kinds = {e["kind"]: e for e in manifest["images"]}
+    assert kinds["tiles"]["tiles"] == 1
+    assert kinds["scenes"]["tiles"] == 4 * 5  # 1536x2048 at tile 512, overlap 64
+    assert all((tmp_path / e["file"]).is_file() for e in manifest["images"])
+
+
+def test_png_size_reads_the_header(tmp_path):
+    manifest = json.loads(write_image_set(tmp_path, "tiles", count=1).read_text())
+    assert png_size((tmp_path / manifest["images"][0]["file"]).read_bytes()) == (512, 512)
+    assert png_size(b"not a png") is None
+
+
+def test_model_throughput_writes_its_result(tmp_path):
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "model.json"
+    assert throughput_main(["--model", str(model), "--batch-sizes", "1", "2", "--tile", "64",
+                            "--repeats", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["measurements"]) == 4  # 2 batch sizes x channels_last off / on
+    assert result["gflop_per_tile"] > 0 and result["best"]["tiles_per_s"] > 0
+
+
+def test_bench_run_writes_json_markdown_and_plot(tmp_path):
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "results"
+    assert run_main(["--model", str(model), "--users", "1", "--duration", "4",
+                     "--image-count", "1", "--tile", "128", "--out", str(out)]) == 0
+    (json_file,) = out.glob("*.json")
+    result = json.loads(json_file.read_text())
+    (row,) = result["rows"]
+    assert row["served"]["failures"] == 0 and row["served"]["requests"] > 0
+    assert row["served"]["tiles_per_s"] > 0 and row["bare"]["tiles_per_s"] > 0
+    assert row["served_over_bare"] > 0 and row["peer"]["tiles_per_s"] > 0
+    assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
+    assert len((out / "results.md").read_text().splitlines()) == 3
+    assert next(out.glob("*.png")).stat().st_size > 1000
