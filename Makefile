@@ -104,15 +104,18 @@ BENCH_ARGS       := --model $(MODEL) --device $(BENCH_DEVICE) --users $(BENCH_US
                     --duration $(BENCH_DURATION) --images $(BENCH_IMAGES) \
                     --precision $(BENCH_PRECISION) --out $(BENCH_OUT)
 
-bench:
+$(MODEL):
+	$(MAKE) train export
+
+bench: $(MODEL)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --batch-size $(BENCH_BATCH) \
 	    --max-batch-delay $(BENCH_DELAY) --workers $(BENCH_WORKERS) --tile-batch $(BENCH_TILE_BATCH)
 
-bench-sweep:
+bench-sweep: $(MODEL)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --sweep --batch-sizes 1 4 --delays 10 100 \
 	    --tile-batches 1 4
 
-bench-model:
+bench-model: $(MODEL)
 	@mkdir -p $(BENCH_OUT)
 	$(BIN)/python -m benchmarks.model_throughput --model $(MODEL) --device $(BENCH_DEVICE) \
 	    --out $(BENCH_OUT)/model-throughput-$(BENCH_DEVICE).json

@@ -48,10 +48,12 @@ def torchserve_executable() -> Optional[str]:
 
 def wait_ready(url: str, model: str, timeout: float,
                process: Optional[subprocess.Popen] = None,
-               failure: Optional[Callable[[], Optional[str]]] = None) -> None:
+               failure: Optional[Callable[[], Optional[str]]] = None,
+               key: Optional[Callable[[], Optional[str]]] = None) -> None:
     """Poll ``<url>/ping`` until Healthy, then a GET on ``/predictions/<model>`` until it is
     answered by the model (any status but 404 / 503). Raises ServerError on timeout, on exit
-    of ``process``, or as soon as ``failure()`` returns a reason."""
+    of ``process``, or as soon as ``failure()`` returns a reason. ``key()`` gives the inference
+    key where token authorisation is on."""
     deadline = time.monotonic() + timeout
     stage = "ping"
     while time.monotonic() < deadline:
@@ -60,17 +62,21 @@ def wait_ready(url: str, model: str, timeout: float,
         reason = failure() if failure else None
         if reason:
             raise ServerError(reason)
+        token = key() if key else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            if stage == "ping":
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as r:
+            if stage == "ping":  # with token authorisation on, /ping needs the key too
+                req = urllib.request.Request(f"{url}/ping", headers=headers)
+                with urllib.request.urlopen(req, timeout=5) as r:
                     if json.loads(r.read()).get("status") == "Healthy":
                         stage = "model"
             else:
-                req = urllib.request.Request(f"{url}/predictions/{model}", data=b"", method="POST")
+                req = urllib.request.Request(f"{url}/predictions/{model}", data=b"",
+                                             method="POST", headers=headers)
                 urllib.request.urlopen(req, timeout=30)
                 return
         except urllib.error.HTTPError as exc:
-            if stage == "model" and exc.code not in (404, 503):
+            if stage == "model" and exc.code not in (401, 404, 503):
                 return  # the handler answered (an empty body is a 400): the model is loaded
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             pass
@@ -109,7 +115,10 @@ class TorchServe:
             "install_py_dep_per_model": "false", **self.extra_config}
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
-    def start(self, timeout: float = 240) -> "TorchServe":
+    def start(self, timeout: float = 240,
+              ready_key: Optional[Callable[[], Optional[str]]] = None) -> "TorchServe":
+        """Start and wait until the model answers; ``ready_key`` gives the inference key
+        when token authorisation is on."""
         problem = java_problem()
         executable = torchserve_executable()
         if problem:
@@ -130,7 +139,7 @@ class TorchServe:
             start_new_session=True)
         try:
             wait_ready(self.url, self.models.split("=")[0], timeout, self.process,
-                       self.load_failure)
+                       self.load_failure, ready_key)
         except ServerError as exc:
             self.stop()
             raise ServerError(f"{exc}; log tail:\n{self.log_tail()}") from None

@@ -1,0 +1,91 @@
+"""What the server exposes: loopback only, no model registration, and keys enforced in production."""
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from handler.package import build_archive
+from handler.server import TorchServe
+from tests.standins import write_standin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def properties(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("name", ["config.properties", "config.prod.properties"])
+def test_configs_bind_loopback_and_keep_the_model_api_off(name):
+    config = properties(name)
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert config[key].startswith("http://127.0.0.1:"), key
+    assert config["enable_model_api"] == "false"
+
+
+def test_production_config_turns_token_authorisation_on():
+    assert properties("config.prod.properties")["disable_token_authorization"] == "false"
+
+
+REFUSED = "refused"  # TorchServe 0.12 answers a missing or wrong token 400 InvalidKeyException
+
+
+def status(url: str, method: str = "GET", key: str | None = None, data: bytes | None = None
+           ) -> int | str:
+    """The HTTP status, or REFUSED when TorchServe's token check turned the call away."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if data is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return REFUSED if exc.code == 400 and b"InvalidKeyException" in body else exc.code
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("keyed")
+    build_archive(write_standin(work / "standin.pt"), work / "store")
+    ts = TorchServe(work / "store", workdir=work / "ts",
+                    extra_config={"disable_token_authorization": "false"})
+    ts.start(timeout=300, ready_key=lambda: key_of(ts, "inference"))
+    yield ts
+    ts.stop()
+
+
+def key_of(server: TorchServe, kind: str) -> str | None:
+    path = server.workdir / "key_file.json"
+    return json.loads(path.read_text())[kind]["key"] if path.exists() else None
+
+
+def test_without_key_inference_and_management_are_refused(keyed_server):
+    from tests.test_server import png, SCENE
+
+    image = png(SCENE)
+    assert status(f"{keyed_server.url}/predictions/geoseg", "POST", data=image) == REFUSED
+    assert status(f"{keyed_server.management_url}/models") == REFUSED
+    wrong = "not-the-key"
+    assert status(f"{keyed_server.url}/predictions/geoseg", "POST", wrong, image) == REFUSED
+    # The inference key does not open the management API.
+    assert status(f"{keyed_server.management_url}/models",
+                  key=key_of(keyed_server, "inference")) == REFUSED
+
+
+def test_with_keys_inference_and_management_pass(keyed_server):
+    from tests.test_server import png, SCENE
+
+    assert status(f"{keyed_server.url}/predictions/geoseg", "POST",
+                  key_of(keyed_server, "inference"), png(SCENE)) == 200
+    assert status(f"{keyed_server.management_url}/models",
+                  key=key_of(keyed_server, "management")) == 200
+
+
+def test_registering_a_model_over_the_api_is_refused_even_with_the_key(keyed_server):
+    url = f"{keyed_server.management_url}/models?url=http://127.0.0.1:9/evil.mar"
+    assert status(url, "POST", key_of(keyed_server, "management")) == 405
