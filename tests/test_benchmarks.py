@@ -46,3 +46,13 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
     assert len((out / "results.md").read_text().splitlines()) == 3
     assert next(out.glob("*.png")).stat().st_size > 1000
+
+
+def test_handler_profile_times_every_stage(tmp_path):
+    from benchmarks.handler_profile import profile
+
+    model = write_standin(tmp_path / "standin.pt")
+    stages = profile(str(model), size=150, tile=64, overlap=16, micro_batch=4, device="cpu",
+                     repeats=2)
+    assert set(stages) == {"decode", "cut", "model", "paste", "encode_png"}
+    assert all(v > 0 for v in stages.values())
