@@ -39,7 +39,11 @@ class HandlerConfig:
 
 
 def load_model(path: str, device: torch.device) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """The exported TorchScript network (eval mode) and its ``geoseg.json`` metadata."""
+    """The exported TorchScript network (eval mode) and its ``geoseg.json`` metadata.
+
+    The same contract as ``model.export.load_exported``, kept here because the archive carries
+    only ``handler/``: the worker cannot import ``model/``.
+    """
     extra = {META_FILE: ""}
     model = torch.jit.load(path, map_location=device, _extra_files=extra)
     if not extra[META_FILE]:
