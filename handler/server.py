@@ -85,6 +85,16 @@ def wait_ready(url: str, model: str, timeout: float,
                       f"(stuck at {stage})")
 
 
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 class TorchServe:
     """A foreground TorchServe on free loopback ports with its own config, logs and pid file."""
 
@@ -93,7 +103,8 @@ class TorchServe:
         self.model_store = Path(model_store).resolve()
         self.models = models
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="geoseg-ts-")).resolve()
-        self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
+        self.ports = {name: free_port() for name in
+                      ("inference", "management", "metrics", "grpc_inference", "grpc_management")}
         self.extra_config = extra_config or {}
         self.process: Optional[subprocess.Popen] = None
 
@@ -109,6 +120,9 @@ class TorchServe:
         settings = {
             "inference_address": self.url, "management_address": self.management_url,
             "metrics_address": f"http://127.0.0.1:{self.ports['metrics']}",
+            # TorchServe also opens gRPC ports (default 7070/7071): free ones avoid clashes.
+            "grpc_inference_port": self.ports["grpc_inference"],
+            "grpc_management_port": self.ports["grpc_management"],
             "model_store": str(self.model_store), "enable_model_api": "false",
             "disable_token_authorization": "true", "max_request_size": 536870912,
             "max_response_size": 536870912, "default_response_timeout": 600,
@@ -143,7 +157,18 @@ class TorchServe:
         except ServerError as exc:
             self.stop()
             raise ServerError(f"{exc}; log tail:\n{self.log_tail()}") from None
+        except BaseException:
+            self.stop()  # never leave a half-started server holding its ports
+            raise
         return self
+
+    def key(self, kind: str) -> Optional[str]:
+        """A key from TorchServe's ``key_file.json`` (token authorisation), or None while
+        the file is missing or still being written."""
+        try:
+            return json.loads((self.workdir / "key_file.json").read_text())[kind]["key"]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def load_failure(self) -> Optional[str]:
         """The model's load error, once TorchServe has logged one."""
@@ -160,15 +185,23 @@ class TorchServe:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop TorchServe and its workers (the whole process group)."""
-        if self.process is None or self.process.poll() is not None:
+        """Stop TorchServe and its workers, and wait until the whole process group is gone
+        (the Java frontend outlives its launcher by seconds)."""
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        group = self.process.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _group_alive(group):
+                self.process.poll()  # reap the launcher
+                time.sleep(0.2)
+            if not _group_alive(group):
+                break
+        self.process.wait(timeout)
         self.log.close()
 
     def __enter__(self) -> "TorchServe":

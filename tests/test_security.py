@@ -1,5 +1,4 @@
 """What the server exposes: loopback only, no model registration, and keys enforced in production."""
-import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,14 +53,15 @@ def keyed_server(tmp_path_factory):
     build_archive(write_standin(work / "standin.pt"), work / "store")
     ts = TorchServe(work / "store", workdir=work / "ts",
                     extra_config={"disable_token_authorization": "false"})
-    ts.start(timeout=300, ready_key=lambda: key_of(ts, "inference"))
+    ts.start(timeout=300, ready_key=lambda: ts.key("inference"))
     yield ts
     ts.stop()
 
 
-def key_of(server: TorchServe, kind: str) -> str | None:
-    path = server.workdir / "key_file.json"
-    return json.loads(path.read_text())[kind]["key"] if path.exists() else None
+def key_of(server: TorchServe, kind: str) -> str:
+    key = server.key(kind)
+    assert key, f"no {kind} key in {server.workdir / 'key_file.json'}"
+    return key
 
 
 def test_without_key_inference_and_management_are_refused(keyed_server):
