@@ -87,7 +87,9 @@ predict:
 	@echo "wrote demo_out/mask.png"
 
 demo: train export evaluate archive
-	$(BIN)/python -m handler.demo --model-store model_store --out demo_out
+	$(BIN)/python -m training.synthetic --scene demo_out/scene.png --size 1280x768 --seed 2030
+	$(BIN)/python -m handler.demo --model-store model_store --out demo_out \
+	    --image demo_out/scene.png --truth demo_out/scene_mask.png
 
 # Benchmarks (README, "Performance"): knobs below, results in benchmarks/results/.
 BENCH_USERS      ?= 1 4

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from locust import FastHttpUser, constant, events, task
 
-from benchmarks.responses import multipart_file, png_size
+from benchmarks.responses import multipart_form, png_size
 
 MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest.json"))
 TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
@@ -51,7 +51,7 @@ class SegmentationUser(FastHttpUser):
         entry, data = IMAGES[self.next_image]
         self.next_image = (self.next_image + 1) % len(IMAGES)
         if TARGET == "peer":
-            body, content_type = multipart_file(data)
+            body, content_type = multipart_form({"file": data})
             path = "/predict"
         else:
             body, content_type = data, "application/octet-stream"

@@ -14,9 +14,17 @@ def png_size(body: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", body[16:24])
 
 
-def multipart_file(data: bytes, field: str = "file") -> tuple[bytes, str]:
-    """A multipart/form-data body holding ``data`` as ``field``; (body, Content-Type)."""
+def multipart_form(files: dict[str, bytes], fields: dict[str, bytes] | None = None
+                   ) -> tuple[bytes, str]:
+    """A multipart/form-data body: ``files`` as file parts, ``fields`` as plain fields.
+
+    Returns (body, Content-Type header value).
+    """
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+             f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+             + value + b"\r\n" for name, value in files.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+              + value + b"\r\n" for name, value in (fields or {}).items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -86,12 +87,18 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
             "images_in_window": tiles["images"], "tiles_per_s": tiles["tiles"] / duration}
 
 
+@functools.lru_cache(maxsize=4)
+def model_and_flops(model_path: Path, tile: int) -> tuple[torch.jit.ScriptModule, float]:
+    """The exported model and its FLOPs per tile, loaded and counted once per run."""
+    model, _ = load_exported(model_path, "cpu")
+    return model, count_flops(model, tile)
+
+
 def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, repeats: int = 5
                      ) -> dict[str, Any]:
     """The ceiling: the bare model's best tiles/s over batch sizes 1, 2, 4 .. tile_batch, at the
     handler's precision and memory format (the batch the server runs depends on the load)."""
-    model, _ = load_exported(model_path, "cpu")
-    flops = count_flops(model, settings.tile)
+    model, flops = model_and_flops(model_path, settings.tile)
     cuda = device.startswith("cuda")
     sizes = sorted({min(2 ** k, settings.tile_batch) for k in range(settings.tile_batch.bit_length())})
     runs = [measure(model, torch.device(device), settings.precision if cuda else "fp32",

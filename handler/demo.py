@@ -1,12 +1,11 @@
-"""The demo's serving half: start TorchServe with the archive, segment one synthetic scene of
-several tiles over HTTP, write the results, stop the server.
+"""The demo's serving half: start TorchServe with the archive, segment one image over HTTP in
+three formats, write the results, stop the server.
 
-    python -m handler.demo --model-store model_store --out demo_out
+    python -m handler.demo --image demo_out/scene.png --truth demo_out/scene_mask.png
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -18,7 +17,6 @@ import numpy as np
 from PIL import Image
 
 from handler.server import ServerError, TorchServe
-from training.synthetic import generate_scene
 
 
 def request(url: str, body: bytes, fmt: str) -> tuple[bytes, float]:
@@ -36,17 +34,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-store", default="model_store")
     parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--height", type=int, default=768)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--seed", type=int, default=2030)
+    parser.add_argument("--image", required=True, help="image to segment (PNG, JPEG, TIFF)")
+    parser.add_argument("--truth", default=None,
+                        help="optional mask of class ids (PNG) to report pixel accuracy against")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    image = Path(args.image).read_bytes()
+    with Image.open(args.image) as im:
+        scene = np.asarray(im.convert("RGB"))
 
-    scene, truth = generate_scene((args.height, args.width), args.seed)
-    buf = io.BytesIO()
-    Image.fromarray(scene).save(buf, format="PNG")
-    (out / "scene.png").write_bytes(buf.getvalue())
     t0 = time.perf_counter()
     try:
         server = TorchServe(args.model_store, workdir=out / "torchserve").start()
@@ -56,12 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"TorchServe ready at {server.url} in {time.perf_counter() - t0:.1f} s")
     try:
         url = f"{server.url}/predictions/geoseg"
-        results = {}
         for fmt, name in (("png", "mask.png"), ("overlay", "overlay.jpg"), ("json", "summary.json")):
-            body, seconds = request(url, buf.getvalue(), fmt)
-            (out / name).write_bytes(body)
-            results[fmt] = seconds
-            print(f"{fmt:>8}: {out / name} ({len(body) / 1e3:.0f} kB, {seconds:.2f} s)")
+            answer, seconds = request(url, image, fmt)
+            (out / name).write_bytes(answer)
+            print(f"{fmt:>8}: {out / name} ({len(answer) / 1e3:.0f} kB, {seconds:.2f} s)")
     except urllib.error.HTTPError as exc:
         print(f"error: the server answered {exc.code}: {exc.read()[:300]!r}", file=sys.stderr)
         return 1
@@ -70,16 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     with Image.open(out / "mask.png") as im:
         classes = np.asarray(im)
         colours = np.asarray(im.convert("RGB"))
-    accuracy = float((classes == truth).mean())
     with Image.open(out / "overlay.jpg") as im:
         overlay = np.asarray(im.convert("RGB"))
-    gap = np.full((args.height, 8, 3), 255, np.uint8)
+    gap = np.full((scene.shape[0], 8, 3), 255, np.uint8)
     Image.fromarray(np.concatenate([scene, gap, colours, gap, overlay], axis=1)).save(out / "demo.png")
     summary = json.loads((out / "summary.json").read_text())
     shares = ", ".join(f"{c['name']} {100 * c['fraction']:.1f}%" for c in summary["classes"])
-    print(f"scene {args.width}x{args.height}: {shares}; pixel accuracy against the scene's "
-          f"own mask {100 * accuracy:.1f}%")
-    print(f"wrote {out / 'demo.png'} (scene | mask | overlay); server stopped")
+    print(f"image {scene.shape[1]}x{scene.shape[0]}: {shares}")
+    if args.truth:
+        with Image.open(args.truth) as im:
+            truth = np.asarray(im)
+        print(f"pixel accuracy against {args.truth}: {100 * float((classes == truth).mean()):.1f}%")
+    print(f"wrote {out / 'demo.png'} (image | mask | overlay); server stopped")
     return 0
 
 

@@ -83,12 +83,8 @@ class GeoSegHandler(BaseHandler):
             if isinstance(job, RequestError):
                 responses.append(self._error(idx, job))
                 continue
-            try:
-                body, content_type = encode(job.fmt, classes, job.image.rgb, self.names,
-                                            self.colors, job.image.georef)
-            except RequestError as exc:
-                responses.append(self._error(idx, exc))
-                continue
+            body, content_type = encode(job.fmt, classes, job.image.rgb, self.names,
+                                        self.colors, job.image.georef)
             self.context.set_response_content_type(idx, content_type)
             responses.append(body)
         return responses

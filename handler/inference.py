@@ -27,8 +27,7 @@ class HandlerConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "HandlerConfig":
         values = dict(values or {})
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"model-config.yaml handler section: unknown keys {unknown}")
         config = cls(**values)

@@ -7,13 +7,13 @@ import json
 import threading
 import urllib.error
 import urllib.request
-import uuid
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
+from benchmarks.responses import multipart_form
 from handler.package import build_archive
 from handler.server import TorchServe
 from tests.standins import write_standin
@@ -39,12 +39,9 @@ def post(server, data: bytes, headers=None, form=None):
     """POST raw bytes, or a multipart form when ``form`` (name -> bytes) is given."""
     headers = {"Content-Type": "application/octet-stream", **(headers or {})}
     if form is not None:
-        boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
-                 f'{"; filename=" + chr(34) + name + chr(34) if name != "format" else ""}\r\n\r\n'
-                 .encode() + value + b"\r\n" for name, value in form.items()]
-        data = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+        files = {k: v for k, v in form.items() if k != "format"}
+        fields = {k: v for k, v in form.items() if k == "format"}
+        data, headers["Content-Type"] = multipart_form(files, fields)
     req = urllib.request.Request(f"{server.url}/predictions/geoseg", data=data, headers=headers,
                                  method="POST")
     try:

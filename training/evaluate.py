@@ -19,6 +19,7 @@ from model.class_table import ClassTable, ClassTableError
 from model.export import load_exported
 from training.data import DatasetError, SampleSource, to_tensors
 from training.dataset_args import add_data_args, open_source
+from training.device import DeviceError, resolve_device
 from training.metrics import SegmentationScores, confusion_matrix, scores
 from training.points import simulate_points
 from training.visualize import comparison_picture, save_picture
@@ -88,14 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pictures", type=int, default=8)
     add_data_args(parser)
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
     try:
+        device = resolve_device(args.device)
         model, table = load_for_evaluation(args.model, device)
         source = open_source(args, args.split, table)
         cm = evaluate_source(predictor(model, device), source, table,
                              Path(args.pictures) if args.pictures else None, args.max_pictures)
-    except (CheckpointError, DatasetError, ClassTableError) as exc:
+    except (CheckpointError, DatasetError, ClassTableError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = scores(cm)

@@ -9,6 +9,7 @@ Written to disk in LandCover.ai's tiled layout (``output/<stem>.jpg``, ``output/
 masks (``images/``, ``masks/``, ``classes.json``).
 
     python -m training.synthetic --out data/synthetic --train 48 --val 12 --test 12 --size 256
+    python -m training.synthetic --scene demo_out/scene.png --size 1280x768 --seed 2030
 """
 from __future__ import annotations
 
@@ -166,20 +167,49 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, n_test: int, size:
     return root
 
 
+def write_scene(path: str | Path, height: int, width: int, seed: int) -> tuple[Path, Path]:
+    """One scene as ``path`` (RGB PNG) and ``<stem>_mask.png`` (class ids); returns both."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb, mask = generate_scene((height, width), seed)
+    mask_path = path.with_name(f"{path.stem}_mask.png")
+    Image.fromarray(rgb).save(path)
+    Image.fromarray(mask).save(mask_path)
+    return path, mask_path
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``256`` or ``WIDTHxHEIGHT`` -> (height, width)."""
+    w, _, h = text.lower().partition("x")
+    return (int(h or w), int(w))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="folder to write the dataset into")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="folder to write a dataset into")
+    target.add_argument("--scene", help="write one scene to this PNG (and its mask beside it)")
     parser.add_argument("--train", type=int, default=48, help="training scenes")
     parser.add_argument("--val", type=int, default=12, help="validation scenes")
     parser.add_argument("--test", type=int, default=12, help="test scenes")
-    parser.add_argument("--size", type=int, default=256, help="scene side in pixels")
+    parser.add_argument("--size", default="256", help="scene side, or WIDTHxHEIGHT, in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=("landcoverai", "folders"), default="landcoverai")
     args = parser.parse_args(argv)
-    if min(args.train, args.val, args.test) < 0 or args.size < 8:
-        parser.error("counts must be >= 0 and --size >= 8")
-    root = write_dataset(args.out, args.train, args.val, args.test, args.size, args.seed,
+    try:
+        height, width = _size(args.size)
+    except ValueError:
+        parser.error(f"--size must be N or WIDTHxHEIGHT, got {args.size!r}")
+    if min(args.train, args.val, args.test) < 0 or min(height, width) < 8:
+        parser.error("counts must be >= 0 and sizes >= 8")
+    if args.scene:
+        image, mask = write_scene(args.scene, height, width, args.seed)
+        print(f"wrote {image} and {mask}")
+        return 0
+    if height != width:
+        parser.error("dataset scenes are square: give --size N")
+    root = write_dataset(args.out, args.train, args.val, args.test, height, args.seed,
                          args.layout)
     print(f"wrote {args.train + args.val + args.test} scenes to {root}")
     return 0

@@ -29,6 +29,7 @@ from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import ClassTable, ClassTableError
 from training.data import DatasetError, PointSupervisedDataset, epoch_draws
 from training.dataset_args import add_data_args, load_table, open_source
+from training.device import DeviceError, resolve_device
 from training.evaluate import evaluate_source, predictor
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
@@ -84,18 +85,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DatasetError("--device cuda asked for, but no CUDA device is available")
-    return device
-
-
 def poly_schedule(total_steps: int, power: float = 0.9):
     """LR factor (1 - step / total) ** power, floored at 0."""
     return lambda step: max(0.0, 1.0 - step / max(1, total_steps)) ** power
+
+
+def build_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), args.lr, momentum=0.9,
+                               weight_decay=args.weight_decay)
+    return torch.optim.AdamW(model.parameters(), args.lr, weight_decay=args.weight_decay)
+
+
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: Any,
+                    scaler: torch.amp.GradScaler, device: torch.device, bar_title: str,
+                    progress: bool) -> list[float]:
+    """One pass over ``loader``: AMP and channels_last on CUDA, the aux head weighted by
+    AUX_WEIGHT when present. Returns the loss of each step."""
+    cuda = device.type == "cuda"
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(loader, desc=bar_title, unit="step", disable=not progress, leave=False)
+    for images, labels in bar:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.float16, enabled=cuda):
+            outputs = model(images)
+            loss = criterion(outputs["out"], labels)
+            if "aux" in outputs:
+                loss = loss + AUX_WEIGHT * criterion(outputs["aux"], labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses
 
 
 def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any]]) -> None:
@@ -144,19 +173,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     criterion = PartialFocalCELoss(args.gamma, args.alpha).to(device)
-    if args.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=0.9,
-                                    weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(args, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
 
-    config = {k: v for k, v in vars(args).items()} | {"device": str(device),
-                                                      "train_images": len(train_source),
-                                                      "val_images": len(val_source),
-                                                      "steps_per_epoch": steps,
-                                                      "classes": list(table.names)}
+    config = vars(args) | {"device": str(device), "train_images": len(train_source),
+                           "val_images": len(val_source), "steps_per_epoch": steps,
+                           "classes": list(table.names)}
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, -1.0
     if args.resume and (out / "last.pt").is_file():
@@ -178,27 +201,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                             sampler=epoch_draws(len(dataset), steps * args.batch_size,
                                                 args.seed, epoch),
                             num_workers=args.num_workers, pin_memory=cuda)
-        model.train()
-        losses = []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
-                   disable=not progress, leave=False)
-        for images, labels in bar:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, torch.float16, enabled=cuda):
-                outputs = model(images)
-                loss = criterion(outputs["out"], labels)
-                if "aux" in outputs:
-                    loss = loss + AUX_WEIGHT * criterion(outputs["aux"], labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses = train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
+                                 f"epoch {epoch + 1}/{args.epochs}", progress)
         model.eval()
         cm = evaluate_source(predictor(model, device, amp=cuda), val_source, table,
                              out / "pictures", args.max_pictures,
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         best = train(args)
     except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
-            ClassTableError) as exc:
+            ClassTableError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if best:

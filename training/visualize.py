@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model.class_table import IGNORE_INDEX, ClassTable
+from model.class_table import ClassTable
 from training.points import Points
 
 PANEL_TITLES = ("image", "points", "prediction", "ground truth")
@@ -30,11 +30,11 @@ def comparison_picture(image: np.ndarray, points: Points, prediction: np.ndarray
                        truth: np.ndarray, table: ClassTable) -> np.ndarray:
     """Four panels side by side with titles: (H + 16, 4 W + 12, 3) uint8.
 
-    ``prediction`` and ``truth`` are (H, W) class ids; truth 255 shows black.
+    ``prediction`` and ``truth`` are (H, W) class ids; 255 shows black (see ClassTable.palette).
     """
     h, w = truth.shape
     panels = [image, draw_points(image, points, table), table.colorize(prediction),
-              np.where((truth == IGNORE_INDEX)[..., None], 0, table.colorize(truth))]
+              table.colorize(truth)]
     title_h, gap = 16, 4
     out = np.full((h + title_h, 4 * w + 3 * gap, 3), 255, dtype=np.uint8)
     for k, panel in enumerate(panels):
