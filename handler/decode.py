@@ -17,6 +17,7 @@ that a class GeoTIFF can carry it unchanged and the JSON summary can give areas.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
@@ -30,6 +31,7 @@ GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
 """ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams."""
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -60,9 +62,31 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     if not data:
         raise RequestError(400, "empty request body: send an image (PNG, JPEG or TIFF)",
                            {"kind": "empty"})
+    declared = _declared_size(data)
+    if declared is not None:  # 0 pixels or too many: refused before any decoder runs
+        _check_size(*declared, max_pixels)
     if data[:4] in TIFF_MAGIC:
         return _decode_tiff(bytes(data), max_pixels)
     return _decode_pillow(bytes(data), max_pixels)
+
+
+def _declared_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) in pixels from a PNG's IHDR or a TIFF's first page header, without
+    decoding pixels; None for other formats or unreadable headers."""
+    if data[:8] == PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if data[:4] in TIFF_MAGIC:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                page = tif.pages[0]
+                if 256 not in page.tags or 257 not in page.tags:  # ImageWidth, ImageLength
+                    return None  # a damaged directory, not an empty image
+                return int(page.imagewidth), int(page.imagelength)
+        except Exception:  # unreadable headers are reported by the pixel decoder
+            return None
+    return None
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:

@@ -64,7 +64,8 @@ class GeoSegHandler(BaseHandler):
             try:
                 fmt = choose_format(row, request_header(self.context, idx, "X-GeoSeg-Format"),
                                     request_header(self.context, idx, "Accept"))
-                data_bytes = image_bytes(row, request_header(self.context, idx, "Content-Type"))
+                data_bytes = image_bytes(row, request_header(self.context, idx, "Content-Type"),
+                                         request_header(self.context, idx, "Content-Length"))
                 jobs.append(Job(idx, decode_image(data_bytes, self.config.max_pixels), fmt))
             except RequestError as exc:
                 jobs.append(exc)

@@ -4,6 +4,11 @@ TorchServe 0.12 hands a raw body (``curl -T`` / ``--data-binary``) to the handle
 key ``body``, a multipart form field by field (``-F file=@x.tif -F format=json``: keys ``file``
 and ``format``). The format is chosen by, in order: the multipart ``format`` field, the
 ``X-GeoSeg-Format`` header, the ``Accept`` header; default ``png``.
+
+TorchServe merges multipart parts of the same name before the handler sees them (the last one
+wins), so a form with two ``file`` parts would silently be answered for one of them. The
+handler compares the request's ``Content-Length`` with the bytes that arrived: a body larger
+than those plus :data:`PART_OVERHEAD` per part held another part, and is refused with 400.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ ACCEPT_TYPES = {"image/png": "png", "image/tiff": "geotiff", "image/geotiff": "g
                 "application/json": "json", "image/jpeg": "overlay", "*/*": "png",
                 "image/*": "png"}
 FORM_FIELDS = {"file", "format"}
+PART_OVERHEAD = 2048
+"""Bytes one multipart part may spend on its boundary and headers (name, filename, type)."""
 
 
 def _text(value: Any) -> str:
@@ -35,8 +42,32 @@ def _field_names(names: list[str]) -> str:
     return ", ".join(dict.fromkeys(shown)) or "none"
 
 
-def image_bytes(row: Mapping[str, Any], content_type: Optional[str] = None) -> bytes:
-    """The image of one request row; RequestError(400/415) for a missing or wrong field."""
+def _value_size(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    return len(_text(value).encode("utf-8"))
+
+
+def check_no_merged_parts(row: Mapping[str, Any], content_length: Optional[str]) -> None:
+    """Refuse (400) a multipart body whose declared length shows parts TorchServe merged away.
+
+    ``content_length``: the request's ``Content-Length`` header in bytes (absent for chunked
+    bodies, which are not checked).
+    """
+    if not content_length or not content_length.strip().isdigit():
+        return
+    arrived = sum(_value_size(v) for v in row.values() if v is not None)
+    if int(content_length) > arrived + PART_OVERHEAD * (len(row) + 1):
+        raise RequestError(400, "the multipart body holds more parts than arrived (two 'file' "
+                                "parts?): send exactly one 'file' and optionally 'format'",
+                           {"kind": "repeated_field", "content_length": int(content_length),
+                            "received_bytes": arrived})
+
+
+def image_bytes(row: Mapping[str, Any], content_type: Optional[str] = None,
+                content_length: Optional[str] = None) -> bytes:
+    """The image of one request row; RequestError(400/415) for a missing, repeated or wrong
+    field. ``content_type`` / ``content_length``: the request's headers, when known."""
     if content_type and content_type.split(";")[0].strip().lower() == \
             "application/x-www-form-urlencoded":
         raise RequestError(415, URLENCODED_HELP, {"kind": "urlencoded_body"})
@@ -52,6 +83,7 @@ def image_bytes(row: Mapping[str, Any], content_type: Optional[str] = None) -> b
             raise RequestError(400, f"unexpected multipart fields {_field_names(unknown)}: "
                                     "send one 'file' and optionally 'format'",
                                {"kind": "unexpected_field"})
+        check_no_merged_parts(row, content_length)
         value = row["file"]
     if value is None:
         raise RequestError(400, "empty request body: send an image", {"kind": "empty"})

@@ -85,6 +85,14 @@ def wait_ready(url: str, model: str, timeout: float,
                       f"(stuck at {stage})")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ServerError(f"no VmRSS for process {pid}")
+
+
 def _group_alive(group: int) -> bool:
     try:
         os.killpg(group, 0)
@@ -169,6 +177,23 @@ class TorchServe:
             return json.loads((self.workdir / "key_file.json").read_text())[kind]["key"]
         except (OSError, ValueError, KeyError):
             return None
+
+    def workers(self, model: Optional[str] = None) -> list[dict]:
+        """The model's workers as the management API describes them: ``id``, ``pid``,
+        ``status`` (READY, ...), ``memoryUsage`` (bytes)."""
+        model = model or self.models.split("=")[0]
+        key = self.key("management")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        req = urllib.request.Request(f"{self.management_url}/models/{model}", headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())[0]["workers"]
+
+    def worker_pid(self) -> int:
+        """The process id of the model's only worker (ServerError if there is none or more)."""
+        pids = [w["pid"] for w in self.workers() if w.get("pid")]
+        if len(pids) != 1:
+            raise ServerError(f"expected one worker process, the management API lists {pids}")
+        return int(pids[0])
 
     def load_failure(self) -> Optional[str]:
         """The model's load error, once TorchServe has logged one."""

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from handler.package import build_archive
 from handler.server import TorchServe
-from tests.standins import write_standin
+from tests.serving import png, standin_store
+from tests.test_server import SCENE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,8 +50,7 @@ def status(url: str, method: str = "GET", key: str | None = None, data: bytes | 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
     work = tmp_path_factory.mktemp("keyed")
-    build_archive(write_standin(work / "standin.pt"), work / "store")
-    ts = TorchServe(work / "store", workdir=work / "ts",
+    ts = TorchServe(standin_store(work), workdir=work / "ts",
                     extra_config={"disable_token_authorization": "false"})
     ts.start(timeout=300, ready_key=lambda: ts.key("inference"))
     yield ts
@@ -65,8 +64,6 @@ def key_of(server: TorchServe, kind: str) -> str:
 
 
 def test_without_key_inference_and_management_are_refused(keyed_server):
-    from tests.test_server import png, SCENE
-
     image = png(SCENE)
     assert status(f"{keyed_server.url}/predictions/geoseg", "POST", data=image) == REFUSED
     assert status(f"{keyed_server.management_url}/models") == REFUSED
@@ -78,8 +75,6 @@ def test_without_key_inference_and_management_are_refused(keyed_server):
 
 
 def test_with_keys_inference_and_management_pass(keyed_server):
-    from tests.test_server import png, SCENE
-
     assert status(f"{keyed_server.url}/predictions/geoseg", "POST",
                   key_of(keyed_server, "inference"), png(SCENE)) == 200
     assert status(f"{keyed_server.management_url}/models",

@@ -5,18 +5,14 @@ Fails (never skips) when Java or TorchServe is missing: the message says what to
 import io
 import json
 import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from benchmarks.responses import multipart_form
-from handler.package import build_archive
 from handler.server import TorchServe
-from tests.standins import write_standin
+from tests.serving import mask_of, png, post, standin_store
 from tests.test_codecs import geotiff_bytes
 from training.synthetic import generate_scene
 
@@ -24,46 +20,13 @@ from training.synthetic import generate_scene
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
-    config = work / "model-config.yaml"
-    config.write_text("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 4\nmaxBatchDelay: 1500\n"
-                      "responseTimeout: 120\nhandler:\n  tile_size: 64\n  tile_overlap: 16\n"
-                      "  tile_batch_size: 8\n  max_pixels: 1000000\n")
-    build_archive(write_standin(work / "standin.pt"), work / "store", config=config)
-    ts = TorchServe(work / "store", workdir=work / "ts").start(timeout=300)
+    ts = TorchServe(standin_store(work), workdir=work / "ts").start(timeout=300)
     yield ts
     ts.stop()
     assert ts.process.returncode is not None
 
 
-def post(server, data: bytes, headers=None, form=None):
-    """POST raw bytes, or a multipart form when ``form`` (name -> bytes) is given."""
-    headers = {"Content-Type": "application/octet-stream", **(headers or {})}
-    if form is not None:
-        files = {k: v for k, v in form.items() if k != "format"}
-        fields = {k: v for k, v in form.items() if k == "format"}
-        data, headers["Content-Type"] = multipart_form(files, fields)
-    req = urllib.request.Request(f"{server.url}/predictions/geoseg", data=data, headers=headers,
-                                 method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.headers.get("Content-Type"), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type"), exc.read()
-
-
-def png(array: np.ndarray, fmt="PNG") -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 SCENE, _ = generate_scene((150, 130), seed=9)  # several 64 px tiles
-
-
-def mask_of(body: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(body)) as im:
-        assert im.mode == "P"
-        return np.asarray(im)
 
 
 def test_raw_png_gives_palette_png_of_input_size(server):

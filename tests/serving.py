@@ -1,0 +1,79 @@
+"""Helpers for tests against a real TorchServe: a stand-in archive, HTTP calls, answers."""
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.responses import multipart_form
+from handler.package import build_archive
+from handler.server import TorchServe
+from tests.standins import write_standin
+
+STANDIN_CONFIG = ("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 4\nmaxBatchDelay: {delay}\n"
+                  "responseTimeout: 120\nhandler:\n  tile_size: 64\n  tile_overlap: 16\n"
+                  "  tile_batch_size: 8\n  max_pixels: 1000000\n")
+"""model-config.yaml of the stand-in archives: 64 px tiles, at most 1 Mpx per image."""
+
+
+def standin_store(work: Path, delay_ms: int = 1500) -> Path:
+    """Build ``work/store/geoseg.mar`` around the colour-rule stand-in; returns the store."""
+    config = work / "model-config.yaml"
+    config.write_text(STANDIN_CONFIG.format(delay=delay_ms))
+    build_archive(write_standin(work / "standin.pt"), work / "store", config=config)
+    return work / "store"
+
+
+class Reply(NamedTuple):
+    """One HTTP answer: ``status`` (int), ``content_type``, ``body`` bytes."""
+
+    status: int
+    content_type: Optional[str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+def post(server: TorchServe, data: bytes, headers: Optional[dict] = None,
+         form: Optional[dict[str, bytes]] = None, timeout: float = 120) -> Reply:
+    """POST to ``/predictions/geoseg``: raw bytes, or a multipart form when ``form`` is given
+    (its ``format`` entry becomes a plain field, the others file parts)."""
+    headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+    if form is not None:
+        files = {k: v for k, v in form.items() if k != "format"}
+        fields = {k: v for k, v in form.items() if k == "format"}
+        data, headers["Content-Type"] = multipart_form(files, fields)
+    req = urllib.request.Request(f"{server.url}/predictions/geoseg", data=data,
+                                 headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Reply(r.status, r.headers.get("Content-Type"), r.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, exc.headers.get("Content-Type"), exc.read())
+
+
+def ping(server: TorchServe) -> str:
+    """The ``status`` that ``/ping`` reports (Healthy when every model has a live worker)."""
+    with urllib.request.urlopen(f"{server.url}/ping", timeout=30) as r:
+        return json.loads(r.read())["status"]
+
+
+def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    """Encode an (H, W, 3) uint8 array with Pillow (PNG, JPEG, ...)."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def mask_of(body: bytes) -> np.ndarray:
+    """The (H, W) class ids of a palette-PNG answer."""
+    with Image.open(io.BytesIO(body)) as im:
+        assert im.mode == "P"
+        return np.asarray(im)

@@ -1,0 +1,313 @@
+"""Reliability through a real TorchServe: bad input, fuzzing, over-size bodies, stopping.
+
+After every refused request the worker must still be the same healthy process (``/ping``,
+the same pid) and answer a good request exactly as before.
+"""
+import hashlib
+import http.client
+import io
+import os
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from handler.decode import bands_to_rgb, to_uint8
+from handler.server import TorchServe, torchserve_executable
+from tests.serving import Reply, mask_of, ping, png, post, standin_store
+from tests.test_codecs import bomb_png, corrupt_middle, geotiff_bytes, truncated
+from tests.test_fuzz_decode import SEEDS, mutation, mutate
+from training.synthetic import generate_scene
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+SCENE, _ = generate_scene((150, 130), seed=9)
+OTHER, _ = generate_scene((150, 130), seed=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("reliability")
+    ts = TorchServe(standin_store(work, delay_ms=50), workdir=work / "ts",
+                    extra_config={"max_request_size": MAX_REQUEST_BYTES})
+    yield ts.start(timeout=300)
+    ts.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(server) -> np.ndarray:
+    """The served mask of SCENE, taken once, alone."""
+    reply = post(server, png(SCENE))
+    assert reply.status == 200
+    return mask_of(reply.body)
+
+
+def assert_still_healthy(server: TorchServe, pid: int, reference: np.ndarray) -> None:
+    assert ping(server) == "Healthy"
+    assert server.worker_pid() == pid, "the worker process was replaced: it crashed"
+    reply = post(server, png(SCENE))
+    assert reply.status == 200
+    np.testing.assert_array_equal(mask_of(reply.body), reference)
+
+
+def zero_width_png() -> bytes:
+    return png(np.zeros((10, 1, 3), np.uint8)).replace(
+        b"IHDR\x00\x00\x00\x01", b"IHDR\x00\x00\x00\x00", 1)
+
+
+def garbled_pixels(data: bytes, offset: int, count: int) -> bytes:
+    """``data`` with 200 random bytes written a quarter into its pixel data (``offset``,
+    ``count`` bytes long): headers intact, compressed stream broken."""
+    start = offset + count // 4
+    return data[:start] + np.random.default_rng(0).bytes(200) + data[start + 200:]
+
+
+def png_with_bad_pixel_data(rgb: np.ndarray) -> bytes:
+    data = png(rgb)
+    idat = data.index(b"IDAT")
+    return garbled_pixels(data, idat + 4, int.from_bytes(data[idat - 4:idat], "big"))
+
+
+def lzw_tiff(rgb: np.ndarray) -> bytes:
+    """Pillow's LZW TIFF: header, strips, then the image directory at the end."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="TIFF", compression="tiff_lzw")
+    return buf.getvalue()
+
+
+def lzw_tiff_with_bad_pixel_data(rgb: np.ndarray) -> bytes:
+    data = lzw_tiff(rgb)
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        return garbled_pixels(data, page.dataoffsets[0], page.databytecounts[0])
+
+
+def two_file_parts(first: bytes, second: bytes) -> tuple[bytes, dict]:
+    """A multipart body with two parts both named ``file`` (TorchServe keeps only the last)."""
+    boundary = "geoseg-two-files"
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                    f'filename="{i}.png"\r\nContent-Type: image/png\r\n\r\n'.encode() + part
+                    + b"\r\n" for i, part in enumerate((first, second)))
+    return body + f"--{boundary}--\r\n".encode(), \
+        {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def bad_requests() -> list[tuple[str, bytes, dict, dict | None, int, str]]:
+    """(name, body, headers, form, expected status, expected detail.kind)."""
+    scene_png, small_png = png(SCENE), png(SCENE[:40, :40])
+    return [
+        ("empty body", b"", {}, None, 400, "empty"),
+        ("text", b"a land-cover map, please", {}, None, 415, "unsupported_format"),
+        ("random bytes", np.random.default_rng(1).bytes(5000), {}, None, 415,
+         "unsupported_format"),
+        ("JSON document", b'{"image": "x"}', {"Content-Type": "application/json"}, None, 415,
+         "not_image"),
+        ("truncated PNG", truncated(scene_png), {}, None, 400, "corrupt"),
+        ("truncated JPEG", truncated(png(SCENE, "JPEG")), {}, None, 400, "corrupt"),
+        ("truncated TIFF", truncated(geotiff_bytes(np.moveaxis(SCENE, -1, 0).copy())), {},
+         None, 400, "corrupt"),
+        ("PNG header, corrupt data", png_with_bad_pixel_data(SCENE), {}, None, 400, "corrupt"),
+        ("TIFF header, corrupt LZW data", lzw_tiff_with_bad_pixel_data(SCENE), {}, None, 400,
+         "corrupt"),
+        ("TIFF, damaged directory", corrupt_middle(lzw_tiff(SCENE)), {}, None, 400,
+         "corrupt"),
+        ("decompression bomb", bomb_png(), {}, None, 413, "too_many_pixels"),
+        ("0-pixel image", zero_width_png(), {}, None, 400, "empty_image"),
+        ("above the pixel limit", png(np.zeros((1001, 1000, 3), np.uint8)), {}, None, 413,
+         "too_many_pixels"),
+        ("wrong field name", b"", {}, {"image": scene_png}, 400, "missing_file"),
+        ("two files, two names", b"", {}, {"file": scene_png, "file2": small_png}, 400,
+         "unexpected_field"),
+        ("two files, one name", *two_file_parts(scene_png, small_png), None, 400,
+         "repeated_field"),
+        ("unknown format field", b"", {}, {"file": scene_png, "format": b"bmp"}, 400,
+         "unknown_format"),
+        ("unknown format header", scene_png, {"X-GeoSeg-Format": "svg"}, None, 400,
+         "unknown_format"),
+        ("unacceptable Accept", scene_png, {"Accept": "text/html"}, None, 406, "not_acceptable"),
+    ]
+
+
+BAD = bad_requests()
+
+
+@pytest.mark.parametrize("name, body, headers, form, status, kind", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_its_4xx_json_and_the_worker_stays_healthy(
+        server, reference, name, body, headers, form, status, kind):
+    pid = server.worker_pid()
+    reply = post(server, body, headers, form)
+    assert (reply.status, reply.content_type) == (status, "application/json"), reply.body[:300]
+    error = reply.json()
+    assert error["code"] == status and error["detail"]["kind"] == kind and error["error"]
+    assert_still_healthy(server, pid, reference)
+
+
+def served_mask(server: TorchServe, body: bytes) -> np.ndarray:
+    reply = post(server, body)
+    assert (reply.status, reply.content_type) == (200, "image/png"), reply.body[:300]
+    return mask_of(reply.body)
+
+
+def tiff(pages: list[np.ndarray], **kwargs) -> bytes:
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as writer:
+        for page in pages:
+            writer.write(page, **kwargs)
+    return buf.getvalue()
+
+
+def gif(frames: list[np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=100)
+    return buf.getvalue()
+
+
+def pillow_rgb(data: bytes) -> np.ndarray:
+    """What Pillow itself makes of an image's first frame, as RGB."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_odd_but_valid_images_follow_the_documented_rules(server, reference):
+    """Each is served like the 8-bit RGB image the README's decoding rules turn it into."""
+    pid = server.worker_pid()
+    rng = np.random.default_rng(4)
+    bands16 = np.moveaxis(SCENE, -1, 0).astype(np.uint16) * 200 + 1000
+    floats = np.moveaxis(SCENE, -1, 0).astype(np.float32) / 7.0
+    floats[0, :3, :3] = np.nan
+    extra = rng.integers(0, 256, (2, 150, 130), dtype=np.uint8)
+    five_bands = np.concatenate([np.moveaxis(SCENE, -1, 0), extra])
+    cmyk = io.BytesIO()
+    Image.fromarray(SCENE).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    animated = gif([SCENE, OTHER])
+    cases = {
+        "16-bit TIFF": (tiff([np.moveaxis(bands16, 0, -1)]), bands_to_rgb(to_uint8(bands16))),
+        "float TIFF with NaN": (geotiff_bytes(floats), bands_to_rgb(to_uint8(floats))),
+        "5-band TIFF: bands 1-3": (geotiff_bytes(five_bands), SCENE),
+        "CMYK JPEG": (cmyk.getvalue(), pillow_rgb(cmyk.getvalue())),
+        "animated GIF: first frame": (animated, pillow_rgb(animated)),
+        "multi-page TIFF: first page": (tiff([SCENE, OTHER]), SCENE),
+    }
+    for name, (data, rgb) in cases.items():
+        np.testing.assert_array_equal(served_mask(server, data), served_mask(server, png(rgb)),
+                                      err_msg=name)
+    # The first frame / page is taken, not the last: the two give different maps.
+    assert not np.array_equal(served_mask(server, png(OTHER)), reference)
+    assert served_mask(server, png(SCENE[:1, :1])).shape == (1, 1)
+    assert_still_healthy(server, pid, reference)
+
+
+def test_fuzzed_images_never_get_5xx_nor_crash_the_worker(server, reference):
+    pid = server.worker_pid()
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(seed=st.sampled_from(range(len(SEEDS))), ops=st.lists(mutation, min_size=1,
+                                                                  max_size=4))
+    def send_mutated(seed, ops):
+        reply = post(server, mutate(SEEDS[seed], ops))
+        seen[reply.status] = seen.get(reply.status, 0) + 1
+        assert reply.status < 500, reply.body[:300]
+        if reply.status != 200:
+            assert reply.json()["code"] == reply.status
+
+    send_mutated()
+    assert sum(seen.values()) >= 60
+    assert_still_healthy(server, pid, reference)
+
+
+def test_over_size_body_gets_413_and_requests_beside_it_succeed(server, reference):
+    pid = server.worker_pid()
+    replies: list[Reply] = []
+    stop = threading.Event()
+
+    def good_requests():
+        while not stop.is_set():
+            replies.append(post(server, png(SCENE)))
+
+    threads = [threading.Thread(target=good_requests) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        refused = [announce_upload(server, MAX_REQUEST_BYTES + 1024) for _ in range(3)]
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert refused == [413, 413, 413]
+    assert replies and all(r.status == 200 for r in replies)
+    for r in replies:
+        np.testing.assert_array_equal(mask_of(r.body), reference)
+    assert_still_healthy(server, pid, reference)
+
+
+def announce_upload(server: TorchServe, size: int) -> int:
+    """The status TorchServe answers to a request that announces ``size`` body bytes with
+    ``Expect: 100-continue`` (what curl does for large uploads) before sending any of them."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.ports["inference"], timeout=60)
+    try:
+        conn.putrequest("POST", "/predictions/geoseg")
+        for name, value in (("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(size)), ("Expect", "100-continue")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def store_digest(store) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(store.iterdir())}
+
+
+def test_stopping_with_requests_in_flight_leaves_the_model_store_intact(tmp_path):
+    store = standin_store(tmp_path, delay_ms=50)
+    before = store_digest(store)
+    ts = TorchServe(store, workdir=tmp_path / "ts").start(timeout=300)
+    big = png(np.random.default_rng(3).integers(0, 256, (1000, 1000, 3), dtype=np.uint8))
+    in_flight, outcomes = [0], []
+    lock = threading.Lock()
+
+    def client():
+        for _ in range(20):
+            with lock:
+                in_flight[0] += 1
+            try:
+                outcomes.append(post(ts, big, timeout=60).status)
+            except OSError as exc:  # the server went away mid-request
+                outcomes.append(type(exc).__name__)
+                return
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        with lock:
+            assert in_flight[0] > 0
+        # What `make stop` does: `torchserve --stop` finds the server by its pid file.
+        env = {**os.environ, "TMPDIR": str(ts.workdir / "tmp")}
+        subprocess.run([torchserve_executable(), "--stop"], env=env, check=True, timeout=60,
+                       capture_output=True)
+        for t in threads:
+            t.join(120)
+    finally:
+        ts.stop()
+    assert store_digest(store) == before
+    again = TorchServe(store, workdir=tmp_path / "ts2").start(timeout=300)
+    try:
+        assert post(again, png(SCENE)).status == 200
+        assert again.workers()[0]["status"] == "READY"
+    finally:
+        again.stop()
