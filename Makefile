@@ -21,7 +21,7 @@ COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
 .PHONY: setup test data train export evaluate demo archive serve stop predict bench bench-sweep \
-        bench-model compare-synthetic compare-dubai clean help
+        bench-model soak compare-synthetic compare-dubai clean help
 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
@@ -32,6 +32,7 @@ help:
 	@echo "make archive    build model_store/geoseg.mar;  make serve / make stop: TorchServe on 127.0.0.1:8080"
 	@echo "make bench      load test: TorchServe vs bare model vs Flask peer (BENCH_* knobs)"
 	@echo "make bench-model / bench-sweep   bare-model throughput / best batch settings"
+	@echo "make soak       mixed good/bad load + worker kill on $(MODEL), figures in benchmarks/results/"
 	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
 
 $(BIN)/python:
@@ -121,6 +122,15 @@ bench-model: $(MODEL)
 	@mkdir -p $(BENCH_OUT)
 	$(BIN)/python -m benchmarks.model_throughput --model $(MODEL) --device $(BENCH_DEVICE) \
 	    --out $(BENCH_OUT)/model-throughput-$(BENCH_DEVICE).json
+
+# Reliability soak (README, "Reliability"): tests/test_soak.py for minutes on the real model.
+SOAK_SECONDS ?= 600
+SOAK_CLIENTS ?= 4
+SOAK_RESULT  ?= benchmarks/results/soak-$(shell date +%Y%m%d-%H%M%S)-cpu.json
+
+soak: $(MODEL)
+	$(BIN)/python -m pytest -q -s tests/test_soak.py --soak-seconds $(SOAK_SECONDS) \
+	    --soak-clients $(SOAK_CLIENTS) --soak-model $(MODEL) --soak-result $(SOAK_RESULT)
 
 compare-synthetic: data
 	bash training/compare_supervision.sh runs/compare-synthetic --data $(DATA) $(COMPARE) --crop-size 192

@@ -26,3 +26,16 @@ def tiny_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Colour-coded mask folders (train/, val/, test/) with their own classes.json."""
     return write_dataset(tmp_path_factory.mktemp("folders"), 4, 2, 1, size=48, seed=5,
                          layout="folders", progress=False)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Knobs of tests/test_soak.py: short defaults for `make test`, long ones in `make soak`."""
+    group = parser.getgroup("soak", "mixed load and worker-kill test (tests/test_soak.py)")
+    group.addoption("--soak-seconds", type=float, default=12.0,
+                    help="seconds of mixed load before the worker is killed")
+    group.addoption("--soak-clients", type=int, default=4, help="concurrent clients")
+    group.addoption("--soak-model", default=None,
+                    help="exported model to serve (default: the small stand-in)")
+    group.addoption("--soak-rss-bound-mib", type=float, default=64.0,
+                    help="allowed growth of the worker's RSS across the load, MiB")
+    group.addoption("--soak-result", default=None, help="write the figures to this JSON file")

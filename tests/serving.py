@@ -1,6 +1,7 @@
 """Helpers for tests against a real TorchServe: a stand-in archive, HTTP calls, answers."""
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import urllib.error
@@ -57,6 +58,21 @@ def post(server: TorchServe, data: bytes, headers: Optional[dict] = None,
             return Reply(r.status, r.headers.get("Content-Type"), r.read())
     except urllib.error.HTTPError as exc:
         return Reply(exc.code, exc.headers.get("Content-Type"), exc.read())
+
+
+def announce_upload(server: TorchServe, size: int) -> int:
+    """The status TorchServe answers to a request that announces ``size`` body bytes with
+    ``Expect: 100-continue`` (what curl does for large uploads) before sending any of them."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.ports["inference"], timeout=60)
+    try:
+        conn.putrequest("POST", "/predictions/geoseg")
+        for name, value in (("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(size)), ("Expect", "100-continue")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def ping(server: TorchServe) -> str:

@@ -4,7 +4,6 @@ After every refused request the worker must still be the same healthy process (`
 the same pid) and answer a good request exactly as before.
 """
 import hashlib
-import http.client
 import io
 import os
 import subprocess
@@ -20,7 +19,7 @@ from PIL import Image
 
 from handler.decode import bands_to_rgb, to_uint8
 from handler.server import TorchServe, torchserve_executable
-from tests.serving import Reply, mask_of, ping, png, post, standin_store
+from tests.serving import Reply, announce_upload, mask_of, ping, png, post, standin_store
 from tests.test_codecs import bomb_png, corrupt_middle, geotiff_bytes, truncated
 from tests.test_fuzz_decode import SEEDS, mutation, mutate
 from training.synthetic import generate_scene
@@ -247,21 +246,6 @@ def test_over_size_body_gets_413_and_requests_beside_it_succeed(server, referenc
     for r in replies:
         np.testing.assert_array_equal(mask_of(r.body), reference)
     assert_still_healthy(server, pid, reference)
-
-
-def announce_upload(server: TorchServe, size: int) -> int:
-    """The status TorchServe answers to a request that announces ``size`` body bytes with
-    ``Expect: 100-continue`` (what curl does for large uploads) before sending any of them."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.ports["inference"], timeout=60)
-    try:
-        conn.putrequest("POST", "/predictions/geoseg")
-        for name, value in (("Content-Type", "application/octet-stream"),
-                            ("Content-Length", str(size)), ("Expect", "100-continue")):
-            conn.putheader(name, value)
-        conn.endheaders()
-        return conn.getresponse().status
-    finally:
-        conn.close()
 
 
 def store_digest(store) -> dict[str, str]:
