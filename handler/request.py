@@ -8,7 +8,8 @@ and ``format``). The format is chosen by, in order: the multipart ``format`` fie
 TorchServe merges multipart parts of the same name before the handler sees them (the last one
 wins), so a form with two ``file`` parts would silently be answered for one of them. The
 handler compares the request's ``Content-Length`` with the bytes that arrived: a body larger
-than those plus :data:`PART_OVERHEAD` per part held another part, and is refused with 400.
+than those plus :data:`PART_OVERHEAD` per part held another part, and is refused with 400
+(a lost part of less than a few KiB stays unnoticed; images are larger).
 """
 from __future__ import annotations
 

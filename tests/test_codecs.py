@@ -197,6 +197,12 @@ def test_request_fields():
         with pytest.raises(RequestError) as info:
             image_bytes(row)
         assert info.value.status == status
+    # TorchServe keeps the last of two same-named parts: the declared length gives it away.
+    form = {"file": b"x" * 3000, "format": "json"}
+    assert image_bytes(form, "multipart/form-data", str(3000 + 4 + 600)) == b"x" * 3000
+    with pytest.raises(RequestError) as info:
+        image_bytes(form, "multipart/form-data", str(3000 + 20000 + 4 + 900))
+    assert info.value.detail["kind"] == "repeated_field"
     with pytest.raises(RequestError) as info:
         image_bytes({"\x89PNG": b"x"}, "application/x-www-form-urlencoded")
     assert info.value.status == 415 and "curl -T" in info.value.message
