@@ -62,31 +62,15 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     if not data:
         raise RequestError(400, "empty request body: send an image (PNG, JPEG or TIFF)",
                            {"kind": "empty"})
-    declared = _declared_size(data)
-    if declared is not None:  # 0 pixels or too many: refused before any decoder runs
-        _check_size(*declared, max_pixels)
+    # 0 pixels or too many: refused from the header, before any decoder runs.
     if data[:4] in TIFF_MAGIC:
-        return _decode_tiff(bytes(data), max_pixels)
-    return _decode_pillow(bytes(data), max_pixels)
-
-
-def _declared_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) in pixels from a PNG's IHDR or a TIFF's first page header, without
-    decoding pixels; None for other formats or unreadable headers."""
+        size, georef = _tiff_header(data)
+        if size is not None:
+            _check_size(*size, max_pixels)
+        return _decode_tiff(bytes(data), max_pixels, georef)
     if data[:8] == PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
-        return struct.unpack(">II", data[16:24])
-    if data[:4] in TIFF_MAGIC:
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(io.BytesIO(data)) as tif:
-                page = tif.pages[0]
-                if 256 not in page.tags or 257 not in page.tags:  # ImageWidth, ImageLength
-                    return None  # a damaged directory, not an empty image
-                return int(page.imagewidth), int(page.imagelength)
-        except Exception:  # unreadable headers are reported by the pixel decoder
-            return None
-    return None
+        _check_size(*struct.unpack(">II", data[16:24]), max_pixels)
+    return _decode_pillow(bytes(data), max_pixels)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -161,12 +145,11 @@ def _pillow_to_rgb(im: Image.Image) -> np.ndarray:
     raise RequestError(415, f"image mode {im.mode} is not supported", {"kind": "unsupported_mode"})
 
 
-def _decode_tiff(data: bytes, max_pixels: int) -> DecodedImage:
+def _decode_tiff(data: bytes, max_pixels: int, georef: Optional[GeoReference]) -> DecodedImage:
     import rasterio
     from rasterio.enums import ColorInterp
     from rasterio.errors import RasterioIOError
 
-    georef = _geotiff_tags(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NotGeoreferencedWarning on plain TIFFs
@@ -194,8 +177,10 @@ def _decode_tiff(data: bytes, max_pixels: int) -> DecodedImage:
                            {"kind": "corrupt"}) from None
 
 
-def _geotiff_tags(data: bytes) -> Optional[GeoReference]:
-    """The raw GeoTIFF tags of the first page, or None for a plain TIFF."""
+def _tiff_header(data: bytes) -> tuple[Optional[tuple[int, int]], Optional[GeoReference]]:
+    """From the first page's directory, without decoding pixels: (width, height), or None when
+    the directory is unreadable or lacks them (the pixel decoder then reports the damage), and
+    the raw GeoTIFF tags, or None for a plain TIFF."""
     import tifffile
 
     try:
@@ -203,9 +188,12 @@ def _geotiff_tags(data: bytes) -> Optional[GeoReference]:
             tags = tif.pages[0].tags
             found = [(t.code, int(t.dtype), t.count, t.value) for t in tags.values()
                      if t.code in GEOTIFF_TAGS]
+            size = None
+            if 256 in tags and 257 in tags:  # ImageWidth, ImageLength
+                size = (int(tags[256].value), int(tags[257].value))
     except Exception:  # unreadable headers are reported by the pixel decoder
-        return None
-    return GeoReference(tags=found) if found else None
+        return None, None
+    return size, (GeoReference(tags=found) if found else None)
 
 
 def _with_area(georef: Optional[GeoReference], src: object) -> Optional[GeoReference]:

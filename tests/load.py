@@ -14,8 +14,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from handler.server import TorchServe, rss_bytes
+from tests.bad_inputs import bad_requests
 from tests.serving import Reply, announce_upload, png, post
-from tests.test_codecs import bomb_png, geotiff_bytes, truncated
+from tests.test_codecs import geotiff_bytes
 from training.synthetic import generate_scene
 
 
@@ -51,33 +52,35 @@ class Outcome:
     seconds: float
 
 
+SOAK_FAULTS = ("truncated PNG", "text", "decompression bomb", "wrong field name",
+               "unknown format field")
+"""The bad requests of the mix (tests/bad_inputs.py), besides the over-size upload."""
+
+
+def sender(body: bytes, headers: Optional[dict] = None, form: Optional[dict] = None
+           ) -> Callable[[TorchServe, float], Reply]:
+    return lambda server, timeout: post(server, body, headers, form, timeout=timeout)
+
+
 def request_mix(max_request_bytes: int) -> list[MixRequest]:
     """Three good requests (PNG -> palette PNG, GeoTIFF -> GeoTIFF, multipart JPEG -> JSON)
-    and six bad ones (truncated PNG, text, decompression bomb, wrong field, unknown format,
-    an upload announced above ``max_request_bytes``)."""
+    and six bad ones (:data:`SOAK_FAULTS` and an upload announced above
+    ``max_request_bytes``)."""
     scene, _ = generate_scene((150, 130), seed=9)
     wide, _ = generate_scene((90, 260), seed=11)
     geotiff = geotiff_bytes(np.moveaxis(wide, -1, 0).copy())
-    jpeg = png(scene, "JPEG")
-
-    def raw(body: bytes, headers: Optional[dict] = None) -> Callable[[TorchServe, float], Reply]:
-        return lambda server, timeout: post(server, body, headers, timeout=timeout)
-
-    def form(fields: dict[str, bytes]) -> Callable[[TorchServe, float], Reply]:
-        return lambda server, timeout: post(server, b"", form=fields, timeout=timeout)
 
     def oversize(server: TorchServe, timeout: float) -> Reply:
         return Reply(announce_upload(server, max_request_bytes + 1), None, b"")
 
+    faults = [MixRequest(b.name, sender(b.body, b.headers, b.form), b.status)
+              for b in bad_requests(scene) if b.name in SOAK_FAULTS]
     return [
-        MixRequest("png", raw(png(scene)), 200),
-        MixRequest("geotiff", raw(geotiff, {"Accept": "image/tiff"}), 200),
-        MixRequest("multipart json", form({"file": jpeg, "format": b"json"}), 200),
-        MixRequest("truncated png", raw(truncated(png(scene))), 400),
-        MixRequest("text", raw(b"not an image at all"), 415),
-        MixRequest("bomb", raw(bomb_png()), 413),
-        MixRequest("wrong field", form({"image": jpeg}), 400),
-        MixRequest("unknown format", form({"file": jpeg, "format": b"svg"}), 400),
+        MixRequest("png", sender(png(scene)), 200),
+        MixRequest("geotiff", sender(geotiff, {"Accept": "image/tiff"}), 200),
+        MixRequest("multipart json", sender(b"", form={"file": png(scene, "JPEG"),
+                                                        "format": b"json"}), 200),
+        *faults,
         MixRequest("over-size upload", oversize, 413),
     ]
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from handler.geoseg_handler import GeoSegHandler
+from tests.serving import png
 from tests.standins import ColourRule, write_standin
 from training.synthetic import generate_scene
 
@@ -35,12 +36,6 @@ class StandInContext:
 def served(tmp_path):
     write_standin(tmp_path / "standin.pt")
     return tmp_path
-
-
-def png(array):
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_batch_with_a_bad_request_answers_each_on_its_own(served):

@@ -19,8 +19,9 @@ from PIL import Image
 
 from handler.decode import bands_to_rgb, to_uint8
 from handler.server import TorchServe, torchserve_executable
+from tests.bad_inputs import bad_requests
 from tests.serving import Reply, announce_upload, mask_of, ping, png, post, standin_store
-from tests.test_codecs import bomb_png, corrupt_middle, geotiff_bytes, truncated
+from tests.test_codecs import geotiff_bytes
 from tests.test_fuzz_decode import SEEDS, mutation, mutate
 from training.synthetic import generate_scene
 
@@ -54,88 +55,10 @@ def assert_still_healthy(server: TorchServe, pid: int, reference: np.ndarray) ->
     np.testing.assert_array_equal(mask_of(reply.body), reference)
 
 
-def zero_width_png() -> bytes:
-    return png(np.zeros((10, 1, 3), np.uint8)).replace(
-        b"IHDR\x00\x00\x00\x01", b"IHDR\x00\x00\x00\x00", 1)
+BAD = bad_requests(SCENE)
 
 
-def garbled_pixels(data: bytes, offset: int, count: int) -> bytes:
-    """``data`` with 200 random bytes written a quarter into its pixel data (``offset``,
-    ``count`` bytes long): headers intact, compressed stream broken."""
-    start = offset + count // 4
-    return data[:start] + np.random.default_rng(0).bytes(200) + data[start + 200:]
-
-
-def png_with_bad_pixel_data(rgb: np.ndarray) -> bytes:
-    data = png(rgb)
-    idat = data.index(b"IDAT")
-    return garbled_pixels(data, idat + 4, int.from_bytes(data[idat - 4:idat], "big"))
-
-
-def lzw_tiff(rgb: np.ndarray) -> bytes:
-    """Pillow's LZW TIFF: header, strips, then the image directory at the end."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="TIFF", compression="tiff_lzw")
-    return buf.getvalue()
-
-
-def lzw_tiff_with_bad_pixel_data(rgb: np.ndarray) -> bytes:
-    data = lzw_tiff(rgb)
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
-        page = tif.pages[0]
-        return garbled_pixels(data, page.dataoffsets[0], page.databytecounts[0])
-
-
-def two_file_parts(first: bytes, second: bytes) -> tuple[bytes, dict]:
-    """A multipart body with two parts both named ``file`` (TorchServe keeps only the last)."""
-    boundary = "geoseg-two-files"
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                    f'filename="{i}.png"\r\nContent-Type: image/png\r\n\r\n'.encode() + part
-                    + b"\r\n" for i, part in enumerate((first, second)))
-    return body + f"--{boundary}--\r\n".encode(), \
-        {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def bad_requests() -> list[tuple[str, bytes, dict, dict | None, int, str]]:
-    """(name, body, headers, form, expected status, expected detail.kind)."""
-    scene_png, small_png = png(SCENE), png(SCENE[:40, :40])
-    return [
-        ("empty body", b"", {}, None, 400, "empty"),
-        ("text", b"a land-cover map, please", {}, None, 415, "unsupported_format"),
-        ("random bytes", np.random.default_rng(1).bytes(5000), {}, None, 415,
-         "unsupported_format"),
-        ("JSON document", b'{"image": "x"}', {"Content-Type": "application/json"}, None, 415,
-         "not_image"),
-        ("truncated PNG", truncated(scene_png), {}, None, 400, "corrupt"),
-        ("truncated JPEG", truncated(png(SCENE, "JPEG")), {}, None, 400, "corrupt"),
-        ("truncated TIFF", truncated(geotiff_bytes(np.moveaxis(SCENE, -1, 0).copy())), {},
-         None, 400, "corrupt"),
-        ("PNG header, corrupt data", png_with_bad_pixel_data(SCENE), {}, None, 400, "corrupt"),
-        ("TIFF header, corrupt LZW data", lzw_tiff_with_bad_pixel_data(SCENE), {}, None, 400,
-         "corrupt"),
-        ("TIFF, damaged directory", corrupt_middle(lzw_tiff(SCENE)), {}, None, 400,
-         "corrupt"),
-        ("decompression bomb", bomb_png(), {}, None, 413, "too_many_pixels"),
-        ("0-pixel image", zero_width_png(), {}, None, 400, "empty_image"),
-        ("above the pixel limit", png(np.zeros((1001, 1000, 3), np.uint8)), {}, None, 413,
-         "too_many_pixels"),
-        ("wrong field name", b"", {}, {"image": scene_png}, 400, "missing_file"),
-        ("two files, two names", b"", {}, {"file": scene_png, "file2": small_png}, 400,
-         "unexpected_field"),
-        ("two files, one name", *two_file_parts(scene_png, small_png), None, 400,
-         "repeated_field"),
-        ("unknown format field", b"", {}, {"file": scene_png, "format": b"bmp"}, 400,
-         "unknown_format"),
-        ("unknown format header", scene_png, {"X-GeoSeg-Format": "svg"}, None, 400,
-         "unknown_format"),
-        ("unacceptable Accept", scene_png, {"Accept": "text/html"}, None, 406, "not_acceptable"),
-    ]
-
-
-BAD = bad_requests()
-
-
-@pytest.mark.parametrize("name, body, headers, form, status, kind", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize("name, body, headers, form, status, kind", BAD, ids=[b.name for b in BAD])
 def test_bad_input_gets_its_4xx_json_and_the_worker_stays_healthy(
         server, reference, name, body, headers, form, status, kind):
     pid = server.worker_pid()
