@@ -21,7 +21,7 @@ COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
 .PHONY: setup test data train export evaluate demo archive serve stop predict bench bench-sweep \
-        bench-model soak compare-synthetic compare-dubai clean help
+        bench-model bench-gpu soak compare-synthetic compare-dubai clean help
 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
@@ -32,6 +32,7 @@ help:
 	@echo "make archive    build model_store/geoseg.mar;  make serve / make stop: TorchServe on 127.0.0.1:8080"
 	@echo "make bench      load test: TorchServe vs bare model vs Flask peer (BENCH_* knobs)"
 	@echo "make bench-model / bench-sweep   bare-model throughput / best batch settings"
+	@echo "make bench-gpu  the GPU run: ResNet-50 bare sweep, handler stages, served sweep (CUDA)"
 	@echo "make soak       mixed good/bad load + worker kill on $(MODEL), figures in benchmarks/results/"
 	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
 
@@ -117,6 +118,11 @@ bench: $(MODEL)
 bench-sweep: $(MODEL)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --sweep --batch-sizes 1 4 --delays 10 100 \
 	    --tile-batches 1 4
+
+# The GPU run (docs/gpu.md): exports a ResNet-50 itself; needs CUDA (GPU_ARGS=--dry-run on a CPU).
+GPU_ARGS ?=
+bench-gpu:
+	$(BIN)/python -m benchmarks.gpu --out $(BENCH_OUT) $(GPU_ARGS)
 
 bench-model: $(MODEL)
 	@mkdir -p $(BENCH_OUT)

@@ -56,3 +56,21 @@ def test_handler_profile_times_every_stage(tmp_path):
                      repeats=2)
     assert set(stages) == {"decode", "cut", "model", "paste", "encode_png"}
     assert all(v > 0 for v in stages.values())
+
+
+def test_gpu_command_dry_run_writes_every_table(tmp_path):
+    """`python -m benchmarks.gpu --dry-run`: every stage of the GPU run on the CPU, small."""
+    from benchmarks.gpu import main as gpu_main
+
+    out = tmp_path / "gpu"
+    assert gpu_main(["--dry-run", "--out", str(out)]) == 0
+    (json_file,) = out.glob("gpu-dry-*.json")
+    report = json.loads(json_file.read_text())
+    assert report["export"]["parity_max_abs"] <= 1e-4
+    assert all(m["tiles_per_s"] > 0 for m in report["bare"]["measurements"])
+    assert set(report["handler"]["ms_per_tile"]) == {"decode", "model", "encode"}
+    (row,) = report["served"]["rows"]
+    assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
+    table = next(out.glob("gpu-dry-*.md")).read_text()
+    assert "## Bare model" in table and "## Served" in table and "## Handler" in table
+    assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000

@@ -1,0 +1,465 @@
+"""The GPU run in one command: export, bare sweep, handler in-process, served sweep.
+
+On a machine with CUDA this
+
+1. exports a DeepLabV3-ResNet50 (random weights: throughput does not depend on them) through
+   the same scripting and parity check as ``model.export``;
+2. sweeps the bare exported model: precision (fp32 / fp16 / bf16) x channels_last on/off x
+   batch size, and replays of a captured CUDA graph of the best setting (fixed shapes);
+3. runs the handler's own batched path in-process (decode, pooled tiling, model, encode) for a
+   TorchServe batch of requests, with the time of each stage per tile;
+4. serves the archive through a real TorchServe for each setting of workers x ``batchSize``
+   and loads it with locust at several user counts (needs Java and TorchServe);
+
+and writes ``<out>/gpu-<stamp>.json``, a markdown table ``<out>/gpu-<stamp>.md`` and a plot.
+``--dry-run`` does the same on the CPU with a MobileNetV3, 64-pixel tiles and one short
+served setting, so the test suite keeps the command from rotting.
+
+    python -m benchmarks.gpu --out benchmarks/results
+    python -m benchmarks.gpu --dry-run --out /tmp/gpu-dry
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.images import write_image_set
+from benchmarks.model_throughput import (DTYPES, count_flops, device_name, matmul_ceiling,
+                                         measure, synchronize)
+from benchmarks.run import ServeSettings, serve_and_load
+from handler.decode import decode_image
+from handler.encode import encode
+from handler.inference import load_model, tile_predictor
+from handler.server import ServerError, java_problem, torchserve_executable
+from handler.tiling import segment_images
+from model.builder import build_model
+from model.class_table import ClassTable
+from model.export import PARITY_TOLERANCE, export_meta, parity, save_exported, script_model
+from training.synthetic import generate_scene
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """What one run measures. Sizes in pixels, durations in seconds."""
+
+    device: str = "cuda"
+    arch: str = "deeplabv3_resnet50"
+    tile: int = 512
+    precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
+    channels_last: tuple[bool, ...] = (False, True)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    cuda_graphs: bool = True
+    warmup: int = 3
+    repeats: int = 10
+    handler_requests: int = 32          # requests in the in-process handler batch
+    handler_tile_batch: int = 32
+    served_precision: str = "fp16"      # the handler's half_precision on CUDA
+    served_workers: tuple[int, ...] = (1, 2, 4)
+    served_batch_sizes: tuple[int, ...] = (8, 16, 32)
+    served_users: tuple[int, ...] = (16, 64, 128)
+    served_delay_ms: int = 5
+    served_duration: int = 20
+    served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
+    image_count: int = 8
+
+    @property
+    def overlap(self) -> int:
+        """Tile overlap in pixels: the handler's 64 at 512-pixel tiles, in proportion below."""
+        return self.tile // 8
+
+    @classmethod
+    def dry(cls) -> "GpuPlan":
+        """CPU, tiny: every stage runs in a few seconds."""
+        return cls(device="cpu", arch="deeplabv3_mobilenet_v3_large", tile=64,
+                   precisions=("fp32",), channels_last=(True,), batch_sizes=(1, 2),
+                   cuda_graphs=False, warmup=1, repeats=2, handler_requests=2,
+                   handler_tile_batch=2, served_precision="fp32", served_workers=(1,),
+                   served_batch_sizes=(2,), served_users=(1,), served_delay_ms=5,
+                   served_duration=3, image_count=2)
+
+
+def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
+    """Script a randomly initialised ``arch`` (5 LandCover.ai classes) and save it as an export."""
+    torch.manual_seed(seed)
+    table = ClassTable.load()
+    model = build_model(arch, num_classes=len(table.names), pretrained="none").eval()
+    scripted = script_model(model)
+    diff = parity(model, scripted, 64)
+    if not diff <= PARITY_TOLERANCE:
+        raise RuntimeError(f"scripted {arch} differs from eager by {diff:.3g}")
+    meta = export_meta(table, arch, {"weights": "random (benchmark only)"})
+    save_exported(scripted, meta, path)
+    return {"arch": arch, "path": str(path), "parity_max_abs": diff,
+            "megabytes": path.stat().st_size / 2 ** 20}
+
+
+def _event_times(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after ``warmup``, timed with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return times
+
+
+def measure_cuda_graph(model: torch.nn.Module, precision: str, channels_last: bool,
+                       batch_size: int, tile: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """Tiles/s of replaying one captured graph of forward + argmax on a fixed (B, 3, t, t) input.
+
+    The handler would run fixed micro-batch shapes for this (the last one padded).
+    """
+    dtype = DTYPES[precision]
+    net = model.to(device="cuda", dtype=dtype)
+    x = torch.rand(batch_size, 3, tile, tile, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            net(x)["out"].argmax(1)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        static_out = net(x)["out"].argmax(1)
+    with torch.inference_mode():
+        eager = net(x)["out"].argmax(1)
+    graph.replay()
+    torch.cuda.synchronize()
+    agree = float((static_out == eager).float().mean())
+    times = _event_times(graph.replay, warmup, repeats)
+    median = statistics.median(times)
+    return {"precision": precision, "channels_last": channels_last, "batch_size": batch_size,
+            "seconds_median": median, "seconds_min": min(times), "seconds_max": max(times),
+            "tiles_per_s": batch_size / median, "argmax_agreement_with_eager": agree}
+
+
+def bare_sweep(model_path: Path, plan: GpuPlan, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every precision x memory format x batch size of the plan, plus CUDA-graph replays."""
+    device = torch.device(plan.device)
+    model, _ = load_model(str(model_path), torch.device("cpu"))
+    flops = count_flops(model, plan.tile)
+    ceilings = {p: matmul_ceiling(device, DTYPES[p], size=4096 if device.type == "cuda" else 512)
+                for p in plan.precisions}
+    log(f"{flops / 1e9:.1f} GFLOP per {plan.tile} tile; matmul ceiling "
+        + ", ".join(f"{p} {c / 1e12:.1f} TFLOP/s" for p, c in ceilings.items()))
+    rows = []
+    for precision in plan.precisions:
+        for cl in plan.channels_last:
+            for bs in plan.batch_sizes:
+                m = measure(model, device, precision, cl, bs, plan.tile, flops,
+                            ceilings[precision], plan.warmup, plan.repeats)
+                rows.append(asdict(m))
+                log(f"bare {precision} channels_last={str(cl).lower():<5} batch {bs:>3}: "
+                    f"{m.tiles_per_s:9.1f} tiles/s  {m.achieved_tflops:7.1f} TFLOP/s "
+                    f"({100 * m.fraction_of_ceiling:3.0f}% of matmul)  "
+                    f"[{m.seconds_min * 1e3:.1f}, {m.seconds_max * 1e3:.1f}] ms/batch")
+    best = max(rows, key=lambda r: r["tiles_per_s"])
+    graphs = []
+    if plan.cuda_graphs and device.type == "cuda":
+        for bs in sorted({1, 8, best["batch_size"]}):
+            try:
+                g = measure_cuda_graph(model, best["precision"], best["channels_last"], bs,
+                                       plan.tile, plan.warmup, plan.repeats)
+            except RuntimeError as exc:  # capture is not guaranteed for every scripted graph
+                g = {"batch_size": bs, "error": str(exc).splitlines()[0]}
+            graphs.append(g)
+            log(f"cuda graph batch {bs}: " + (f"{g['tiles_per_s']:.1f} tiles/s, argmax agreement "
+                                              f"{g['argmax_agreement_with_eager']:.6f}"
+                                              if "error" not in g else g["error"]))
+    return {"gflop_per_tile": flops / 1e9,
+            "matmul_ceiling_tflops": {p: c / 1e12 for p, c in ceilings.items()},
+            "best": best, "measurements": rows, "cuda_graphs": graphs}
+
+
+def _png_tiles(count: int, size: int) -> list[bytes]:
+    out = []
+    for k in range(count):
+        rgb, _ = generate_scene((size, size), seed=100 + k)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> dict[str, Any]:
+    """One TorchServe batch of ``handler_requests`` 512-pixel PNG requests through the handler's
+    functions in one process: ms per tile for decode, tiling + model, encode (median of
+    ``repeats`` after one warm-up), and the tiles/s one worker can reach this way."""
+    device = torch.device(plan.device)
+    model, meta = load_model(str(model_path), device)
+    half = plan.served_precision == "fp16" and device.type == "cuda"
+    if half:
+        model = model.half()
+    predict = tile_predictor(model, device, half, channels_last=True)
+    table = meta["classes"]["classes"]
+    names, colors = [c["name"] for c in table], [tuple(c["color"]) for c in table]
+    bodies = _png_tiles(plan.handler_requests, plan.tile)
+    stages: dict[str, list[float]] = {"decode": [], "model": [], "encode": []}
+    for k in range(repeats + 1):
+        t0 = time.perf_counter()
+        images = [decode_image(b, 10 ** 9).rgb for b in bodies]
+        t1 = time.perf_counter()
+        maps = segment_images(images, predict, plan.tile, plan.overlap, plan.handler_tile_batch)
+        synchronize(device)
+        t2 = time.perf_counter()
+        for m, img in zip(maps, images):
+            encode("png", m, img, names, colors, None)
+        t3 = time.perf_counter()
+        if k:
+            for name, a, b in zip(stages, (t0, t1, t2), (t1, t2, t3)):
+                stages[name].append(b - a)
+    n = plan.handler_requests
+    per_tile = {name: 1000 * statistics.median(v) / n for name, v in stages.items()}
+    total = sum(per_tile.values())
+    return {"requests_per_batch": n, "tile_batch": plan.handler_tile_batch,
+            "precision": plan.served_precision, "ms_per_tile": per_tile,
+            "ms_per_tile_total": total, "tiles_per_s_one_worker": 1000 / total,
+            "cpu_ms_per_tile": per_tile["decode"] + per_tile["encode"]}
+
+
+def served_settings(plan: GpuPlan) -> list[ServeSettings]:
+    """The served grid: every workers x batchSize pair ("cross"), or ("star") every worker
+    count at the middle batch size plus every batch size at the middle worker count."""
+    def one(workers: int, batch: int) -> ServeSettings:
+        return ServeSettings(batch_size=batch, max_batch_delay_ms=plan.served_delay_ms,
+                             workers=workers, tile_batch=batch, precision=plan.served_precision,
+                             tile=plan.tile, overlap=plan.overlap)
+    if plan.served_grid == "cross":
+        return [one(w, b) for w in plan.served_workers for b in plan.served_batch_sizes]
+    mid_b = plan.served_batch_sizes[len(plan.served_batch_sizes) // 2]
+    mid_w = plan.served_workers[len(plan.served_workers) // 2]
+    pairs = [(w, mid_b) for w in plan.served_workers]
+    pairs += [(mid_w, b) for b in plan.served_batch_sizes if (mid_w, b) not in pairs]
+    return [one(w, b) for w, b in pairs]
+
+
+def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, workdir: Path,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """Locust against a real TorchServe for each setting; served / bare per row."""
+    for reason in (java_problem(), None if torchserve_executable() else "no torchserve on PATH"):
+        if reason:
+            return {"skipped": reason, "rows": []}
+    manifest = write_image_set(workdir / "images", "tiles", plan.image_count, tile=plan.tile,
+                               overlap=plan.overlap)
+    if plan.tile != 512:  # the image set is 512-pixel scenes; the dry run uses smaller tiles
+        manifest = _retile_manifest(manifest, plan.tile)
+    rows = []
+    for k, settings in enumerate(served_settings(plan)):
+        log(f"served [{k + 1}] workers {settings.workers} batchSize {settings.batch_size} "
+            f"delay {settings.max_batch_delay_ms} ms tile batch {settings.tile_batch}")
+        try:
+            loads = serve_and_load(model_path, plan.device, settings, manifest,
+                                   list(plan.served_users), plan.served_duration,
+                                   workdir / f"served{k}")
+        except (ServerError, RuntimeError) as exc:
+            rows.append({"settings": asdict(settings), "error": str(exc)})
+            log(f"  error: {exc}")
+            continue
+        for load in loads:
+            ratio = load["tiles_per_s"] / bare_best_tiles_per_s if bare_best_tiles_per_s else 0.0
+            rows.append({"settings": asdict(settings), "served": load, "served_over_bare": ratio})
+            log(f"  users {load['users']:>4}: {load['tiles_per_s']:8.1f} tiles/s "
+                f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
+                f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}")
+    return {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
+
+
+def _retile_manifest(manifest: Path, tile: int) -> Path:
+    """Shrink every image of ``manifest`` to one ``tile`` x ``tile`` tile (dry runs)."""
+    data = json.loads(manifest.read_text())
+    for entry in data["images"]:
+        path = manifest.parent / entry["file"]
+        Image.open(path).resize((tile, tile)).save(path)
+        entry.update(width=tile, height=tile, tiles=1)
+    data["tile"] = tile
+    manifest.write_text(json.dumps(data, indent=2) + "\n")
+    return manifest
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The result tables: bare sweep, CUDA graphs, handler stages, served sweep."""
+    lines = [f"# GPU run {report['date']}: {report['arch']} on {report['device']}",
+             "", f"torch {report['torch']}; {report['bare']['gflop_per_tile']:.1f} GFLOP per "
+             f"{report['plan']['tile']} tile; matmul ceiling "
+             + ", ".join(f"{p} {v:.0f} TFLOP/s"
+                         for p, v in report['bare']['matmul_ceiling_tflops'].items()), "",
+             "## Bare model (TorchScript export, forward + argmax)", "",
+             "| precision | channels_last | batch | tiles/s | ms/batch median [min, max] | TFLOP/s | of matmul |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    for m in report["bare"]["measurements"]:
+        lines.append(f"| {m['precision']} | {str(m['channels_last']).lower()} | {m['batch_size']} "
+                     f"| {m['tiles_per_s']:.1f} | {m['seconds_median'] * 1e3:.2f} "
+                     f"[{m['seconds_min'] * 1e3:.2f}, {m['seconds_max'] * 1e3:.2f}] "
+                     f"| {m['achieved_tflops']:.1f} | {100 * m['fraction_of_ceiling']:.0f}% |")
+    if report["bare"]["cuda_graphs"]:
+        lines += ["", "## CUDA graph replays (best precision and format)", "",
+                  "| batch | tiles/s | ms/batch median | argmax agreement with eager |",
+                  "| ---: | ---: | ---: | ---: |"]
+        for g in report["bare"]["cuda_graphs"]:
+            lines.append(f"| {g['batch_size']} | " + (
+                f"{g['tiles_per_s']:.1f} | {g['seconds_median'] * 1e3:.2f} | "
+                f"{g['argmax_agreement_with_eager']:.6f} |" if "error" not in g
+                else f"error: {g['error']} | | |"))
+    h = report.get("handler")
+    if h:
+        lines += ["", f"## Handler in-process: one batch of {h['requests_per_batch']} PNG "
+                  f"requests ({h['precision']}, tile batch {h['tile_batch']})", "",
+                  "| stage | ms per tile |", "| --- | ---: |"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in h["ms_per_tile"].items()]
+        lines.append(f"| total (one worker: {h['tiles_per_s_one_worker']:.0f} tiles/s) | "
+                     f"{h['ms_per_tile_total']:.2f} |")
+    served = report.get("served") or {}
+    if served.get("skipped"):
+        lines += ["", f"Served sweep skipped: {served['skipped']}"]
+    elif served.get("rows"):
+        lines += ["", f"## Served (TorchServe + locust; bare best "
+                  f"{served['bare_best_tiles_per_s']:.1f} tiles/s)", "",
+                  "| workers | batchSize | delay ms | users | tiles/s | served ÷ bare | p50 ms "
+                  "| p95 ms | failures |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in served["rows"]:
+            s = r["settings"]
+            if "error" in r:
+                lines.append(f"| {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
+                             f"| | error: {r['error'][:80]} | | | | |")
+                continue
+            v = r["served"]
+            lines.append(f"| {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
+                         f"| {v['users']} | {v['tiles_per_s']:.1f} | {r['served_over_bare']:.3f} "
+                         f"| {v['p50_ms']:.0f} | {v['p95_ms']:.0f} | {v['failures']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Bare tiles/s against batch size per precision/format; served points on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    keys = sorted({(m["precision"], m["channels_last"]) for m in report["bare"]["measurements"]})
+    for p, cl in keys:
+        ms = [m for m in report["bare"]["measurements"]
+              if m["precision"] == p and m["channels_last"] == cl]
+        ax.plot([m["batch_size"] for m in ms], [m["tiles_per_s"] for m in ms], "o-",
+                label=f"{p}{' channels_last' if cl else ''}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("tiles / s")
+    ax.set_title(f"bare {report['arch']} on {report['device']}", fontsize=9)
+    ax.legend(fontsize=7)
+    rows = [r for r in (report.get("served") or {}).get("rows", []) if "served" in r]
+    for w in sorted({r["settings"]["workers"] for r in rows}):
+        for b in sorted({r["settings"]["batch_size"] for r in rows}):
+            rs = [r for r in rows if r["settings"]["workers"] == w and r["settings"]["batch_size"] == b]
+            if rs:
+                ax2.plot([r["served"]["users"] for r in rs], [r["served"]["tiles_per_s"] for r in rs],
+                         "o-", label=f"{w} workers, batchSize {b}")
+    if rows:
+        ax2.axhline(report["served"]["bare_best_tiles_per_s"], color="k", ls="--", label="bare best")
+        ax2.legend(fontsize=7)
+    ax2.set_xlabel("locust users")
+    ax2.set_ylabel("served tiles / s")
+    ax2.set_title("served through TorchServe", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(plan: GpuPlan, out: Path, stages: tuple[str, ...], log: Callable[[str], None] = print
+        ) -> dict[str, Any]:
+    """Every stage of ``plan`` that ``stages`` names; writes JSON, markdown and plot into ``out``."""
+    if plan.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA is not available here (use --dry-run on a CPU)")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="geoseg-gpu-"))
+    model_path = workdir / f"geoseg-{plan.arch}.pt"
+    report: dict[str, Any] = {"date": stamp, "device": device_name(torch.device(plan.device)),
+                              "arch": plan.arch, "torch": torch.__version__, "plan": asdict(plan),
+                              "export": export_random_model(plan.arch, model_path)}
+    log(f"exported {plan.arch} ({report['export']['megabytes']:.0f} MB) on {report['device']}")
+    report["bare"] = bare_sweep(model_path, plan, log)
+    if "handler" in stages:
+        report["handler"] = handler_batch_profile(model_path, plan)
+        log("handler in-process ms/tile: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in report["handler"]["ms_per_tile"].items())
+            + f"; one worker {report['handler']['tiles_per_s_one_worker']:.0f} tiles/s")
+    if "served" in stages:
+        best_served_precision = max(
+            (m for m in report["bare"]["measurements"]
+             if m["precision"] == plan.served_precision and m["channels_last"]),
+            key=lambda m: m["tiles_per_s"], default=report["bare"]["best"])
+        report["served"] = served_sweep(model_path, plan, best_served_precision["tiles_per_s"],
+                                        workdir, log)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "gpu" if plan.device.startswith("cuda") else "gpu-dry"
+    base = out / f"{kind}-{stamp}"
+    Path(f"{base}.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"{base}.md").write_text(markdown(report))
+    plot(report, Path(f"{base}.png"))
+    log(f"wrote {base}.json, .md, .png")
+    return report
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results", help="folder for the result files")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the code path")
+    p.add_argument("--stages", default="bare,handler,served",
+                   help="comma list of bare, handler, served (bare always runs)")
+    p.add_argument("--arch", default=None, help="override the plan's architecture")
+    p.add_argument("--batch-sizes", type=_ints, default=None, help="bare sweep, e.g. 1,8,32")
+    p.add_argument("--served-workers", type=_ints, default=None, help="e.g. 1,2,4")
+    p.add_argument("--served-batch-sizes", type=_ints, default=None, help="e.g. 8,16,32")
+    p.add_argument("--served-users", type=_ints, default=None, help="e.g. 16,64,128")
+    p.add_argument("--served-duration", type=int, default=None, help="seconds per locust run")
+    p.add_argument("--served-grid", choices=("cross", "star"), default=None)
+    args = p.parse_args(argv)
+    plan = GpuPlan.dry() if args.dry_run else GpuPlan()
+    overrides = {k: v for k, v in {
+        "arch": args.arch, "batch_sizes": args.batch_sizes, "served_workers": args.served_workers,
+        "served_batch_sizes": args.served_batch_sizes, "served_users": args.served_users,
+        "served_duration": args.served_duration, "served_grid": args.served_grid}.items()
+        if v is not None}
+    plan = replace(plan, **overrides)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = set(stages) - {"bare", "handler", "served"}
+    if unknown:
+        print(f"error: unknown stages {sorted(unknown)}", file=sys.stderr)
+        return 2
+    try:
+        run(plan, Path(args.out), stages, lambda s: print(s, flush=True))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
