@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-export PYTHONPATH := $(CURDIR)
+GEOSEG := $(BIN)/geoseg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # The demo trains briefly on a CPU (a few minutes); the product's reference model is
@@ -20,12 +20,13 @@ DUBAI       ?= ../shared/data/dubai-aerial
 COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
-.PHONY: setup test data train export evaluate demo archive serve stop predict bench bench-sweep \
+.PHONY: setup lint test test-unit data train export evaluate demo archive serve stop predict bench bench-sweep \
         bench-model bench-gpu soak compare-synthetic compare-dubai clean help
 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
-	@echo "make test       run the test suite"
+	@echo "make test       run the whole test suite;  make test-unit: the fast unit tests alone"
+	@echo "make lint       ruff (style, imports) and mypy (types)"
 	@echo "make demo       synthetic data -> training from points -> export -> TorchServe -> one request"
 	@echo "make train      short training on synthetic data ($(RUN))"
 	@echo "make export     write $(MODEL) from $(RUN)/best.pt"
@@ -42,56 +43,54 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
-	@if java -version >/dev/null 2>&1; then \
-	    echo "java: $$(java -version 2>&1 | head -n 1)"; \
-	else \
-	    echo "WARNING: no java found. TorchServe (make serve) needs Java 17+:"; \
-	    echo "         apt-get install openjdk-17-jre-headless   (training and tests of it work without)"; \
-	fi
+	@$(BIN)/python -c "from tools.server import java_home; h = java_home(); \
+	    print('java for TorchServe:', 'the system java (17+)' if h is None else h)"
 
 test:
 	$(BIN)/python -m pytest -q tests
 
+test-unit:
+	$(BIN)/python -m pytest -q -m "not integration" tests
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 $(DATA)/train.txt:
-	$(BIN)/python -m training.synthetic --out $(DATA) --train 48 --val 12 --test 12 --size 256 --seed 0
+	$(GEOSEG) synthetic --out $(DATA) --train 48 --val 12 --test 12 --size 256 --seed 0
 
 data: $(DATA)/train.txt
 
 train: data
-	$(BIN)/python -m training.train --data $(DATA) --out $(RUN) --arch $(ARCH) \
+	$(GEOSEG) train --data $(DATA) --out $(RUN) --arch $(ARCH) \
 	    --points-per-class $(POINTS) --epochs $(EPOCHS) --steps-per-epoch $(STEPS) \
-	    --batch-size 8 --crop-size $(CROP)
+	    --batch-size 8 --crop-size $(CROP) --overwrite
 
 export:
-	$(BIN)/python -m model.export --checkpoint $(RUN)/best.pt --out $(MODEL)
+	$(GEOSEG) export --checkpoint $(RUN)/best.pt --out $(MODEL) --overwrite
 
 evaluate:
-	$(BIN)/python -m training.evaluate --model $(MODEL) --data $(DATA) --split test \
+	$(GEOSEG) evaluate --model $(MODEL) --data $(DATA) --split test \
 	    --pictures $(RUN)/test-pictures --max-pictures 4
 
 archive:
-	$(BIN)/python -m handler.package --model $(MODEL) --out model_store
+	$(GEOSEG) archive --model $(MODEL) --out model_store
 
-serve: archive
-	@mkdir -p logs
-	LOG_LOCATION=logs METRICS_LOCATION=logs $(BIN)/torchserve --start --ncs \
-	    --ts-config config.properties --model-store model_store --models geoseg=geoseg.mar \
-	    > logs/torchserve.out 2>&1
-	$(BIN)/python -m handler.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
+serve:
+	$(GEOSEG) serve --model $(MODEL)
 
 stop:
-	$(BIN)/torchserve --stop
+	$(GEOSEG) stop
 
 predict:
 	@mkdir -p demo_out
 	curl -sS --fail-with-body -T $(IMAGE) -o demo_out/mask.png http://127.0.0.1:8080/predictions/geoseg
 	@echo "wrote demo_out/mask.png"
 
-demo: train export evaluate archive
-	$(BIN)/python -m training.synthetic --scene demo_out/scene.png --size 1280x768 --seed 2030
-	$(BIN)/python -m handler.demo --model-store model_store --out demo_out \
-	    --image demo_out/scene.png --truth demo_out/scene_mask.png
+demo:
+	$(GEOSEG) demo --arch $(ARCH) --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --model $(MODEL)
 
 # Benchmarks (README, "Performance"): knobs below, results in benchmarks/results/.
 BENCH_USERS      ?= 1 4
@@ -112,17 +111,17 @@ $(MODEL):
 	$(MAKE) train export
 
 bench: $(MODEL)
-	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --batch-size $(BENCH_BATCH) \
+	$(GEOSEG) bench $(BENCH_ARGS) --batch-size $(BENCH_BATCH) \
 	    --max-batch-delay $(BENCH_DELAY) --workers $(BENCH_WORKERS) --tile-batch $(BENCH_TILE_BATCH)
 
 bench-sweep: $(MODEL)
-	$(BIN)/python -m benchmarks.run $(BENCH_ARGS) --sweep --batch-sizes 1 4 --delays 10 100 \
+	$(GEOSEG) bench $(BENCH_ARGS) --sweep --batch-sizes 1 4 --delays 10 100 \
 	    --tile-batches 1 4
 
 # The GPU run (docs/gpu.md): exports a ResNet-50 itself; needs CUDA (GPU_ARGS=--dry-run on a CPU).
 GPU_ARGS ?=
 bench-gpu:
-	$(BIN)/python -m benchmarks.gpu --out $(BENCH_OUT) $(GPU_ARGS)
+	$(GEOSEG) bench --gpu --out $(BENCH_OUT) $(GPU_ARGS)
 
 bench-model: $(MODEL)
 	@mkdir -p $(BENCH_OUT)

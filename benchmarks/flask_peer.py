@@ -16,12 +16,12 @@ from flask import Flask, Response, request
 from PIL import Image
 
 from handler.encode import encode_png
-from handler.inference import load_model
+from model.artifact import load_artifact
 
 
 def create_app(model_path: str, device: str = "cpu") -> Flask:
-    model, meta = load_model(model_path, torch.device(device))
-    colors = [tuple(c["color"]) for c in meta["classes"]["classes"]]
+    artifact = load_artifact(model_path, torch.device(device))
+    model, table = artifact.network, artifact.classes
     app = Flask("geoseg-flask-peer")
 
     @app.get("/health")
@@ -38,7 +38,7 @@ def create_app(model_path: str, device: str = "cpu") -> Flask:
         x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
         with torch.inference_mode():
             classes = model(x)["out"].argmax(1)[0].to(torch.uint8).cpu().numpy()
-        return Response(encode_png(classes, colors), mimetype="image/png")
+        return Response(encode_png(classes, table), mimetype="image/png")
 
     return app
 

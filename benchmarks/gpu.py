@@ -42,12 +42,13 @@ from benchmarks.model_throughput import (DTYPES, count_flops, device_name, matmu
 from benchmarks.run import ServeSettings, serve_and_load
 from handler.decode import decode_image
 from handler.encode import encode
-from handler.inference import load_model, tile_predictor
-from handler.server import ServerError, java_problem, torchserve_executable
+from handler.inference import tile_predictor
+from model.artifact import load_artifact, save_artifact
+from tools.server import ServerError, java_problem, torchserve_executable
 from handler.tiling import segment_images
 from model.builder import build_model
 from model.class_table import ClassTable
-from model.export import PARITY_TOLERANCE, export_meta, parity, save_exported, script_model
+from model.export import PARITY_TOLERANCE, export_meta, parity, script_model
 from training.synthetic import generate_scene
 
 
@@ -101,7 +102,7 @@ def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
     if not diff <= PARITY_TOLERANCE:
         raise RuntimeError(f"scripted {arch} differs from eager by {diff:.3g}")
     meta = export_meta(table, arch, {"weights": "random (benchmark only)"})
-    save_exported(scripted, meta, path)
+    save_artifact(scripted, meta, path)
     return {"arch": arch, "path": str(path), "parity_max_abs": diff,
             "megabytes": path.stat().st_size / 2 ** 20}
 
@@ -157,7 +158,7 @@ def measure_cuda_graph(model: torch.nn.Module, precision: str, channels_last: bo
 def bare_sweep(model_path: Path, plan: GpuPlan, log: Callable[[str], None]) -> dict[str, Any]:
     """Every precision x memory format x batch size of the plan, plus CUDA-graph replays."""
     device = torch.device(plan.device)
-    model, _ = load_model(str(model_path), torch.device("cpu"))
+    model = load_artifact(model_path, "cpu").network
     flops = count_flops(model, plan.tile)
     ceilings = {p: matmul_ceiling(device, DTYPES[p], size=4096 if device.type == "cuda" else 512)
                 for p in plan.precisions}
@@ -207,13 +208,12 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
     functions in one process: ms per tile for decode, tiling + model, encode (median of
     ``repeats`` after one warm-up), and the tiles/s one worker can reach this way."""
     device = torch.device(plan.device)
-    model, meta = load_model(str(model_path), device)
+    artifact = load_artifact(model_path, device)
+    model, table = artifact.network, artifact.classes
     half = plan.served_precision == "fp16" and device.type == "cuda"
     if half:
         model = model.half()
     predict = tile_predictor(model, device, half, channels_last=True)
-    table = meta["classes"]["classes"]
-    names, colors = [c["name"] for c in table], [tuple(c["color"]) for c in table]
     bodies = _png_tiles(plan.handler_requests, plan.tile)
     stages: dict[str, list[float]] = {"decode": [], "model": [], "encode": []}
     for k in range(repeats + 1):
@@ -224,7 +224,7 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
         synchronize(device)
         t2 = time.perf_counter()
         for m, img in zip(maps, images):
-            encode("png", m, img, names, colors, None)
+            encode("png", m, img, table, None)
         t3 = time.perf_counter()
         if k:
             for name, a, b in zip(stages, (t0, t1, t2), (t1, t2, t3)):

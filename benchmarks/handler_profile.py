@@ -22,7 +22,8 @@ from PIL import Image
 
 from handler.decode import decode_image
 from handler.encode import encode
-from handler.inference import load_model, tile_predictor
+from handler.inference import tile_predictor
+from model.artifact import load_artifact
 from handler.tiling import cut, pad_to_tile, paste, plan_tiles
 from training.synthetic import generate_scene
 
@@ -31,9 +32,8 @@ def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: in
             device: str, repeats: int, channels_last: bool = True) -> dict[str, float]:
     """Median seconds per request of each stage for a ``size`` x ``size`` PNG."""
     dev = torch.device(device)
-    model, meta = load_model(model_path, dev)
-    names = [c["name"] for c in meta["classes"]["classes"]]
-    colors = [tuple(c["color"]) for c in meta["classes"]["classes"]]
+    artifact = load_artifact(model_path, dev)
+    model, table = artifact.network, artifact.classes
     predict = tile_predictor(model, dev, False, channels_last)
     rgb, _ = generate_scene((size, size), seed=11)
     buf = io.BytesIO()
@@ -55,7 +55,7 @@ def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: in
         for w, c in zip(tiles, classes):
             paste(out, w, c)
         t.append(time.perf_counter())
-        encode("png", out, image, names, colors, None)
+        encode("png", out, image, table, None)
         t.append(time.perf_counter())
         if k:
             for name, a, b in zip(stages, t, t[1:]):

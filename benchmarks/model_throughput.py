@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.export import load_exported
+from model.artifact import load_artifact
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model} not found (make export)", file=sys.stderr)
         return 2
     precisions = args.precisions or (["fp32"] if device.type == "cpu" else ["fp32", "fp16", "bf16"])
-    model, meta = load_exported(args.model, "cpu")
+    artifact = load_artifact(args.model, "cpu")
+    model, meta = artifact.network, artifact.meta
     flops = count_flops(model, args.tile)
     ceilings = {p: matmul_ceiling(device, DTYPES[p]) for p in precisions}
     print(f"{meta.get('arch')}: {flops / 1e9:.1f} GFLOP per {args.tile}x{args.tile} tile on "

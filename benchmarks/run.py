@@ -31,9 +31,9 @@ import torch
 
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import device_name, measure, count_flops
-from handler.package import build_archive
-from handler.server import ServerError, TorchServe, free_port
-from model.export import load_exported
+from tools.archive import build_archive
+from tools.server import ServerError, TorchServe, free_port
+from model.artifact import load_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
@@ -90,7 +90,7 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
 @functools.lru_cache(maxsize=4)
 def model_and_flops(model_path: Path, tile: int) -> tuple[torch.jit.ScriptModule, float]:
     """The exported model and its FLOPs per tile, loaded and counted once per run."""
-    model, _ = load_exported(model_path, "cpu")
+    model = load_artifact(model_path, "cpu").network
     return model, count_flops(model, tile)
 
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
-    _, meta = load_exported(model_path, "cpu")
+    meta = load_artifact(model_path, "cpu").meta
     base = ServeSettings(args.batch_size, args.max_batch_delay, args.workers, args.tile_batch,
                          args.precision, args.tile, channels_last=not args.no_channels_last)
     manifest = write_image_set(workdir / "images", args.images, args.image_count, tile=args.tile,

@@ -11,39 +11,34 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from PIL import Image
 
 from handler.decode import GeoReference
+from model.class_table import ClassTable
 
-Color = Sequence[int]
 CONTENT_TYPES = {"png": "image/png", "geotiff": "image/tiff", "json": "application/json",
                  "overlay": "image/jpeg"}
 OVERLAY_ALPHA = 0.45
 
 
-def palette_lut(colors: Sequence[Color]) -> np.ndarray:
-    """(256, 3) uint8: row k is class k's colour, the rest black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:len(colors)] = np.asarray(colors, dtype=np.uint8)
-    return lut
-
-
-def encode_png(classes: np.ndarray, colors: Sequence[Color]) -> bytes:
+def encode_png(classes: np.ndarray, table: ClassTable) -> bytes:
+    """(H, W) uint8 ids -> palette PNG whose palette is the table's colours."""
     im = Image.fromarray(classes, mode="L").convert("P")
-    im.putpalette(palette_lut(colors).reshape(-1).tolist())
+    im.putpalette(table.palette().reshape(-1).tolist())
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
 
 
-def encode_geotiff(classes: np.ndarray, colors: Sequence[Color],
+def encode_geotiff(classes: np.ndarray, table: ClassTable,
                    georef: Optional[GeoReference]) -> bytes:
+    """(H, W) uint8 ids -> one-band GeoTIFF with the table's colour map and ``georef``'s tags."""
     import tifffile
 
-    colormap = palette_lut(colors).T.astype(np.uint16) * 257  # (3, 256), 16-bit per TIFF
+    colormap = table.palette().T.astype(np.uint16) * 257  # (3, 256), 16-bit per TIFF
     buf = io.BytesIO()
     tifffile.imwrite(buf, classes, photometric="palette", colormap=colormap,
                      compression="zlib",
@@ -52,42 +47,44 @@ def encode_geotiff(classes: np.ndarray, colors: Sequence[Color],
     return buf.getvalue()
 
 
-def class_summary(classes: np.ndarray, names: Sequence[str], colors: Sequence[Color],
+def class_summary(classes: np.ndarray, table: ClassTable,
                   georef: Optional[GeoReference]) -> dict:
     """Per-class pixel count, fraction of the image, and area in m^2 where known."""
-    counts = np.bincount(classes.reshape(-1), minlength=len(names))[:len(names)]
+    n = table.num_classes
+    counts = np.bincount(classes.reshape(-1), minlength=n)[:n]
     total = int(classes.size)
     area = georef.pixel_area_m2 if georef else None
     return {
         "width": int(classes.shape[1]), "height": int(classes.shape[0]),
         "georeferenced": georef is not None, "crs": georef.crs if georef else None,
         "pixel_area_m2": area,
-        "classes": [{"id": i, "name": n, "color": list(c), "pixels": int(counts[i]),
+        "classes": [{"id": i, "name": name, "color": list(c), "pixels": int(counts[i]),
                      "fraction": counts[i] / total if total else 0.0,
                      "area_m2": None if area is None else float(counts[i] * area)}
-                    for i, (n, c) in enumerate(zip(names, colors))],
+                    for i, (name, c) in enumerate(zip(table.names, table.colors))],
     }
 
 
-def encode_overlay(rgb: np.ndarray, classes: np.ndarray, colors: Sequence[Color]) -> bytes:
-    painted = palette_lut(colors)[classes].astype(np.float32)
+def encode_overlay(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> bytes:
+    """The (H, W, 3) input with the class colours blended over it, as JPEG."""
+    painted = table.palette()[classes].astype(np.float32)
     blend = rgb.astype(np.float32) * (1 - OVERLAY_ALPHA) + painted * OVERLAY_ALPHA
     buf = io.BytesIO()
     Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
-def encode(fmt: str, classes: np.ndarray, rgb: np.ndarray, names: Sequence[str],
-           colors: Sequence[Color], georef: Optional[GeoReference]) -> tuple[bytes, str]:
+def encode(fmt: str, classes: np.ndarray, rgb: np.ndarray, table: ClassTable,
+           georef: Optional[GeoReference]) -> tuple[bytes, str]:
     """(body, content type) of ``classes`` in format ``fmt`` (a key of CONTENT_TYPES)."""
     if fmt == "png":
-        body = encode_png(classes, colors)
+        body = encode_png(classes, table)
     elif fmt == "geotiff":
-        body = encode_geotiff(classes, colors, georef)
+        body = encode_geotiff(classes, table, georef)
     elif fmt == "json":
-        body = json.dumps(class_summary(classes, names, colors, georef)).encode()
+        body = json.dumps(class_summary(classes, table, georef)).encode()
     elif fmt == "overlay":
-        body = encode_overlay(rgb, classes, colors)
+        body = encode_overlay(rgb, classes, table)
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return body, CONTENT_TYPES[fmt]

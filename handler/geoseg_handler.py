@@ -18,9 +18,10 @@ from ts.torch_handler.base_handler import BaseHandler
 from handler.decode import decode_image
 from handler.encode import encode
 from handler.errors import REASON_PHRASES, RequestError
-from handler.inference import HandlerConfig, load_model, tile_predictor
+from handler.inference import HandlerConfig, tile_predictor
 from handler.request import Job, choose_format, image_bytes
 from handler.tiling import segment_images
+from model.artifact import load_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +46,16 @@ class GeoSegHandler(BaseHandler):
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         self.config = HandlerConfig.from_mapping(yaml_config.get("handler"))
         path = os.path.join(properties.get("model_dir"), context.manifest["model"]["serializedFile"])
-        self.model, meta = load_model(path, self.device)
+        artifact = load_artifact(path, self.device)
+        self.model, self.classes = artifact.network, artifact.classes
         half = self.config.half_precision and self.device.type == "cuda"
         if half:
             self.model = self.model.half()
-        table = meta["classes"]["classes"]
-        self.names = [c["name"] for c in table]
-        self.colors = [tuple(c["color"]) for c in table]
         self.predict = tile_predictor(self.model, self.device, half, self.config.channels_last)
         self.context = context
         self.initialized = True
-        logger.info("GeoSeg model %s on %s, classes %s, %s", meta.get("arch"), self.device,
-                    self.names, self.config)
+        logger.info("GeoSeg model %s on %s, classes %s, %s", artifact.arch, self.device,
+                    self.classes.names, self.config)
 
     def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
         jobs: list[Job | RequestError] = []
@@ -84,8 +83,8 @@ class GeoSegHandler(BaseHandler):
             if isinstance(job, RequestError):
                 responses.append(self._error(idx, job))
                 continue
-            body, content_type = encode(job.fmt, classes, job.image.rgb, self.names,
-                                        self.colors, job.image.georef)
+            body, content_type = encode(job.fmt, classes, job.image.rgb, self.classes,
+                                        job.image.georef)
             self.context.set_response_content_type(idx, content_type)
             responses.append(body)
         return responses

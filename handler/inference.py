@@ -1,7 +1,6 @@
 """Run the exported network on tiles: uint8 in, uint8 class ids out, argmax on the device."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -9,9 +8,6 @@ import numpy as np
 import torch
 
 from handler.tiling import TilePredictor
-
-META_FILE = "geoseg.json"
-
 
 @dataclass(frozen=True)
 class HandlerConfig:
@@ -35,19 +31,6 @@ class HandlerConfig:
                 or config.tile_batch_size < 1 or config.max_pixels < 1:
             raise ValueError(f"model-config.yaml handler section: bad values {config}")
         return config
-
-
-def load_model(path: str, device: torch.device) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """The exported TorchScript network (eval mode) and its ``geoseg.json`` metadata.
-
-    The same contract as ``model.export.load_exported``, kept here because the archive carries
-    only ``handler/``: the worker cannot import ``model/``.
-    """
-    extra = {META_FILE: ""}
-    model = torch.jit.load(path, map_location=device, _extra_files=extra)
-    if not extra[META_FILE]:
-        raise RuntimeError(f"{path} carries no {META_FILE}: export it with model/export.py")
-    return model.eval(), json.loads(extra[META_FILE])
 
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,

@@ -10,22 +10,18 @@ scripted against the eager network and fails when the max abs logit difference e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import json
 import sys
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from model.builder import IMAGENET_MEAN, IMAGENET_STD, NormalizedSegmenter
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from model.artifact import META_FORMAT, quiet_jit, save_artifact
 from model.class_table import ClassTable
 
-META_FILE = "geoseg.json"
-META_FORMAT = "geoseg-torchscript/1"
 PARITY_TOLERANCE = 1e-4
 
 
@@ -41,16 +37,8 @@ def script_model(model: NormalizedSegmenter) -> torch.jit.ScriptModule:
         # it can become the constant None that the scripted forward branches on.
         del model.net.aux_classifier
         model.net.aux_classifier = None
-    with _quiet_jit():
+    with quiet_jit():
         return torch.jit.script(model)
-
-
-@contextlib.contextmanager
-def _quiet_jit() -> Iterator[None]:
-    """Silence torch.jit's deprecation notices: TorchScript is what TorchServe loads."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
-        yield
 
 
 def export_meta(table: ClassTable, arch: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,24 +63,6 @@ def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int =
         return float((eager.eval()(x)["out"] - scripted(x)["out"]).abs().max())
 
 
-def save_exported(scripted: torch.jit.ScriptModule, meta: dict[str, Any], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_jit():
-        torch.jit.save(scripted, str(path), _extra_files={META_FILE: json.dumps(meta)})
-
-
-def load_exported(path: str | Path, device: str | torch.device = "cpu"
-                  ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """Load an exported file: (scripted network in eval mode, its ``geoseg.json`` dict)."""
-    extra = {META_FILE: ""}
-    with _quiet_jit():
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    if not extra[META_FILE]:
-        raise ValueError(f"{path}: TorchScript file without {META_FILE}: not a GeoSeg export")
-    return module.eval(), json.loads(extra[META_FILE])
-
-
 def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int = 128) -> float:
     """Checkpoint -> TorchScript file; returns the parity difference (raises ParityError)."""
     ckpt = read_checkpoint(checkpoint)
@@ -103,7 +73,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int 
         raise ParityError(f"scripted model differs from eager by {diff:.3g} > {PARITY_TOLERANCE}")
     extra = {"source_checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
              "val_miou": ckpt.get("best_miou"), "train_tile_size": ckpt.get("crop_size")}
-    save_exported(scripted, export_meta(table, ckpt["arch"], extra), out)
+    save_artifact(scripted, export_meta(table, ckpt["arch"], extra), out)
     return diff
 
 
@@ -112,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="GeoSeg training checkpoint (.pt)")
     parser.add_argument("--out", default="model/geoseg.pt", help="TorchScript file to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (it may be the model that `geoseg serve` ships)")
     parser.add_argument("--parity-size", type=int, default=128,
                         help="side in pixels of the random image used for the parity check")
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     try:
         diff = export_checkpoint(args.checkpoint, args.out, args.parity_size)
     except (CheckpointError, ParityError) as exc:

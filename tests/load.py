@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from handler.server import TorchServe, rss_bytes
+from tools.server import TorchServe, rss_bytes
 from tests.bad_inputs import bad_requests
 from tests.serving import Reply, announce_upload, png, post
 from tests.test_codecs import geotiff_bytes

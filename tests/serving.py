@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.responses import multipart_form
-from handler.package import build_archive
-from handler.server import TorchServe
+from tools.archive import build_archive
+from tools.server import TorchServe
 from tests.standins import write_standin
 
 STANDIN_CONFIG = ("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 4\nmaxBatchDelay: {delay}\n"

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from model.class_table import ClassTable
-from model.export import export_meta, save_exported
+from model.artifact import save_artifact
+from model.export import export_meta
 
 
 PROTOTYPES = [[140, 138, 88], [170, 70, 55], [45, 85, 40], [35, 70, 95], [105, 105, 108]]
@@ -40,5 +41,5 @@ class ColourRule(nn.Module):
 def write_standin(path: Path) -> Path:
     """Script :class:`ColourRule` with GeoSeg's metadata (LandCover.ai table) into ``path``."""
     scripted = torch.jit.script(ColourRule().eval())
-    save_exported(scripted, export_meta(ClassTable.load(), "colour-rule-standin"), path)
+    save_artifact(scripted, export_meta(ClassTable.load(), "colour-rule-standin"), path)
     return path

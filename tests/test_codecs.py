@@ -92,7 +92,7 @@ def test_geotiff_round_trip_keeps_georeferencing_byte_for_byte():
     decoded = decode_image(data, LIMIT)
     assert decoded.georef is not None and decoded.georef.pixel_area_m2 == pytest.approx(0.25)
     classes = np.random.default_rng(1).integers(0, 5, (20, 30), dtype=np.uint8)
-    body, ctype = encode("geotiff", classes, decoded.rgb, TABLE.names, TABLE.colors,
+    body, ctype = encode("geotiff", classes, decoded.rgb, TABLE,
                          decoded.georef)
     assert ctype == "image/tiff"
     with tifffile.TiffFile(io.BytesIO(data)) as src, tifffile.TiffFile(io.BytesIO(body)) as out:
@@ -108,7 +108,7 @@ def test_geotiff_round_trip_keeps_georeferencing_byte_for_byte():
 
 def test_palette_png_holds_class_ids_and_colours():
     classes = np.random.default_rng(2).integers(0, 5, (17, 23), dtype=np.uint8)
-    body, ctype = encode("png", classes, rgb_image(17, 23), TABLE.names, TABLE.colors, None)
+    body, ctype = encode("png", classes, rgb_image(17, 23), TABLE, None)
     assert ctype == "image/png"
     with Image.open(io.BytesIO(body)) as im:
         assert im.mode == "P"
@@ -120,20 +120,18 @@ def test_json_summary_counts_fractions_and_areas():
     data = geotiff_bytes(np.zeros((3, 4, 5), np.uint8))
     georef = decode_image(data, LIMIT).georef
     classes = np.array([[0] * 5, [1] * 5, [1] * 5, [4] * 5], dtype=np.uint8)
-    body, ctype = encode("json", classes, np.zeros((4, 5, 3), np.uint8), TABLE.names,
-                         TABLE.colors, georef)
+    body, ctype = encode("json", classes, np.zeros((4, 5, 3), np.uint8), TABLE, georef)
     summary = json.loads(body)
     assert ctype == "application/json"
     building = summary["classes"][1]
     assert building["pixels"] == 10 and building["fraction"] == 0.5
     assert building["area_m2"] == pytest.approx(2.5)  # 10 px of 0.5 m x 0.5 m
     assert sum(c["pixels"] for c in summary["classes"]) == 20
-    assert class_summary(classes, TABLE.names, TABLE.colors, None)["classes"][1]["area_m2"] is None
+    assert class_summary(classes, TABLE, None)["classes"][1]["area_m2"] is None
 
 
 def test_overlay_is_a_jpeg_of_input_size():
-    body, ctype = encode("overlay", np.zeros((7, 9), np.uint8), rgb_image(7, 9), TABLE.names,
-                         TABLE.colors, None)
+    body, ctype = encode("overlay", np.zeros((7, 9), np.uint8), rgb_image(7, 9), TABLE, None)
     assert ctype == "image/jpeg"
     with Image.open(io.BytesIO(body)) as im:
         assert im.format == "JPEG" and im.size == (9, 7)

@@ -7,7 +7,8 @@ import torchvision
 from model.builder import PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from model.export import PARITY_TOLERANCE, export_meta, load_exported, parity, save_exported, script_model
+from model.artifact import load_artifact, save_artifact
+from model.export import PARITY_TOLERANCE, export_meta, parity, script_model
 
 
 def test_default_class_table_is_landcoverai(table):
@@ -64,9 +65,10 @@ def test_export_parity_and_metadata_round_trip(tmp_path, table):
     assert model.net.aux_classifier is not None  # export leaves the training model alone
     assert parity(model, scripted, size=64) <= PARITY_TOLERANCE
     path = tmp_path / "m.pt"
-    save_exported(scripted, export_meta(table, "deeplabv3_resnet50"), path)
-    loaded, meta = load_exported(path)
-    assert ClassTable.from_dict(meta["classes"]) == table
+    save_artifact(scripted, export_meta(table, "deeplabv3_resnet50"), path)
+    artifact = load_artifact(path)
+    loaded, meta = artifact.network, artifact.meta
+    assert artifact.classes == table
     x = torch.rand(2, 3, 48, 40)
     with torch.inference_mode():
         reference = model.eval()(x)["out"]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from handler.decode import bands_to_rgb, to_uint8
-from handler.server import TorchServe, torchserve_executable
+from tools.server import TorchServe, torchserve_executable
 from tests.bad_inputs import bad_requests
 from tests.serving import Reply, announce_upload, mask_of, ping, png, post, standin_store
 from tests.test_codecs import geotiff_bytes

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.server import TorchServe
+from tools.server import TorchServe
 from tests.serving import png, standin_store
 from tests.test_server import SCENE
 

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from handler.server import TorchServe
+from tools.server import TorchServe
 from tests.serving import mask_of, png, post, standin_store
 from tests.test_codecs import geotiff_bytes
 from training.synthetic import generate_scene

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from handler.package import build_archive
-from handler.server import TorchServe, rss_bytes
+from tools.archive import build_archive
+from tools.server import TorchServe, rss_bytes
 from tests.load import (MixRequest, Outcome, latency_ms, request_mix, run_load, status_counts,
                         take_references)
 from tests.serving import ping, standin_store

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from model.export import load_exported
+from model.artifact import load_artifact
 from training.data import DatasetError, SampleSource, to_tensors
 from training.dataset_args import add_data_args, open_source
 from training.device import DeviceError, resolve_device
@@ -62,8 +62,8 @@ def load_for_evaluation(path: str | Path, device: torch.device
                         ) -> tuple[torch.nn.Module, ClassTable]:
     """A checkpoint (``.pt`` from training) or an exported TorchScript file, and its table."""
     try:
-        module, meta = load_exported(path, device)
-        return module, ClassTable.from_dict(meta["classes"])
+        artifact = load_artifact(path, device)
+        return artifact.network, artifact.classes
     except (RuntimeError, ValueError):
         model, table = model_from_checkpoint(read_checkpoint(path))
         return model.to(device).eval(), table

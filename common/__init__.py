@@ -1,0 +1,1 @@
+"""Small helpers every layer may import (standard library only)."""

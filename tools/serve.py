@@ -1,0 +1,71 @@
+"""``geoseg serve`` / ``geoseg stop``: TorchServe in the background on loopback.
+
+``serve`` builds ``<model-store>/geoseg.mar`` from the exported model, starts TorchServe as a
+daemon with the given config (default ``config.properties``: inference on 127.0.0.1:8080,
+management on :8081, metrics on :8082), writes its logs under ``logs/`` and waits until the
+model answers. ``stop`` stops it (``torchserve --stop``).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from common.cli import existing_file, fail, parser
+from tools.archive import ArchiveError, build_archive
+from tools.server import ServerError, java_env, torchserve_executable, wait_ready
+
+
+def _torchserve() -> str:
+    executable = torchserve_executable()
+    if executable is None:
+        raise ServerError("no `torchserve` executable: run `make setup`")
+    return executable
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = parser("geoseg serve", __doc__)
+    p.add_argument("--model", type=existing_file, default=Path("model/geoseg.pt"),
+                   help="exported TorchScript file (geoseg export)")
+    p.add_argument("--model-store", default="model_store", help="folder for geoseg.mar")
+    p.add_argument("--config", type=existing_file, default=Path("config.properties"),
+                   help="TorchServe config (config.prod.properties turns token auth on)")
+    p.add_argument("--logs", default="logs", help="folder for TorchServe's logs and metrics")
+    p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the model")
+    args = p.parse_args(argv)
+    try:
+        archive = build_archive(args.model, args.model_store)
+        print(f"wrote {archive}")
+        logs = Path(args.logs)
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**java_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
+        with open(logs / "torchserve.out", "ab") as out:
+            proc = subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(args.config),
+                                   "--model-store", args.model_store, "--models", "geoseg=geoseg.mar"],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            return fail(f"torchserve --start exited with {proc.returncode}; see {logs / 'torchserve.out'}", 1)
+        url = "http://127.0.0.1:8080"
+        wait_ready(url, "geoseg", args.timeout)
+    except (ArchiveError, ServerError) as exc:
+        return fail(str(exc), 1)
+    print(f"serving {url}/predictions/geoseg (logs in {logs}/; `geoseg stop` to stop)")
+    return 0
+
+
+def stop_main(argv: Optional[list[str]] = None) -> int:
+    p = parser("geoseg stop", "Stop the TorchServe that `geoseg serve` started.")
+    p.parse_args(argv)
+    try:
+        proc = subprocess.run([_torchserve(), "--stop"], env={**os.environ, **java_env()},
+                              capture_output=True, text=True)
+    except ServerError as exc:
+        return fail(str(exc), 1)
+    print(proc.stdout.strip() or proc.stderr.strip())
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
