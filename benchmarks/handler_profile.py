@@ -8,7 +8,6 @@ host-to-device copy, forward pass, argmax, device-to-host copy of uint8 classes.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import statistics
@@ -20,11 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common.cli import fail, parser
 from handler.decode import decode_image
 from handler.encode import encode
-from handler.inference import tile_predictor
-from model.artifact import load_artifact
+from handler.inference import HandlerConfig, tile_predictor
 from handler.tiling import cut, pad_to_tile, paste, plan_tiles
+from model.artifact import load_artifact
 from training.synthetic import generate_scene
 
 
@@ -52,33 +52,32 @@ def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: in
         classes = [c for b in batches for c in predict(b)]
         t.append(time.perf_counter())
         out = np.zeros((size, size), np.uint8)
-        for w, c in zip(tiles, classes):
+        for w, c in zip(tiles, classes, strict=True):
             paste(out, w, c)
         t.append(time.perf_counter())
         encode("png", out, image, table, None)
         t.append(time.perf_counter())
         if k:
-            for name, a, b in zip(stages, t, t[1:]):
+            for name, a, b in zip(stages, t[:-1], t[1:], strict=True):
                 stages[name].append(b - a)
     return {name: statistics.median(v) for name, v in stages.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.handler_profile",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="model/geoseg.pt")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=None, help="JSON result file")
-    args = parser.parse_args(argv)
+    defaults = HandlerConfig()  # the handler's own tile settings
+    p = parser("python -m benchmarks.handler_profile", __doc__)
+    p.add_argument("--model", default="model/geoseg.pt", help="exported TorchScript file")
+    p.add_argument("--size", type=int, default=512, help="image side in pixels")
+    p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile side in pixels")
+    p.add_argument("--overlap", type=int, default=defaults.tile_overlap, help="tile overlap, pixels")
+    p.add_argument("--micro-batch", type=int, default=defaults.tile_batch_size,
+                   help="tiles per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up")
+    p.add_argument("--out", default=None, help="JSON result file")
+    args = p.parse_args(argv)
     if not Path(args.model).is_file():
-        print(f"error: {args.model} not found (make export)", file=sys.stderr)
-        return 2
+        return fail(f"{args.model} not found (make export)")
     result = profile(args.model, args.size, args.tile, args.overlap, args.micro_batch,
                      args.device, args.repeats)
     total = sum(result.values())

@@ -26,7 +26,7 @@ def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: 
     kinds = ["tiles", "scenes"] if kind == "mixed" else [kind]
     if any(k not in SIZES for k in kinds):
         raise ValueError(f"unknown image set {kind!r}: tiles, scenes or mixed")
-    entries = []
+    entries: list[dict[str, object]] = []
     for k in kinds:
         h, w = SIZES[k]
         for i in range(count):

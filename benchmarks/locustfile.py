@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 from locust import FastHttpUser, constant, events, task
 
@@ -23,19 +25,35 @@ TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
 WINDOW = float(os.environ.get("GEOSEG_DURATION", "inf"))
 MANIFEST = json.loads(MANIFEST_PATH.read_text())
 IMAGES = [(entry, (MANIFEST_PATH.parent / entry["file"]).read_bytes()) for entry in MANIFEST["images"]]
-COUNTS = {"start": None, "tiles": 0, "images": 0, "late": 0}
+
+
+@dataclass
+class Counts:
+    """Answers counted since spawning completed: tiles and images within the window, late ones."""
+
+    tiles: int = 0
+    images: int = 0
+    late: int = 0
+    start: Optional[float] = None  # time.monotonic() when spawning completed
+
+    def reset(self, start: float) -> None:
+        self.tiles = self.images = self.late = 0
+        self.start = start
+
+
+COUNTS = Counts()
 
 
 @events.spawning_complete.add_listener
 def _start(user_count: int, **kwargs) -> None:
-    COUNTS.update(start=time.monotonic(), tiles=0, images=0, late=0)
+    COUNTS.reset(time.monotonic())
 
 
 @events.test_stop.add_listener
 def _stop(**kwargs) -> None:
     out = os.environ.get("GEOSEG_TILES_OUT")
     if out:
-        Path(out).write_text(json.dumps({k: v for k, v in COUNTS.items() if k != "start"}))
+        Path(out).write_text(json.dumps({k: v for k, v in asdict(COUNTS).items() if k != "start"}))
 
 
 class SegmentationUser(FastHttpUser):
@@ -56,7 +74,8 @@ class SegmentationUser(FastHttpUser):
         else:
             body, content_type = data, "application/octet-stream"
             path = "/predictions/geoseg"
-        with self.client.post(path, data=body, headers={"Content-Type": content_type},
+        # locust's stub says str | dict, but FastHttpSession sends bytes as they are
+        with self.client.post(path, data=body, headers={"Content-Type": content_type},  # type: ignore[arg-type]
                               name=entry["kind"], catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}")
@@ -66,9 +85,9 @@ class SegmentationUser(FastHttpUser):
                 response.failure(f"output size {png_size(response.content or b'')}")
             else:
                 response.success()
-                start = COUNTS["start"]
+                start = COUNTS.start
                 if start is not None and time.monotonic() - start <= WINDOW:
-                    COUNTS["tiles"] += entry["tiles"]
-                    COUNTS["images"] += 1
+                    COUNTS.tiles += entry["tiles"]
+                    COUNTS.images += 1
                 else:
-                    COUNTS["late"] += 1
+                    COUNTS.late += 1

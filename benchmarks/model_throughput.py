@@ -9,19 +9,21 @@ FlopCounterMode), not assumed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.cli import fail
+from common.cli import parser as cli_parser
+from handler.inference import HandlerConfig
 from model.artifact import load_artifact
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -114,27 +116,24 @@ def device_name(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_throughput",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_parser("python -m benchmarks.model_throughput", __doc__)
     parser.add_argument("--model", default="model/geoseg.pt", help="exported TorchScript file")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precisions", nargs="+", default=None, choices=tuple(DTYPES),
                         help="default: fp32 on CPU, fp32 fp16 bf16 on CUDA")
     parser.add_argument("--channels-last", nargs="+", default=["off", "on"], choices=("off", "on"))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4])
-    parser.add_argument("--tile", type=int, default=512, help="tile side in pixels")
+    parser.add_argument("--tile", type=int, default=HandlerConfig().tile_size,
+                        help="tile side in pixels")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON result file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda, but CUDA is not available here", file=sys.stderr)
-        return 2
+        return fail("--device cuda, but CUDA is not available here")
     if not Path(args.model).is_file():
-        print(f"error: {args.model} not found (make export)", file=sys.stderr)
-        return 2
+        return fail(f"{args.model} not found (make export)")
     precisions = args.precisions or (["fp32"] if device.type == "cpu" else ["fp32", "fp16", "bf16"])
     artifact = load_artifact(args.model, "cpu")
     model, meta = artifact.network, artifact.meta

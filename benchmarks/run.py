@@ -3,11 +3,15 @@
 One run: measure the bare TorchScript model (tiles/s at the handler's micro-batch, same
 precision), build an archive with the given batch settings, start TorchServe on loopback, run
 locust headless for each user count, stop the server, run the same load against the Flask peer,
-and write ``<out>/<stamp>.json``, a row per setting in ``<out>/results.md``, and a plot
-(throughput and p95 latency against users, or against batch size in a sweep).
+and write ``<out>/<stamp>-<device>.json``, a row per setting and user count in
+``<out>/results.md``, and a plot (throughput and p95 latency against users, or against batch
+size in a sweep).
 
-    python -m benchmarks.run --model model/geoseg.pt --users 1 4 --duration 120
-    python -m benchmarks.run --sweep --batch-sizes 1 4 --delays 10 100 --tile-batches 1 4
+    geoseg bench --model model/geoseg.pt --users 1 4 --duration 120
+    geoseg bench --sweep --batch-sizes 1 4 --delays 10 100 --tile-batches 1 4
+
+The module is three steps: :func:`settings_grid` (which settings to run), :func:`run_setting`
+(bare + served + peer for one setting) and :func:`write_report` (JSON, results.md, plot).
 """
 from __future__ import annotations
 
@@ -23,45 +27,63 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from benchmarks.images import write_image_set
-from benchmarks.model_throughput import device_name, measure, count_flops
+from benchmarks.model_throughput import count_flops, device_name, measure
+from common.cli import fail, parser
+from handler.inference import HandlerConfig, model_config_yaml
+from model.artifact import load_artifact
 from tools.archive import build_archive
 from tools.server import ServerError, TorchServe, free_port
-from model.artifact import load_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
 TARGET_SERVED_OVER_BARE = 0.9
+HANDLER_DEFAULTS = HandlerConfig()  # the one source of tile size, overlap, micro-batch, layout
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """TorchServe batching and the handler's tile micro-batch."""
+    """TorchServe batching and the handler's tile settings for one served run.
+
+    Sizes in pixels, ``max_batch_delay_ms`` in milliseconds. Tile defaults are the handler's.
+    """
 
     batch_size: int = 4
     max_batch_delay_ms: int = 50
     workers: int = 1
-    tile_batch: int = 4
+    tile_batch: int = HANDLER_DEFAULTS.tile_batch_size
     precision: str = "fp32"  # fp16 applies on CUDA only
-    tile: int = 512
-    overlap: int = 64
-    channels_last: bool = True
+    tile: int = HANDLER_DEFAULTS.tile_size
+    overlap: int = HANDLER_DEFAULTS.tile_overlap
+    channels_last: bool = HANDLER_DEFAULTS.channels_last
+
+    def torchserve_config(self, device: str) -> dict[str, Any]:
+        """TorchServe's own model-config.yaml keys for ``device`` ("cpu", "cuda", "cuda:N")."""
+        return {"minWorkers": self.workers, "maxWorkers": self.workers,
+                "batchSize": self.batch_size, "maxBatchDelay": self.max_batch_delay_ms,
+                "responseTimeout": 900,
+                "deviceType": "gpu" if device.startswith("cuda") else "cpu"}
+
+    def handler_config(self) -> HandlerConfig:
+        """The ``handler:`` section these settings ask for (other keys at their defaults)."""
+        return replace(HANDLER_DEFAULTS, tile_size=self.tile, tile_overlap=self.overlap,
+                       tile_batch_size=self.tile_batch, half_precision=self.precision == "fp16",
+                       channels_last=self.channels_last)
 
     def model_config(self, device: str) -> str:
-        return (f"minWorkers: {self.workers}\nmaxWorkers: {self.workers}\n"
-                f"batchSize: {self.batch_size}\nmaxBatchDelay: {self.max_batch_delay_ms}\n"
-                f"responseTimeout: 900\ndeviceType: {'gpu' if device.startswith('cuda') else 'cpu'}\n"
-                f"handler:\n  tile_size: {self.tile}\n  tile_overlap: {self.overlap}\n"
-                f"  tile_batch_size: {self.tile_batch}\n"
-                f"  half_precision: {str(self.precision == 'fp16').lower()}\n"
-                f"  channels_last: {str(self.channels_last).lower()}\n")
+        """The archive's model-config.yaml for ``device``, as YAML text (PyYAML, through
+        the handler's own writer, ``handler.inference.model_config_yaml``)."""
+        return model_config_yaml(self.torchserve_config(device), self.handler_config())
 
+
+# --- measuring --------------------------------------------------------------------------------
 
 def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
                workdir: Path) -> dict[str, Any]:
@@ -113,6 +135,8 @@ def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, rep
 
 def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
                    users: list[int], duration: int, workdir: Path) -> list[dict[str, Any]]:
+    """Archive the model with ``settings``, start TorchServe on loopback, run locust once per
+    user count (``duration`` seconds each), stop the server; one locust result per user count."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "model-config.yaml"
     config.write_text(settings.model_config(device))
@@ -141,7 +165,7 @@ def peer_load(model_path: Path, device: str, manifest: Path, users: list[int], d
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the Flask peer did not start; see flask_peer.out")
+                    raise RuntimeError("the Flask peer did not start; see flask_peer.out") from None
                 time.sleep(0.5)
         return [run_locust(f"http://127.0.0.1:{port}", "peer", manifest, u, duration, workdir)
                 for u in users]
@@ -153,6 +177,7 @@ def peer_load(model_path: Path, device: str, manifest: Path, users: list[int], d
 
 def summarise(served: dict[str, Any], bare: dict[str, Any], peer: Optional[dict[str, Any]]
               ) -> dict[str, Any]:
+    """Served ÷ bare against the target, and GeoSeg ÷ peer (tiles/s, p95) when a peer ran."""
     ratio = served["tiles_per_s"] / bare["tiles_per_s"] if bare["tiles_per_s"] else 0.0
     out = {"served_over_bare": ratio,
            "target_served_over_bare": {"target": TARGET_SERVED_OVER_BARE, "met":
@@ -166,6 +191,64 @@ def summarise(served: dict[str, Any], bare: dict[str, Any], peer: Optional[dict[
     return out
 
 
+# --- the three steps of a run: grid, runner, reporter -----------------------------------------
+
+@dataclass(frozen=True)
+class Grid:
+    """What one run measures: the settings to serve, and the locust user counts for each."""
+
+    settings: list[ServeSettings]
+    users: list[int]
+
+
+def settings_grid(args: argparse.Namespace) -> Grid:
+    """The ServeSettings to run. One setting from the single-value options; with ``--sweep``,
+    every combination of ``--batch-sizes`` x ``--delays`` x ``--worker-counts`` x
+    ``--tile-batches`` at the first ``--users`` value only."""
+    base = ServeSettings(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay,
+                         workers=args.workers, tile_batch=args.tile_batch,
+                         precision=args.precision, tile=args.tile, overlap=args.overlap,
+                         channels_last=not args.no_channels_last)
+    if not args.sweep:
+        return Grid([base], list(args.users))
+    combos = itertools.product(args.batch_sizes, args.delays, args.worker_counts, args.tile_batches)
+    return Grid([replace(base, batch_size=b, max_batch_delay_ms=d, workers=w, tile_batch=t)
+                 for b, d, w, t in combos], list(args.users[:1]))
+
+
+def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
+                users: list[int], duration: int, workdir: Path,
+                peer: Optional[list[dict[str, Any]]], labels: Mapping[str, Any]
+                ) -> list[dict[str, Any]]:
+    """One setting: the bare ceiling, the served load at each user count, and the comparison
+    with ``peer`` (the Flask peer's load at the same user counts; it does not depend on the
+    setting, so a run measures it once and passes it to every setting). One result row per
+    user count, starting with ``labels`` (date, device, arch, image set)."""
+    bare = bare_tiles_per_s(model_path, device, settings)
+    served = serve_and_load(model_path, device, settings, manifest, users, duration, workdir)
+    rows = []
+    for i, load in enumerate(served):
+        peer_i = peer[i] if peer else None
+        row = {**labels, "settings": asdict(settings), "bare": bare, "served": load,
+               **summarise(load, bare, peer_i)}
+        rows.append(row)
+        print(f"  users {load['users']}: {load['tiles_per_s']:.2f} tiles/s served, "
+              f"{bare['tiles_per_s']:.2f} bare (ratio {row['served_over_bare']:.2f}), "
+              f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}"
+              + (f"; peer {peer_i['tiles_per_s']:.2f} tiles/s" if peer_i else ""), flush=True)
+    return rows
+
+
+@dataclass(frozen=True)
+class Report:
+    """The files one run wrote."""
+
+    json: Path
+    markdown: Path
+    plot: Path
+    best_settings: dict[str, Any] = field(default_factory=dict)
+
+
 MD_HEADER = ("| date | device | model | images | users | batchSize | delay ms | workers | tile batch "
              "| precision | channels_last | tiles/s | bare tiles/s | served ÷ bare | req/s | p50 ms | p95 ms | p99 ms "
              "| failures | peer tiles/s | GeoSeg ÷ peer tiles/s | peer p95 ms | GeoSeg ÷ peer p95 |\n"
@@ -173,11 +256,13 @@ MD_HEADER = ("| date | device | model | images | users | batchSize | delay ms | 
 
 
 def markdown_row(r: dict[str, Any]) -> str:
+    """One results.md row (columns of :data:`MD_HEADER`) for one result row."""
     s, v, peer = r["settings"], r["served"], r.get("peer") or {}
+
     def f(x: Any, digits: int = 2) -> str:
         return "n/a" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
     return ("| " + " | ".join([
-        r["date"], r["device"], r["arch"], r["images"], str(v["users"]), str(s["batch_size"]),
+        r["date"], r["device"], str(r["arch"]), r["images"], str(v["users"]), str(s["batch_size"]),
         str(s["max_batch_delay_ms"]), str(s["workers"]), str(s["tile_batch"]), s["precision"],
         str(s.get("channels_last", False)).lower(),
         f(v["tiles_per_s"]), f(r["bare"]["tiles_per_s"]), f(r["served_over_bare"]),
@@ -205,28 +290,55 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     ax2.plot(xs, [r["served"]["p95_ms"] for r in rows], "r^:", label="served p95 ms")
     ax2.set_ylabel("p95 latency (ms)")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [l.get_label() for l in lines], loc="best", fontsize=8)
+    ax.legend(handles=lines, loc="best", fontsize=8)  # labels from the handles
     ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def write_report(rows: list[dict[str, Any]], run_info: Mapping[str, Any], out: Path, stem: str,
+                 x_key: str) -> Report:
+    """Write ``<out>/<stem>.json`` (``run_info``, the best setting by served tiles/s, every
+    row), append the rows to ``<out>/results.md`` (header on first use) and plot served and
+    bare tiles/s and p95 against ``x_key`` into ``<out>/<stem>.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    best = max(rows, key=lambda r: r["served"]["tiles_per_s"])
+    result = {**run_info, "best_settings": best["settings"], "rows": rows}
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md = out / "results.md"
+    if not md.exists():
+        md.write_text(MD_HEADER)
+    with md.open("a") as fh:
+        fh.writelines(markdown_row(r) for r in rows)
+    plot_path = out / f"{stem}.png"
+    plot(rows, x_key, plot_path)
+    return Report(json_path, md, plot_path, best["settings"])
+
+
+# --- the command ------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; tile size, overlap and micro-batch default to the handler's."""
+    p = parser("geoseg bench", __doc__)
     p.add_argument("--model", default="model/geoseg.pt", help="exported TorchScript file")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--users", type=int, nargs="+", default=[1, 4], help="locust user counts")
     p.add_argument("--duration", type=int, default=120, help="seconds per locust run")
-    p.add_argument("--images", choices=("tiles", "scenes", "mixed"), default="tiles")
+    p.add_argument("--images", choices=("tiles", "scenes", "mixed"), default="tiles",
+                   help="generated image set: 512x512 tiles, 2048x1536 scenes, or both")
     p.add_argument("--image-count", type=int, default=4, help="images of each size")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="handler and bare model (fp16 on CUDA only)")
     p.add_argument("--batch-size", type=int, default=4, help="TorchServe batchSize")
     p.add_argument("--max-batch-delay", type=int, default=50, help="TorchServe maxBatchDelay, ms")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--tile-batch", type=int, default=4, help="handler tiles per forward pass")
-    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--workers", type=int, default=1, help="TorchServe workers")
+    p.add_argument("--tile-batch", type=int, default=HANDLER_DEFAULTS.tile_batch_size,
+                   help="handler tiles per forward pass")
+    p.add_argument("--tile", type=int, default=HANDLER_DEFAULTS.tile_size, help="tile side, pixels")
+    p.add_argument("--overlap", type=int, default=HANDLER_DEFAULTS.tile_overlap,
+                   help="tile overlap, pixels")
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW input (handler and bare model alike)")
     p.add_argument("--no-peer", action="store_true", help="skip the Flask peer")
@@ -238,69 +350,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-counts", type=int, nargs="+", default=[1])
     p.add_argument("--tile-batches", type=int, nargs="+", default=[1, 4])
     p.add_argument("--out", default="benchmarks/results", help="folder for result files")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     model_path = Path(args.model).resolve()
     if not model_path.is_file():
-        print(f"error: {args.model} not found (make export)", file=sys.stderr)
-        return 2
+        return fail(f"{args.model} not found (make export)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda, but CUDA is not available here", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        return fail("--device cuda, but CUDA is not available here")
+    grid = settings_grid(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
-    meta = load_artifact(model_path, "cpu").meta
-    base = ServeSettings(args.batch_size, args.max_batch_delay, args.workers, args.tile_batch,
-                         args.precision, args.tile, channels_last=not args.no_channels_last)
-    manifest = write_image_set(workdir / "images", args.images, args.image_count, tile=args.tile,
-                               overlap=base.overlap)
-    if args.sweep:
-        grid = [replace(base, batch_size=b, max_batch_delay_ms=d, workers=w, tile_batch=t)
-                for b, d, w, t in itertools.product(args.batch_sizes, args.delays,
-                                                    args.worker_counts, args.tile_batches)]
-        users = args.users[:1]
-    else:
-        grid, users = [base], args.users
     device = device_name(torch.device(args.device))
+    labels = {"date": stamp, "device": device, "arch": load_artifact(model_path, "cpu").meta.get("arch"),
+              "images": args.images}
+    manifest = write_image_set(workdir / "images", args.images, args.image_count,
+                               tile=args.tile, overlap=args.overlap)
     rows: list[dict[str, Any]] = []
     try:
-        peer = None if args.no_peer else peer_load(model_path, args.device, manifest, users,
+        peer = None if args.no_peer else peer_load(model_path, args.device, manifest, grid.users,
                                                   args.duration, workdir)
-        for k, settings in enumerate(grid):
-            print(f"[{k + 1}/{len(grid)}] {settings}", flush=True)
-            bare = bare_tiles_per_s(model_path, args.device, settings)
-            served = serve_and_load(model_path, args.device, settings, manifest, users,
-                                    args.duration, workdir / f"setting{k}")
-            for i, s in enumerate(served):
-                row = {"date": stamp, "device": device, "arch": meta.get("arch"),
-                       "images": args.images, "settings": asdict(settings), "bare": bare,
-                       "served": s, **summarise(s, bare, peer[i] if peer else None)}
-                rows.append(row)
-                print(f"  users {s['users']}: {s['tiles_per_s']:.2f} tiles/s served, "
-                      f"{bare['tiles_per_s']:.2f} bare (ratio {row['served_over_bare']:.2f}), "
-                      f"p95 {s['p95_ms']:.0f} ms, failures {s['failures']}"
-                      + (f"; peer {peer[i]['tiles_per_s']:.2f} tiles/s" if peer else ""),
-                      flush=True)
+        for k, settings in enumerate(grid.settings):
+            print(f"[{k + 1}/{len(grid.settings)}] {settings}", flush=True)
+            rows += run_setting(model_path, args.device, settings, manifest, grid.users,
+                                args.duration, workdir / f"setting{k}", peer, labels)
     except (ServerError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    best = max(rows, key=lambda r: r["served"]["tiles_per_s"])
-    result = {"date": stamp, "device": device, "model": str(args.model), "arch": meta.get("arch"),
-              "torch": torch.__version__, "images": args.images, "sweep": args.sweep,
-              "best_settings": best["settings"], "rows": rows}
-    json_path = out / f"{stamp}-{args.device.split(':')[0]}.json"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md = out / "results.md"
-    if not md.exists():
-        md.write_text(MD_HEADER)
-    with md.open("a") as fh:
-        fh.writelines(markdown_row(r) for r in rows)
-    x_key = "batch_size" if args.sweep else "users"
-    plot_path = out / f"{stamp}-{args.device.split(':')[0]}.png"
-    plot(rows, x_key, plot_path)
-    print(f"wrote {json_path}, {plot_path}, rows in {md}; best: {best['settings']}")
+        return fail(str(exc), 1)
+    run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],
+                "torch": torch.__version__, "images": args.images, "sweep": args.sweep}
+    report = write_report(rows, run_info, Path(args.out), f"{stamp}-{args.device.split(':')[0]}",
+                          "batch_size" if args.sweep else "users")
+    print(f"wrote {report.json}, {report.plot}, rows in {report.markdown}; "
+          f"best: {report.best_settings}")
     return 0
 
 

@@ -2,8 +2,8 @@
 import json
 
 from benchmarks.images import write_image_set
-from benchmarks.responses import png_size
 from benchmarks.model_throughput import main as throughput_main
+from benchmarks.responses import png_size
 from benchmarks.run import main as run_main
 from tests.standins import write_standin
 
@@ -74,3 +74,40 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     table = next(out.glob("gpu-dry-*.md")).read_text()
     assert "## Bare model" in table and "## Served" in table and "## Handler" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
+
+
+def test_model_config_is_yaml_the_handler_accepts():
+    import yaml
+
+    from benchmarks.run import ServeSettings
+    from handler.inference import HandlerConfig
+
+    settings = ServeSettings(batch_size=8, max_batch_delay_ms=20, workers=2, tile_batch=8,
+                             precision="fp16", tile=256, overlap=32, channels_last=False)
+    config = yaml.safe_load(settings.model_config("cuda:0"))
+    assert {k: config[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay",
+                                   "deviceType")} == {"minWorkers": 2, "maxWorkers": 2,
+                                                      "batchSize": 8, "maxBatchDelay": 20,
+                                                      "deviceType": "gpu"}
+    handler = HandlerConfig.from_mapping(config["handler"])
+    assert (handler.tile_size, handler.tile_overlap, handler.tile_batch_size) == (256, 32, 8)
+    assert handler.half_precision and not handler.channels_last
+    assert yaml.safe_load(ServeSettings().model_config("cpu"))["deviceType"] == "cpu"
+
+
+def test_bench_defaults_are_the_handlers_and_sweep_grid_is_the_product():
+    from benchmarks.run import ServeSettings, parse_args, settings_grid
+    from handler.inference import HandlerConfig
+
+    defaults = HandlerConfig()
+    args = parse_args([])
+    assert (args.tile, args.overlap, args.tile_batch) == (
+        defaults.tile_size, defaults.tile_overlap, defaults.tile_batch_size)
+    assert ServeSettings().handler_config() == HandlerConfig(half_precision=False)
+    single = settings_grid(args)
+    assert len(single.settings) == 1 and single.users == [1, 4]
+    sweep = settings_grid(parse_args(["--sweep", "--users", "4", "8", "--batch-sizes", "1", "4",
+                                      "--delays", "10", "--tile-batches", "1", "2", "4"]))
+    assert sweep.users == [4] and len(sweep.settings) == 2 * 1 * 1 * 3
+    assert {(s.batch_size, s.tile_batch) for s in sweep.settings} == {
+        (b, t) for b in (1, 4) for t in (1, 2, 4)}
