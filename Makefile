@@ -16,7 +16,7 @@ DATA        ?= data/synthetic
 RUN         ?= runs/demo
 MODEL       ?= model/geoseg.pt
 DUBAI       ?= ../shared/data/dubai-aerial
-# Settings of the measured supervision comparison (README, "Results").
+# Settings of the measured supervision comparison (docs/results.md).
 COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
@@ -92,7 +92,7 @@ predict:
 demo:
 	$(GEOSEG) demo --arch $(ARCH) --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --model $(MODEL)
 
-# Benchmarks (README, "Performance"): knobs below, results in benchmarks/results/.
+# Benchmarks (docs/performance.md): knobs below, results in benchmarks/results/.
 BENCH_USERS      ?= 1 4
 BENCH_DURATION   ?= 120
 BENCH_IMAGES     ?= tiles
@@ -128,7 +128,7 @@ bench-model: $(MODEL)
 	$(BIN)/python -m benchmarks.model_throughput --model $(MODEL) --device $(BENCH_DEVICE) \
 	    --out $(BENCH_OUT)/model-throughput-$(BENCH_DEVICE).json
 
-# Reliability soak (README, "Reliability"): tests/test_soak.py for minutes on the real model.
+# Reliability soak (docs/reliability.md): tests/test_soak.py for minutes on the real model.
 SOAK_SECONDS ?= 600
 SOAK_CLIENTS ?= 4
 SOAK_RESULT  ?= benchmarks/results/soak-$(shell date +%Y%m%d-%H%M%S)-cpu.json

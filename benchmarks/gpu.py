@@ -28,27 +28,26 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import numpy as np
 import torch
 from PIL import Image
 
 from benchmarks.images import write_image_set
-from benchmarks.model_throughput import (DTYPES, count_flops, device_name, matmul_ceiling,
-                                         measure, synchronize)
+from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
 from benchmarks.run import ServeSettings, serve_and_load
 from handler.decode import decode_image
 from handler.encode import encode
 from handler.inference import tile_predictor
-from model.artifact import load_artifact, save_artifact
-from tools.server import ServerError, java_problem, torchserve_executable
 from handler.tiling import segment_images
+from model.artifact import load_artifact, save_artifact
 from model.builder import build_model
 from model.class_table import ClassTable
 from model.export import PARITY_TOLERANCE, export_meta, parity, script_model
+from tools.server import ServerError, java_problem, torchserve_executable
 from training.synthetic import generate_scene
 
 
@@ -82,7 +81,7 @@ class GpuPlan:
         return self.tile // 8
 
     @classmethod
-    def dry(cls) -> "GpuPlan":
+    def dry(cls) -> GpuPlan:
         """CPU, tiny: every stage runs in a few seconds."""
         return cls(device="cpu", arch="deeplabv3_mobilenet_v3_large", tile=64,
                    precisions=("fp32",), channels_last=(True,), batch_sizes=(1, 2),
@@ -264,7 +263,7 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
                                overlap=plan.overlap)
     if plan.tile != 512:  # the image set is 512-pixel scenes; the dry run uses smaller tiles
         manifest = _retile_manifest(manifest, plan.tile)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k, settings in enumerate(served_settings(plan)):
         log(f"served [{k + 1}] workers {settings.workers} batchSize {settings.batch_size} "
             f"delay {settings.max_batch_delay_ms} ms tile batch {settings.tile_batch}")

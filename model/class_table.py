@@ -114,7 +114,7 @@ class ClassTable:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ClassTable":
+    def from_dict(cls, data: dict[str, Any]) -> ClassTable:
         try:
             classes = sorted(data["classes"], key=lambda c: int(c["id"]))
             ids = [int(c["id"]) for c in classes]
@@ -130,7 +130,7 @@ class ClassTable:
             raise ClassTableError(f"malformed class table: missing or bad field {exc}") from exc
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_TABLE_PATH) -> "ClassTable":
+    def load(cls, path: str | Path = DEFAULT_TABLE_PATH) -> ClassTable:
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))

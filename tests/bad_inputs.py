@@ -9,8 +9,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from tests.helpers import bomb_png, corrupt_middle, geotiff_bytes, truncated
 from tests.serving import png
-from tests.test_codecs import bomb_png, corrupt_middle, geotiff_bytes, truncated
 
 
 class BadRequest(NamedTuple):

@@ -28,6 +28,20 @@ def tiny_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          layout="folders", progress=False)
 
 
+INTEGRATION_MODULES = frozenset({
+    "test_server", "test_reliability", "test_security", "test_soak", "test_metrics_served",
+    "test_benchmarks", "test_training_run", "test_archive",
+})
+"""Modules whose tests start a real TorchServe, the archiver, training runs or benchmarks:
+marked ``integration``, so ``make test-unit`` (``-m "not integration"``) leaves them out."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Knobs of tests/test_soak.py: short defaults for `make test`, long ones in `make soak`."""
     group = parser.getgroup("soak", "mixed load and worker-kill test (tests/test_soak.py)")

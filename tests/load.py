@@ -8,15 +8,16 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from tools.server import TorchServe, rss_bytes
 from tests.bad_inputs import bad_requests
+from tests.helpers import geotiff_bytes
 from tests.serving import Reply, announce_upload, png, post
-from tests.test_codecs import geotiff_bytes
+from tools.server import TorchServe, rss_bytes
 from training.synthetic import generate_scene
 
 

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.responses import multipart_form
+from tests.standins import write_standin
 from tools.archive import build_archive
 from tools.server import TorchServe
-from tests.standins import write_standin
 
 STANDIN_CONFIG = ("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 4\nmaxBatchDelay: {delay}\n"
                   "responseTimeout: 120\nhandler:\n  tile_size: 64\n  tile_overlap: 16\n"

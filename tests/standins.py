@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
 
 import torch
 from torch import Tensor, nn
 
-from model.class_table import ClassTable
 from model.artifact import save_artifact
+from model.class_table import ClassTable
 from model.export import export_meta
-
 
 PROTOTYPES = [[140, 138, 88], [170, 70, 55], [45, 85, 40], [35, 70, 95], [105, 105, 108]]
 
@@ -34,7 +32,7 @@ class ColourRule(nn.Module):
         self.head.weight.data = (2 * prototypes).view(5, 3, 1, 1)
         self.head.bias.data = -(prototypes ** 2).sum(1)
 
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
         return {"out": self.head(self.blur(x))}
 
 

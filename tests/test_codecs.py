@@ -12,31 +12,10 @@ from handler.encode import CONTENT_TYPES, class_summary, encode
 from handler.errors import RequestError
 from handler.request import choose_format, image_bytes
 from model.class_table import ClassTable
+from tests.helpers import bomb_png, geotiff_bytes, png_bytes, rgb_image, truncated
 
 TABLE = ClassTable.load()
 LIMIT = 10_000_000
-
-
-def png_bytes(array: np.ndarray, mode: str | None = None, **save) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buf, format=save.pop("format", "PNG"), **save)
-    return buf.getvalue()
-
-
-def geotiff_bytes(bands: np.ndarray, crs: str = "EPSG:32634") -> bytes:
-    import rasterio
-    from rasterio.transform import from_origin
-
-    count, h, w = bands.shape
-    with rasterio.MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=w, height=h, count=count, dtype=bands.dtype,
-                      crs=crs, transform=from_origin(500000.0, 4000000.0, 0.5, 0.5)) as dst:
-            dst.write(bands)
-        return bytes(mem.read())
-
-
-def rgb_image(h=20, w=30, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_png_rgb_round_trip():
@@ -141,28 +120,6 @@ def status_of(data: bytes, limit: int = LIMIT) -> int:
     with pytest.raises(RequestError) as info:
         decode_image(data, limit)
     return info.value.status
-
-
-def truncated(data: bytes) -> bytes:
-    return data[: len(data) * 2 // 3]
-
-
-def corrupt_middle(data: bytes) -> bytes:
-    b = bytearray(data)
-    b[len(b) // 2:] = bytes(len(b) - len(b) // 2)
-    return bytes(b)
-
-
-def bomb_png() -> bytes:
-    """A small PNG that declares 30000 x 30000 pixels (900 Mpx)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(
-            ">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("name, data, status", [

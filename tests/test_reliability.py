@@ -18,11 +18,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from handler.decode import bands_to_rgb, to_uint8
-from tools.server import TorchServe, torchserve_executable
 from tests.bad_inputs import bad_requests
+from tests.helpers import SEEDS, geotiff_bytes, mutate, mutation
 from tests.serving import Reply, announce_upload, mask_of, ping, png, post, standin_store
-from tests.test_codecs import geotiff_bytes
-from tests.test_fuzz_decode import SEEDS, mutation, mutate
+from tools.server import TorchServe, torchserve_executable
 from training.synthetic import generate_scene
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024

@@ -24,11 +24,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.load import MixRequest, Outcome, latency_ms, request_mix, run_load, status_counts, take_references
+from tests.serving import ping, standin_store
 from tools.archive import build_archive
 from tools.server import TorchServe, rss_bytes
-from tests.load import (MixRequest, Outcome, latency_ms, request_mix, run_load, status_counts,
-                        take_references)
-from tests.serving import ping, standin_store
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 MIB = 1024 * 1024

@@ -7,6 +7,7 @@ model answers. ``stop`` stops it (``torchserve --stop``).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,15 @@ def _torchserve() -> str:
     if executable is None:
         raise ServerError("no `torchserve` executable: run `make setup`")
     return executable
+
+
+def inference_key() -> Optional[str]:
+    """The inference key where token authorisation is on: TorchServe writes key_file.json into
+    its working directory (None while it is missing or not yet filled)."""
+    try:
+        return json.loads(Path("key_file.json").read_text())["inference"]["key"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -48,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if proc.returncode != 0:
             return fail(f"torchserve --start exited with {proc.returncode}; see {logs / 'torchserve.out'}", 1)
         url = "http://127.0.0.1:8080"
-        wait_ready(url, "geoseg", args.timeout)
+        wait_ready(url, "geoseg", args.timeout, key=inference_key)
     except (ArchiveError, ServerError) as exc:
         return fail(str(exc), 1)
     print(f"serving {url}/predictions/geoseg (logs in {logs}/; `geoseg stop` to stop)")
