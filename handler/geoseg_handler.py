@@ -2,9 +2,12 @@
 
 TorchServe requires this module to define exactly one class (the handler).
 
-Each request is decoded and checked on its own (a bad one gets its 4xx JSON error and does not
-disturb the others of its batch); the tiles of all good requests are pooled into micro-batches
-on the worker's device; each class map is stitched and encoded in the format the request chose.
+TorchServe's own ``BaseHandler.handle`` drives each batch (preprocess -> inference ->
+postprocess; it records ``HandlerTime`` and runs the profiler when ``ENABLE_TORCH_PROFILER``
+is set). Each request is decoded and checked on its own (a bad one gets its 4xx JSON error and
+does not disturb the others of its batch); the tiles of all good requests are pooled into
+micro-batches on the worker's device; each class map is stitched and encoded in the format the
+request chose. GeoSeg's counters (handler/metrics.py) go through ``context.metrics``.
 """
 from __future__ import annotations
 
@@ -12,18 +15,23 @@ import logging
 import os
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from handler import metrics
 from handler.decode import decode_image
 from handler.encode import encode
 from handler.errors import REASON_PHRASES, RequestError
 from handler.inference import HandlerConfig, tile_predictor
 from handler.request import Job, choose_format, image_bytes
-from handler.tiling import segment_images
+from handler.tiling import plan_tiles, segment_images
 from model.artifact import load_artifact
 
 logger = logging.getLogger(__name__)
+
+Result = tuple[Job | RequestError, Optional[np.ndarray]]
+"""One request's outcome: its job and (H, W) uint8 class map, or its error and None."""
 
 
 def request_header(context: Any, idx: int, name: str) -> Optional[str]:
@@ -58,6 +66,7 @@ class GeoSegHandler(BaseHandler):
                     self.classes.names, self.config)
 
     def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
+        """One Job (decoded image, output format) or RequestError per request, in order."""
         jobs: list[Job | RequestError] = []
         for idx, row in enumerate(data):
             try:
@@ -68,37 +77,46 @@ class GeoSegHandler(BaseHandler):
                 jobs.append(Job(idx, decode_image(data_bytes, self.config.max_pixels), fmt))
             except RequestError as exc:
                 jobs.append(exc)
+        logger.info("batch of %d requests, %d valid", len(data),
+                    sum(isinstance(j, Job) for j in jobs))
         return jobs
 
-    def inference(self, jobs: list[Job | RequestError], *args: Any, **kwargs: Any) -> list:
+    def inference(self, jobs: list[Job | RequestError], *args: Any, **kwargs: Any) -> list[Result]:
+        """Segment the good jobs' images together; (job, class map or None) per request."""
         good = [j for j in jobs if isinstance(j, Job)]
-        maps = segment_images([j.image.rgb for j in good], self.predict, self.config.tile_size,
-                              self.config.tile_overlap, self.config.tile_batch_size)
+        cfg = self.config
+        maps = segment_images([j.image.rgb for j in good], self.predict, cfg.tile_size,
+                              cfg.tile_overlap, cfg.tile_batch_size)
         by_index = {j.index: m for j, m in zip(good, maps)}
-        return [by_index.get(i) for i in range(len(jobs))]
+        for j in good:
+            h, w = j.image.rgb.shape[:2]
+            metrics.record_image(self.context.metrics, self.context.model_name, j.index,
+                                 len(plan_tiles(h, w, cfg.tile_size, cfg.tile_overlap)), h * w)
+        return [(job, by_index.get(i)) for i, job in enumerate(jobs)]
 
-    def postprocess(self, jobs: list[Job | RequestError], maps: list) -> list[bytes]:
+    def postprocess(self, results: list[Result]) -> list[bytes]:
+        """One response body per request: the encoded map, or the JSON error with its 4xx."""
         responses: list[bytes] = []
-        for idx, (job, classes) in enumerate(zip(jobs, maps)):
+        for idx, (job, classes) in enumerate(results):
             if isinstance(job, RequestError):
                 responses.append(self._error(idx, job))
                 continue
+            assert classes is not None  # inference maps every Job
             body, content_type = encode(job.fmt, classes, job.image.rgb, self.classes,
                                         job.image.georef)
             self.context.set_response_content_type(idx, content_type)
             responses.append(body)
         return responses
 
+    def explain_handle(self, data_preprocess: list[Job | RequestError], raw_data: list) -> list[bytes]:
+        """``/explanations/<model>`` (TorchServe's explain path, taken for a whole batch when its
+        first request asks): answered like ``/predictions``, one response per request."""
+        return self.postprocess(self.inference(data_preprocess))
+
     def _error(self, idx: int, error: RequestError) -> bytes:
         self.context.set_response_status(error.status,
                                          REASON_PHRASES.get(error.status, "Client Error"), idx)
         self.context.set_response_content_type(idx, "application/json")
+        metrics.record_error(self.context.metrics, self.context.model_name, idx,
+                             error.detail.get("kind"))
         return error.body()
-
-    def handle(self, data: list[dict], context: Any) -> list[bytes]:
-        """One response per request, in order (TorchServe answers 503 otherwise)."""
-        self.context = context
-        jobs = self.preprocess(data)
-        logger.info("batch of %d requests, %d valid", len(data),
-                    sum(isinstance(j, Job) for j in jobs))
-        return self.postprocess(jobs, self.inference(jobs))

@@ -1,17 +1,30 @@
-"""Run the exported network on tiles: uint8 in, uint8 class ids out, argmax on the device."""
+"""Run the exported network on tiles: uint8 in, uint8 class ids out, argmax on the device.
+
+:class:`HandlerConfig` is the one place that holds the handler's settings and their defaults;
+``model-config.yaml`` may override any of them in its optional ``handler:`` section, and
+:func:`model_config_yaml` writes such a file.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 
 from handler.tiling import TilePredictor
 
+
 @dataclass(frozen=True)
 class HandlerConfig:
-    """The ``handler:`` section of model-config.yaml (all optional)."""
+    """The handler's settings: the ``handler:`` section of model-config.yaml, every key
+    optional. These defaults are the only copy (model/model-config.yaml does not repeat them).
+
+    ``tile_size`` / ``tile_overlap``: pixels; ``tile_batch_size``: tiles per forward pass,
+    pooled across the requests of a TorchServe batch; ``max_pixels``: width x height above
+    which an image gets 413.
+    """
 
     tile_size: int = 512
     tile_overlap: int = 64
@@ -21,7 +34,9 @@ class HandlerConfig:
     channels_last: bool = True     # any device: measured 1.37x faster on CPU (R50, batch 4)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> "HandlerConfig":
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> HandlerConfig:
+        """The defaults overridden by ``values`` (a model-config.yaml ``handler:`` section,
+        None when absent); ValueError for an unknown key or an impossible value."""
         values = dict(values or {})
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
@@ -31,6 +46,33 @@ class HandlerConfig:
                 or config.tile_batch_size < 1 or config.max_pixels < 1:
             raise ValueError(f"model-config.yaml handler section: bad values {config}")
         return config
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Every setting as a plain dict (the inverse of :meth:`from_mapping`)."""
+        return asdict(self)
+
+
+def model_config_yaml(torchserve: Mapping[str, Any], handler: HandlerConfig | None = None) -> str:
+    """A model-config.yaml (archiver ``--config-file``) as YAML text, written with PyYAML.
+
+    ``torchserve``: TorchServe's own keys, e.g. ``{"minWorkers": 1, "maxWorkers": 1,
+    "batchSize": 4, "maxBatchDelay": 50, "responseTimeout": 600, "deviceType": "gpu"}``
+    (``maxBatchDelay`` in ms, ``responseTimeout`` in s); ``handler``: written whole as the
+    ``handler:`` section (omitted when None: the worker then uses HandlerConfig's defaults).
+    ``HandlerConfig.from_mapping(yaml.safe_load(text)["handler"]) == handler``. Raises
+    ValueError when ``torchserve`` holds a ``handler`` key of its own.
+
+        model_config_yaml({"minWorkers": 1, "maxWorkers": 1, "batchSize": 8},
+                          HandlerConfig(tile_batch_size=8, half_precision=False))
+    """
+    import yaml  # PyYAML: the TorchServe worker needs it anyway
+
+    if "handler" in torchserve:
+        raise ValueError("pass the handler section as a HandlerConfig, not in `torchserve`")
+    document: dict[str, Any] = dict(torchserve)
+    if handler is not None:
+        document["handler"] = handler.to_mapping()
+    return yaml.safe_dump(document, sort_keys=False)
 
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,

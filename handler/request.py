@@ -13,8 +13,9 @@ than those plus :data:`PART_OVERHEAD` per part held another part, and is refused
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from handler.decode import DecodedImage
 from handler.errors import RequestError

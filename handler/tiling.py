@@ -9,8 +9,8 @@ one uint8 class map plus one micro-batch of tiles. Images smaller than a tile ar
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 

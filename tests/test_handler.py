@@ -1,21 +1,48 @@
 """The handler class with a small stand-in for TorchServe's context (no server)."""
 import io
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from handler import metrics as geoseg_metrics
 from handler.geoseg_handler import GeoSegHandler
+from handler.tiling import plan_tiles
 from tests.serving import png
 from tests.standins import ColourRule, write_standin
 from training.synthetic import generate_scene
 
 
-class StandInContext:
-    """What GeoSegHandler uses of ts.context.Context, recording statuses and content types."""
+class StandInMetrics:
+    """TorchServe's ``context.metrics`` calls, recorded: (name, value, idx, {dimension: value})."""
 
-    def __init__(self, model_dir, headers=None, handler_config=None):
+    def __init__(self):
+        self.counters, self.times = [], []
+
+    def add_counter(self, name, value, idx=None, dimensions=None):
+        self.counters.append((name, value, idx, {d.name: d.value for d in dimensions or []}))
+
+    def add_metric(self, name, value, unit, idx=None, dimensions=None, metric_type=None):
+        self.add_counter(name, value, idx, dimensions)
+
+    def add_time(self, name, value, idx=None, unit="ms", dimensions=None, metric_type=None):
+        self.times.append((name, value, idx, unit))
+
+    def total(self, name, **dims):
+        return sum(v for n, v, _, d in self.counters
+                   if n == name and all(d.get(k) == x for k, x in dims.items()))
+
+
+class StandInContext:
+    """What GeoSegHandler and BaseHandler.handle use of ts.context.Context, recording
+    statuses, content types and metrics."""
+
+    def __init__(self, model_dir, headers=None, handler_config=None, metrics=None):
+        self.model_name = "geoseg"
+        self.metrics = metrics if metrics is not None else StandInMetrics()
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
         self.manifest = {"model": {"serializedFile": "standin.pt"}}
         self.model_yaml_config = {"handler": handler_config or {"tile_size": 32, "tile_overlap": 8}}
@@ -78,3 +105,65 @@ def test_handler_output_equals_the_model_run_whole(served):
 def test_unknown_handler_config_key_is_refused(served):
     with pytest.raises(ValueError, match="unknown keys"):
         GeoSegHandler().initialize(StandInContext(served, handler_config={"tile": 3}))
+
+
+def test_handle_is_torchserves_and_records_handler_time_and_geoseg_counters(served):
+    scene, _ = generate_scene((70, 90), seed=1)
+    ctx = StandInContext(served)  # 32 px tiles, overlap 8
+    handler = GeoSegHandler()
+    handler.initialize(ctx)
+    assert "handle" not in vars(GeoSegHandler)  # BaseHandler.handle drives the batch
+    rows = [{"body": png(scene)}, {"body": b"not an image"}, {"body": png(scene[:20, :30])},
+            {"body": b""}]
+    out = handler.handle(rows, ctx)
+    assert len(out) == 4 and ctx.status == {1: 415, 3: 400}
+    assert [t[0] for t in ctx.metrics.times] == ["HandlerTime"]
+    tiles = len(plan_tiles(70, 90, 32, 8)) + len(plan_tiles(20, 30, 32, 8))
+    assert ctx.metrics.total(geoseg_metrics.TILES) == tiles
+    assert ctx.metrics.total(geoseg_metrics.MEGAPIXELS) == pytest.approx((70 * 90 + 20 * 30) / 1e6)
+    assert ctx.metrics.total(geoseg_metrics.REQUEST_ERRORS, Kind="corrupt") \
+        + ctx.metrics.total(geoseg_metrics.REQUEST_ERRORS, Kind="unsupported_format") == 1
+    assert ctx.metrics.total(geoseg_metrics.REQUEST_ERRORS, Kind="empty") == 1
+    assert ctx.metrics.total(geoseg_metrics.REQUEST_ERRORS) == 2
+    for name, _, idx, dims in ctx.metrics.counters:
+        assert dims["ModelName"] == "geoseg" and dims["Level"] == "Model"
+        assert (idx in (1, 3)) == (name == geoseg_metrics.REQUEST_ERRORS)
+
+
+def test_explanations_are_answered_like_predictions_one_per_request(served):
+    scene, _ = generate_scene((40, 40), seed=3)
+    ctx = StandInContext(served, headers={0: {"explain": "True"}})
+    handler = GeoSegHandler()
+    handler.initialize(ctx)
+    plain = GeoSegHandler()
+    plain.initialize(StandInContext(served))
+    rows = [{"body": png(scene)}, {"body": b"broken"}]
+    out = handler.handle(rows, ctx)
+    assert len(out) == 2 and ctx.status == {1: 415}
+    assert out[0] == plain.handle([{"body": png(scene)}], plain.context)[0]
+
+
+def test_counters_go_through_torchserves_own_metric_cache(served, caplog):
+    """The real ts.metrics cache accepts GeoSeg's calls (it only logs a failure, so read the log)."""
+    import ts
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+    cache = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
+    cache.initialize_cache()
+    cache.model_name = "geoseg"
+    cache.set_request_ids({0: "req-a", 1: "req-b"})
+    ctx = StandInContext(served, metrics=cache)
+    handler = GeoSegHandler()
+    handler.initialize(ctx)
+    scene, _ = generate_scene((40, 50), seed=4)
+    with caplog.at_level(logging.INFO, logger="ts.metrics.caching_metric"):
+        handler.handle([{"body": png(scene)}, {"body": b"x"}], ctx)
+    lines = [r.getMessage() for r in caplog.records if "[METRICS]" in r.getMessage()]
+    assert not [line for line in lines if "Failed" in line], lines
+    tiles = len(plan_tiles(40, 50, 32, 8))
+    assert any(line.startswith(f"[METRICS]GeoSegTiles.Count:{tiles}|#ModelName:geoseg,Level:Model|")
+               and line.endswith(",req-a") for line in lines), lines
+    assert any(line.startswith("[METRICS]GeoSegMegapixels.Megapixels:0.002|") for line in lines)
+    assert any(line.startswith("[METRICS]GeoSegRequestErrors.Count:1|#Kind:")
+               and line.endswith(",req-b") for line in lines), lines
+    assert any(line.startswith("[METRICS]HandlerTime.Milliseconds:") for line in lines), lines

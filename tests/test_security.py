@@ -5,16 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tools.server import TorchServe
 from tests.serving import png, standin_store
 from tests.test_server import SCENE
+from tools.server import TorchServe, read_properties
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def properties(name: str) -> dict[str, str]:
-    lines = (ROOT / name).read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return read_properties(ROOT / name)
 
 
 @pytest.mark.parametrize("name", ["config.properties", "config.prod.properties"])

@@ -5,15 +5,17 @@ Fails (never skips) when Java or TorchServe is missing: the message says what to
 import io
 import json
 import threading
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from tools.server import TorchServe
 from tests.serving import mask_of, png, post, standin_store
 from tests.test_codecs import geotiff_bytes
+from tools.server import TorchServe
 from training.synthetic import generate_scene
 
 
@@ -124,3 +126,21 @@ def test_concurrent_requests_share_a_batch_and_a_bad_one_harms_none(server):
     np.testing.assert_array_equal(mask_of(results[0][2]), mask_of(results[3][2]))
     log = (server.workdir / "logs" / "model_log.log").read_text()
     assert "batch of 4 requests, 3 valid" in log or "batch of 3 requests, 2 valid" in log
+
+
+def test_explanations_endpoint_is_answered_like_predictions(server):
+    # TorchServe's explain path (taken for a whole batch) must still answer one map per request.
+    def explain(data):
+        req = urllib.request.Request(f"{server.url}/explanations/geoseg", data=data,
+                                     headers={"Content-Type": "application/octet-stream"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, r.headers.get("Content-Type"), r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type"), exc.read()
+
+    status, ctype, body = explain(png(SCENE))
+    assert (status, ctype) == (200, "image/png")
+    np.testing.assert_array_equal(mask_of(body), mask_of(post(server, png(SCENE))[2]))
+    status, ctype, body = explain(b"not an image")
+    assert (status, ctype) == (415, "application/json") and json.loads(body)["code"] == 415

@@ -27,9 +27,10 @@ class ArchiveError(RuntimeError):
     """The archive cannot be built (missing model, layering violation, archiver failure)."""
 
 
-def _project_module(name: str) -> Path | None:
-    """The file of project module ``name`` (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``)."""
-    base = ROOT.joinpath(*name.split("."))
+def _project_module(name: str, root: Path = ROOT) -> Path | None:
+    """The file of project module ``name`` under ``root`` (``a.b`` -> ``a/b.py`` or
+    ``a/b/__init__.py``), None when it is not the project's."""
+    base = root.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -49,32 +50,33 @@ def _imported_names(path: Path) -> set[str]:
     return names
 
 
-def worker_modules(entry: Path = HANDLER_ENTRY) -> list[Path]:
+def worker_modules(entry: Path = HANDLER_ENTRY, root: Path = ROOT) -> list[Path]:
     """Every project file the TorchServe worker imports, starting from the handler ``entry``:
     the closure of its project-local imports, plus each package's ``__init__.py``. Paths are
-    relative to the project root. Raises ArchiveError if the closure reaches a package in
-    :data:`FORBIDDEN_IN_WORKER`."""
+    relative to ``root`` (the project's root; another one for tests), where ``entry`` must
+    lie. Raises ArchiveError if the closure reaches a package in :data:`FORBIDDEN_IN_WORKER`."""
+    root = Path(root).resolve()
     seen: set[Path] = set()
-    todo = [entry]
+    todo = [Path(entry).resolve()]
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
         for name in _imported_names(path):
-            found = _project_module(name)
+            found = _project_module(name, root)
             if found is None:
                 continue
             top = name.split(".")[0]
             if top in FORBIDDEN_IN_WORKER:
-                raise ArchiveError(f"{path.relative_to(ROOT)} imports {name}: the worker may "
+                raise ArchiveError(f"{path.relative_to(root)} imports {name}: the worker may "
                                    f"not import {', '.join(FORBIDDEN_IN_WORKER)}")
             todo.append(found)
             for k in range(1, name.count(".") + 1):  # parent packages' __init__.py
-                parent = _project_module(".".join(name.split(".")[:k]))
+                parent = _project_module(".".join(name.split(".")[:k]), root)
                 if parent is not None:
                     todo.append(parent)
-    return sorted(p.relative_to(ROOT) for p in seen)
+    return sorted(p.relative_to(root) for p in seen)
 
 
 def build_archive(model: str | Path, out_dir: str | Path, name: str = "geoseg",

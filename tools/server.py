@@ -1,5 +1,9 @@
 """Start, wait for and stop a real TorchServe process on loopback (tests, demo, benchmarks).
 
+A started server's config is the project's ``config.properties`` with only what such a
+server must change: its addresses and gRPC ports (free loopback ports), ``model_store``, no
+``load_models`` (the models come from the command line), plus the caller's ``extra_config``.
+
     python -m tools.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
 """
 from __future__ import annotations
@@ -17,12 +21,33 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_CONFIG = ROOT / "config.properties"
+"""The TorchServe settings every server of this project starts from."""
 
 
 class ServerError(RuntimeError):
     """TorchServe could not be started or did not become ready; the message says why."""
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    """The ``key=value`` pairs of a TorchServe config.properties, in file order (lines starting
+    with ``#`` or ``!`` are comments; keys and values are stripped). ServerError for a line
+    that is not ``key=value``, naming ``file:line``."""
+    settings: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith(("#", "!")):
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ServerError(f"{path}:{number}: expected key=value, got {text!r}")
+        settings[key.strip()] = value.strip()
+    return settings
 
 
 def free_port() -> int:
@@ -149,7 +174,9 @@ class TorchServe:
     """A foreground TorchServe on free loopback ports with its own config, logs and pid file."""
 
     def __init__(self, model_store: str | Path, models: str = "geoseg=geoseg.mar",
-                 workdir: Optional[str | Path] = None, extra_config: Optional[dict] = None) -> None:
+                 workdir: Optional[str | Path] = None, extra_config: Optional[dict] = None,
+                 base_config: str | Path = BASE_CONFIG) -> None:
+        self.base_config = Path(base_config)
         self.model_store = Path(model_store).resolve()
         self.models = models
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="geoseg-ts-")).resolve()
@@ -166,21 +193,32 @@ class TorchServe:
     def management_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['management']}"
 
+    @property
+    def metrics_url(self) -> str:
+        """TorchServe's metrics API (Prometheus text at ``/metrics``)."""
+        return f"http://127.0.0.1:{self.ports['metrics']}"
+
+    def overrides(self) -> dict[str, object]:
+        """What this server changes in the base config (before ``extra_config``)."""
+        return {"inference_address": self.url, "management_address": self.management_url,
+                "metrics_address": self.metrics_url,
+                # TorchServe also opens gRPC ports (default 7070/7071): free ones avoid clashes.
+                "grpc_inference_port": self.ports["grpc_inference"],
+                "grpc_management_port": self.ports["grpc_management"],
+                "model_store": str(self.model_store)}
+
     def config_text(self) -> str:
-        settings = {
-            "inference_address": self.url, "management_address": self.management_url,
-            "metrics_address": f"http://127.0.0.1:{self.ports['metrics']}",
-            # TorchServe also opens gRPC ports (default 7070/7071): free ones avoid clashes.
-            "grpc_inference_port": self.ports["grpc_inference"],
-            "grpc_management_port": self.ports["grpc_management"],
-            "model_store": str(self.model_store), "enable_model_api": "false",
-            "disable_token_authorization": "true", "max_request_size": 536870912,
-            "max_response_size": 536870912, "default_response_timeout": 600,
-            "install_py_dep_per_model": "false", **self.extra_config}
-        return "".join(f"{k}={v}\n" for k, v in settings.items())
+        """``base_config`` with :meth:`overrides` and ``extra_config`` applied, ``load_models``
+        dropped (``--models`` names what to load), as config.properties text."""
+        settings: dict[str, object] = {k: v for k, v in read_properties(self.base_config).items()
+                                       if k != "load_models"}
+        settings.update(self.overrides())
+        settings.update(self.extra_config)
+        header = f"# {self.base_config.name} with this server's addresses and model store\n"
+        return header + "".join(f"{k}={v}\n" for k, v in settings.items())
 
     def start(self, timeout: float = 240,
-              ready_key: Optional[Callable[[], Optional[str]]] = None) -> "TorchServe":
+              ready_key: Optional[Callable[[], Optional[str]]] = None) -> TorchServe:
         """Start and wait until the model answers; ``ready_key`` gives the inference key
         when token authorisation is on."""
         problem = java_problem()
@@ -271,7 +309,7 @@ class TorchServe:
         self.process.wait(timeout)
         self.log.close()
 
-    def __enter__(self) -> "TorchServe":
+    def __enter__(self) -> TorchServe:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
