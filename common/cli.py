@@ -2,25 +2,45 @@
 
 - ``--help`` shows each option's default (:class:`HelpFormatter`);
 - a bad path or value ends the command with one line ``error: ...`` and exit code 2
-  (:func:`fail`, and the argparse types :func:`existing_file`, :func:`existing_dir`);
+  (:func:`fail`; the :func:`parser`'s own errors; the argparse types :func:`existing_file`,
+  :func:`existing_dir`, :func:`existing_path`, :func:`at_least`, :func:`positive`;
+  :func:`blocked_path` for an output under a file);
 - nothing a user relies on is overwritten without ``--overwrite`` (:func:`refuse_overwrite`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_USAGE = 2
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Module docstring kept as written, and ``(default: ...)`` after every option."""
+    """Module docstring kept as written, and ``(default: ...)`` after every option that has help
+    text, except required ones and those whose help already says ``(default: ...)`` in words
+    (a default that depends on other options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line ``error: ...`` on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
 
 
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """An ArgumentParser named ``prog`` with ``doc`` as its description and defaults in help."""
-    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
+    """An ArgumentParser named ``prog`` with ``doc`` as its description, defaults in help and
+    one-line usage errors."""
+    return ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -43,6 +63,50 @@ def existing_dir(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such folder")
     return path
+
+
+def existing_path(text: str) -> Path:
+    """argparse type: a path that must exist (a file or a folder)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def _number(text: str, kind: type) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
+    """argparse type: a number of ``kind`` (int or float) that is ``minimum`` or more."""
+    def convert(text: str) -> float:
+        value = _number(text, kind)
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    convert.__name__ = f"{kind.__name__} >= {minimum}"
+    return convert
+
+
+def positive(kind: type = float) -> Callable[[str], float]:
+    """argparse type: a number of ``kind`` (int or float) above 0."""
+    def convert(text: str) -> float:
+        value = _number(text, kind)
+        if not value > 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    convert.__name__ = f"{kind.__name__} > 0"
+    return convert
+
+
+def blocked_path(path: str | Path) -> str | None:
+    """Why ``path`` cannot be created (a folder above it is a file), or None."""
+    blocking = next((d for d in Path(path).parents if d.exists() and not d.is_dir()), None)
+    return None if blocking is None else f"cannot write {path}: {blocking} is a file, not a folder"
 
 
 def refuse_overwrite(path: str | Path, overwrite: bool) -> str | None:

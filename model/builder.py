@@ -7,7 +7,6 @@ built with ``aux_loss=True`` and in training, ``aux`` (N, C, H, W) logits of the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +52,7 @@ class NormalizedSegmenter(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
         mean = self.mean.to(x.dtype)
         std = self.std.to(x.dtype)
         return self.net((x - mean) / std)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from model.builder import NormalizedSegmenter, build_model
-from model.class_table import ClassTable
+from model.class_table import ClassTable, ClassTableError
 
 CHECKPOINT_FORMAT = "geoseg-checkpoint/1"
 
@@ -52,10 +52,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[NormalizedSegmenter, ClassTable]:
-    """Rebuild the network (random init, then the saved weights) and its class table."""
-    table = ClassTable.from_dict(ckpt["classes"])
-    model = build_model(ckpt["arch"], table.num_classes, pretrained="none",
-                        aux_loss=bool(ckpt.get("aux_loss", False)))
-    model.load_state_dict(ckpt["model"])
+def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint"
+                          ) -> tuple[NormalizedSegmenter, ClassTable]:
+    """Rebuild the network (random init, then the saved weights) and its class table.
+
+    Raises CheckpointError, naming ``source``, when the checkpoint lacks a field or its weights
+    do not fit its architecture."""
+    try:
+        table = ClassTable.from_dict(ckpt["classes"])
+        model = build_model(ckpt["arch"], table.num_classes, pretrained="none",
+                            aux_loss=bool(ckpt.get("aux_loss", False)))
+        model.load_state_dict(ckpt["model"])
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: checkpoint without the field {exc}") from exc
+    except (ClassTableError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: unusable checkpoint ({str(exc).splitlines()[0]})") from exc
     return model, table

@@ -9,7 +9,6 @@ scripted against the eager network and fails when the max abs logit difference e
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Any
 
 import torch
 
+from common.cli import at_least, blocked_path, existing_file, fail, parser, refuse_overwrite
+from model.artifact import META_FORMAT, quiet_jit, save_artifact
 from model.builder import IMAGENET_MEAN, IMAGENET_STD, NormalizedSegmenter
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
-from model.artifact import META_FORMAT, quiet_jit, save_artifact
 from model.class_table import ClassTable
 
 PARITY_TOLERANCE = 1e-4
@@ -66,7 +66,7 @@ def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int =
 def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int = 128) -> float:
     """Checkpoint -> TorchScript file; returns the parity difference (raises ParityError)."""
     ckpt = read_checkpoint(checkpoint)
-    model, table = model_from_checkpoint(ckpt)
+    model, table = model_from_checkpoint(ckpt, checkpoint)
     scripted = script_model(model)
     diff = parity(model, scripted, parity_size)
     if not diff <= PARITY_TOLERANCE:
@@ -78,24 +78,27 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="GeoSeg training checkpoint (.pt)")
-    parser.add_argument("--out", default="model/geoseg.pt", help="TorchScript file to write")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out if it exists (it may be the model that `geoseg serve` ships)")
-    parser.add_argument("--parity-size", type=int, default=128,
-                        help="side in pixels of the random image used for the parity check")
-    args = parser.parse_args(argv)
-    if Path(args.out).exists() and not args.overwrite:
-        print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+    p = parser("geoseg export", __doc__)
+    p.add_argument("--checkpoint", type=existing_file, required=True,
+                   help="GeoSeg training checkpoint (.pt)")
+    p.add_argument("--out", type=Path, default=Path("model/geoseg.pt"), help="TorchScript file to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it exists (it may be the model that `geoseg serve` ships)")
+    p.add_argument("--parity-size", type=at_least(1), default=128,
+                   help="side in pixels of the random image used for the parity check")
+    args = p.parse_args(argv)
+    if args.out.is_dir():
+        return fail(f"--out {args.out} is a folder; give the file to write")
+    refusal = blocked_path(args.out) or refuse_overwrite(args.out, args.overwrite)
+    if refusal:
+        return fail(refusal)
     try:
         diff = export_checkpoint(args.checkpoint, args.out, args.parity_size)
-    except (CheckpointError, ParityError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    size_mb = Path(args.out).stat().st_size / 1e6
+    except CheckpointError as exc:
+        return fail(str(exc))
+    except ParityError as exc:
+        return fail(str(exc), 1)
+    size_mb = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.1f} MB); parity max |eager - scripted| = {diff:.2e}")
     return 0
 

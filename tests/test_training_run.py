@@ -43,17 +43,27 @@ def test_two_step_run_writes_checkpoints_metrics_and_pictures(tiny_landcoverai, 
     assert set(scores["iou"]) == {"background", "building", "woodland", "water", "road"}
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_landcoverai, tmp_path):
+def test_resumed_run_equals_uninterrupted_run(tiny_landcoverai, tmp_path, capsys):
     common = ["--data", str(tiny_landcoverai), "--points-per-class", "5", *FAST]
     assert train_main([*common, "--out", str(tmp_path / "straight"), "--epochs", "2"]) == 0
     assert train_main([*common, "--out", str(tmp_path / "split"), "--epochs", "2",
                        "--stop-after", "1"]) == 0
     assert read_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 0
+    capsys.readouterr()
     assert train_main([*common, "--out", str(tmp_path / "split"), "--epochs", "2", "--resume"]) == 0
+    assert "after epoch 1/2" in capsys.readouterr().out
     a = read_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "split" / "last.pt")["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+    # Resuming a finished run says so and trains nothing.
+    last = tmp_path / "split" / "last.pt"
+    before = last.stat().st_mtime_ns
+    assert train_main([*common, "--out", str(tmp_path / "split"), "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished all 2 epochs" in out and "resumed from" not in out
+    assert "epoch 3" not in out and last.stat().st_mtime_ns == before
 
 
 def test_dense_and_folder_datasets_train(tiny_folders, tmp_path):

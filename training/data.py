@@ -15,9 +15,10 @@ flips / 90-degree rotations applied identically to image and label.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Protocol
 
 import numpy as np
 import torch
@@ -239,12 +240,17 @@ def random_crop(image: np.ndarray, label: np.ndarray, crop: int, rng: np.random.
     return image[y:y + crop, x:x + crop], label[y:y + crop, x:x + crop]
 
 
+def _torch_ready(array: np.ndarray) -> np.ndarray:
+    """``array`` as torch.from_numpy takes it: writable, C order, no negative stride (numpy
+    calls a flipped 1-pixel array C-contiguous, so np.require alone keeps its stride)."""
+    array = np.require(array, requirements=("C", "W"))  # decoded arrays may be read-only
+    return array.copy() if any(s < 0 for s in array.strides) else array
+
+
 def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W, 3) uint8 + (H, W) uint8 -> float32 (3, H, W) in [0, 1] + int64 (H, W)."""
-    image = np.require(image, requirements=("C", "W"))  # decoded arrays may be read-only
-    label = np.require(label, requirements=("C", "W"))
-    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), \
-        torch.from_numpy(label).long()
+    return torch.from_numpy(_torch_ready(image)).permute(2, 0, 1).float().div_(255.0), \
+        torch.from_numpy(_torch_ready(label)).long()
 
 
 class PointSupervisedDataset(Dataset):
@@ -320,18 +326,3 @@ def epoch_draws(num_images: int, num_draws: int, seed: int, epoch: int) -> list[
         draws.extend(int(i) + passes * num_images for i in rng.permutation(num_images))
         passes += 1
     return draws[:num_draws]
-
-
-class EvaluationDataset(Dataset):
-    """Whole images with dense masks, for validation: (image (3, H, W), mask (H, W), index)."""
-
-    def __init__(self, source: SampleSource) -> None:
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        sample = self.source.load(index)
-        x, y = to_tensors(sample.image, sample.mask)
-        return x, y, index

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.cli import existing_file, positive
 from model.class_table import DEFAULT_TABLE_PATH, ClassTable
 from training.data import (
     ColourMaskFolders,
@@ -21,14 +22,14 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", choices=("landcoverai", "folders"), default="landcoverai",
                        help="layout: LandCover.ai (output/ tiles or images/+masks/ orthophotos), "
                             "or colour-coded mask folders with their own class table")
-    group.add_argument("--classes", default=None,
+    group.add_argument("--classes", type=existing_file, default=None,
                        help="class table JSON (default: <data>/classes.json for folders if "
                             "present, else model/classes.json)")
     group.add_argument("--train-dirs", nargs="*", default=None,
                        help="folders sub-directories for training (default: train/)")
     group.add_argument("--val-dirs", nargs="*", default=None,
                        help="folders sub-directories for validation (default: val/)")
-    group.add_argument("--scale", type=float, default=1.0,
+    group.add_argument("--scale", type=positive(float), default=1.0,
                        help="resize factor for folder images and masks (e.g. 0.5 on a CPU)")
 
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.cli import at_least, blocked_path, existing_file, fail, parser, refuse_overwrite
+from model.artifact import load_artifact
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from model.artifact import load_artifact
 from training.data import DatasetError, SampleSource, to_tensors
 from training.dataset_args import add_data_args, open_source
 from training.device import DeviceError, resolve_device
@@ -65,7 +67,7 @@ def load_for_evaluation(path: str | Path, device: torch.device
         artifact = load_artifact(path, device)
         return artifact.network, artifact.classes
     except (RuntimeError, ValueError):
-        model, table = model_from_checkpoint(read_checkpoint(path))
+        model, table = model_from_checkpoint(read_checkpoint(path), path)
         return model.to(device).eval(), table
 
 
@@ -78,30 +80,56 @@ def format_scores(result: SegmentationScores, table: ClassTable) -> str:
     return "\n".join(lines)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("geoseg evaluate", __doc__)
+    p.add_argument("--model", type=existing_file, required=True,
+                   help="checkpoint or exported TorchScript file")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val",
+                   help="dataset split to score")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", type=Path, default=None, help="also write the scores to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    p.add_argument("--pictures", type=Path, default=None,
+                   help="folder for comparison pictures (pictures of the same images are replaced)")
+    p.add_argument("--max-pictures", type=at_least(0), default=8,
+                   help="pictures to write into --pictures")
+    add_data_args(p)
+    return p.parse_args(argv)
+
+
+def output_problem(args: argparse.Namespace) -> str | None:
+    """Why the scores or pictures could not be written where the options say, or None."""
+    if args.json is not None:
+        if args.json.is_dir():
+            return f"--json {args.json} is a folder"
+        refusal = blocked_path(args.json) or refuse_overwrite(args.json, args.overwrite)
+        if refusal:
+            return f"--json: {refusal}"
+    if args.pictures is not None and blocked_path(args.pictures):
+        return f"--pictures: {blocked_path(args.pictures)}"
+    if args.pictures is not None and args.pictures.exists() and not args.pictures.is_dir():
+        return f"--pictures {args.pictures} is a file, not a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint or exported TorchScript file")
-    parser.add_argument("--split", default="val", help="train, val or test")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    parser.add_argument("--pictures", default=None, help="folder for comparison pictures")
-    parser.add_argument("--max-pictures", type=int, default=8)
-    add_data_args(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    problem = output_problem(args)
+    if problem:
+        return fail(problem)
     try:
         device = resolve_device(args.device)
         model, table = load_for_evaluation(args.model, device)
         source = open_source(args, args.split, table)
-        cm = evaluate_source(predictor(model, device), source, table,
-                             Path(args.pictures) if args.pictures else None, args.max_pictures)
+        cm = evaluate_source(predictor(model, device), source, table, args.pictures,
+                             args.max_pictures)
     except (CheckpointError, DatasetError, ClassTableError, DeviceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     result = scores(cm)
     print(format_scores(result, table))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.as_dict(table.names), indent=2) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_dict(table.names), indent=2) + "\n")
     return 0
 
 

@@ -8,7 +8,8 @@ a batch with no labelled pixel gives 0. ``gamma=0`` without alpha is plain parti
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -16,8 +16,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image

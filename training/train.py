@@ -4,7 +4,8 @@ Points are simulated from the dense training masks (``--points-per-class N``, fi
 and seed) or read from a point file (``--point-file``: CSV, GeoJSON, or a folder of sparse PNGs).
 Every epoch is evaluated on the dense validation masks. The run folder gets ``last.pt``,
 ``best.pt`` (by validation mIoU), ``metrics.json`` / ``metrics.csv``, and ``pictures/``
-(image | points | prediction | ground truth per validation image).
+(image | points | prediction | ground truth per validation image). A folder that already holds
+a run is continued with ``--resume`` or replaced with ``--overwrite``, never silently.
 
     python -m training.train --data data/synthetic --out runs/demo --points-per-class 10
 """
@@ -16,6 +17,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,65 +26,104 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common.cli import at_least, existing_path, fail, parser, positive
 from model.builder import ARCHITECTURES, PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from training.data import DatasetError, PointSupervisedDataset, epoch_draws
+from training.data import DatasetError, PointSupervisedDataset, SampleSource, epoch_draws
 from training.dataset_args import add_data_args, load_table, open_source
 from training.device import DeviceError, resolve_device
 from training.evaluate import evaluate_source, predictor
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
-from training.points import PointFileError, georeferencing, read_point_annotations
+from training.points import PointFileError, Points, georeferencing, read_point_annotations
 
 AUX_WEIGHT = 0.4
+DEFAULT_POINTS_PER_CLASS = 10
+RUN_FILES = ("last.pt", "best.pt")
+"""A folder holding one of these holds a run: training into it needs --resume or --overwrite."""
+OUTPUT_FILES = (*RUN_FILES, "metrics.json", "metrics.csv")
+
+
+class OptionError(ValueError):
+    """Options that disagree with the data (e.g. ``--alpha`` for another number of classes)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("geoseg train", __doc__)
     add_data_args(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, pictures)")
-    sup = p.add_argument_group("supervision")
-    sup.add_argument("--points-per-class", type=int, default=10,
-                     help="points simulated per class present in each training image")
-    sup.add_argument("--point-file", default=None,
-                     help="real point annotations (CSV image,x,y,class / GeoJSON / PNG folder)")
-    sup.add_argument("--dense", action="store_true",
-                     help="train on the dense masks instead (full supervision baseline)")
-    sup.add_argument("--gamma", type=float, default=2.0, help="focal exponent (0: partial CE)")
-    sup.add_argument("--alpha", type=float, nargs="*", default=None, help="per-class weights")
+    sup = p.add_argument_group("supervision", "one of --points-per-class, --point-file, --dense")
+    labels = sup.add_mutually_exclusive_group()
+    labels.add_argument("--points-per-class", type=at_least(1), default=None,
+                        help="points simulated per class present in each training image "
+                             f"(default: {DEFAULT_POINTS_PER_CLASS} unless --point-file or --dense)")
+    labels.add_argument("--point-file", type=existing_path, default=None,
+                        help="real point annotations (CSV image,x,y,class / GeoJSON / PNG folder)")
+    labels.add_argument("--dense", action="store_true",
+                        help="train on the dense masks instead (full supervision baseline)")
+    sup.add_argument("--gamma", type=at_least(0.0, float), default=2.0,
+                     help="focal exponent (0: partial CE)")
+    sup.add_argument("--alpha", type=at_least(0.0, float), nargs="*", default=None,
+                     help="per-class weights, one per class of the table")
     net = p.add_argument_group("model")
-    net.add_argument("--arch", choices=tuple(ARCHITECTURES), default="deeplabv3_resnet50")
+    net.add_argument("--arch", choices=tuple(ARCHITECTURES), default="deeplabv3_resnet50",
+                     help="network (ResNet-50 is the reference, MobileNetV3 the fast one)")
     net.add_argument("--pretrained", default="none",
                      help="backbone weights: none, imagenet (needs network or cache), or a .pth")
     net.add_argument("--aux-loss", action="store_true", help="train the auxiliary head too")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=10)
-    opt.add_argument("--steps-per-epoch", type=int, default=0,
+    opt.add_argument("--epochs", type=at_least(1), default=10, help="epochs in all")
+    opt.add_argument("--steps-per-epoch", type=at_least(0), default=0,
                      help="optimizer steps per epoch (0: one pass over the training images)")
-    opt.add_argument("--batch-size", type=int, default=8)
-    opt.add_argument("--crop-size", type=int, default=256, help="training crop side, pixels")
-    opt.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    opt.add_argument("--lr", type=float, default=1e-3)
-    opt.add_argument("--weight-decay", type=float, default=1e-4)
+    opt.add_argument("--batch-size", type=at_least(2), default=8,
+                     help="images per step (at least 2: the ASPP pooling's BatchNorm needs two)")
+    opt.add_argument("--crop-size", type=at_least(1), default=256, help="training crop side, pixels")
+    opt.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                     help="optimiser (sgd: momentum 0.9)")
+    opt.add_argument("--lr", type=positive(float), default=1e-3,
+                     help="initial learning rate (poly decay, power 0.9, to 0)")
+    opt.add_argument("--weight-decay", type=at_least(0.0, float), default=1e-4, help="weight decay")
     run = p.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of the initial weights, simulated points, crops and order")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--num-workers", type=int, default=0, help="data loader processes")
-    run.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
-    run.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    run.add_argument("--stop-after", type=int, default=0,
+    run.add_argument("--num-workers", type=at_least(0), default=0, help="data loader processes")
+    run.add_argument("--threads", type=at_least(0), default=0,
+                     help="CPU threads (0: torch default)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --out (its checkpoints and metrics)")
+    run.add_argument("--stop-after", type=at_least(0), default=0,
                      help="stop after this many epochs of this invocation (time-limited jobs); "
-                          "continue later with --resume")
-    run.add_argument("--max-pictures", type=int, default=8, help="validation pictures to write")
+                          "continue later with --resume (0: no limit)")
+    run.add_argument("--max-pictures", type=at_least(0), default=8,
+                     help="validation pictures to write")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.points_per_class < 1 and not args.dense:
-        p.error("--points-per-class must be at least 1 (or use --dense)")
-    if min(args.epochs, args.batch_size, args.crop_size) < 1 or args.steps_per_epoch < 0:
-        p.error("--epochs, --batch-size and --crop-size must be positive")
+    if args.points_per_class is None and not args.dense and args.point_file is None:
+        args.points_per_class = DEFAULT_POINTS_PER_CLASS
     return args
+
+
+def out_folder_problem(args: argparse.Namespace) -> str | None:
+    """Why training must not write into ``--out`` (one line), or None. Creates the folder."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not args.overwrite:
+        if not args.resume:
+            return (f"{out} already holds a run ({', '.join(held)}); pass --resume to continue "
+                    f"it or --overwrite to replace it")
+        if not (out / "last.pt").exists():
+            return f"{out} holds {', '.join(held)} but no last.pt to resume; pass --overwrite to replace it"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out}: cannot create the folder ({exc.strerror})"
+    return None
 
 
 def poly_schedule(total_steps: int, power: float = 0.9):
@@ -140,6 +181,185 @@ def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any
             writer.writerows(rows)
 
 
+def check_alpha(alpha: list[float] | None, table: ClassTable) -> None:
+    """``--alpha`` must give one weight per class of ``table``."""
+    if alpha is not None and len(alpha) != table.num_classes:
+        raise OptionError(f"--alpha gives {len(alpha)} weights; the class table has "
+                          f"{table.num_classes} classes ({', '.join(table.names)})")
+
+
+def read_annotations(args: argparse.Namespace, source: SampleSource, table: ClassTable
+                     ) -> dict[str, Points] | None:
+    """The ``--point-file``'s points per image key of ``source`` (None without a point file).
+
+    Points are checked against the images' sizes; GeoJSON map coordinates are converted with
+    the georeferencing of the images that have one.
+    """
+    if not args.point_file:
+        return None
+    sizes = {k: source.size(i) for i, k in enumerate(source.keys)}
+    transforms = {}
+    if hasattr(source, "image_file"):
+        found = {k: georeferencing(source.image_file(i)) for i, k in enumerate(source.keys)}
+        transforms = {k: t for k, t in found.items() if t is not None}
+    return read_point_annotations(args.point_file, table, sizes, transforms)
+
+
+def training_dataset(args: argparse.Namespace, source: SampleSource, table: ClassTable
+                     ) -> PointSupervisedDataset:
+    """Crops of ``source`` with their labels: points (simulated or read) or the dense masks."""
+    points_per_class = None if args.dense else args.points_per_class
+    return PointSupervisedDataset(source, points_per_class, args.seed, args.crop_size,
+                                  augment=True, annotations=read_annotations(args, source, table))
+
+
+@dataclass
+class RunState:
+    """What a checkpoint keeps and ``--resume`` restores: the network, its optimiser state and
+    the epochs done (``start_epoch`` is the next one to train)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    start_epoch: int = 0
+    best_miou: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Append an epoch's record to the history; returns whether its mIoU is a new best."""
+        self.history.append(record)
+        improved = record["val_miou"] > self.best_miou
+        self.best_miou = max(self.best_miou, record["val_miou"])
+        return improved
+
+    def best_record(self) -> dict[str, Any]:
+        """The epoch record with the best validation mIoU so far ({} before the first epoch)."""
+        return max(self.history, key=lambda r: r["val_miou"], default={})
+
+
+def new_run_state(args: argparse.Namespace, table: ClassTable, device: torch.device,
+                  total_steps: int) -> RunState:
+    """A freshly initialised network (seeded by ``--seed``), optimiser, LR schedule, scaler."""
+    torch.manual_seed(args.seed)
+    model = build_model(args.arch, table.num_classes, args.pretrained, args.aux_loss).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(args, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total_steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return RunState(model, optimizer, scheduler, scaler)
+
+
+def resume(state: RunState, path: Path, args: argparse.Namespace, table: ClassTable) -> None:
+    """Load the checkpoint ``path`` into ``state``, the torch RNG included, so that the run goes
+    on exactly as if it had not stopped. Raises CheckpointError when the options disagree."""
+    ckpt = read_checkpoint(path)
+    config = ckpt.get("config", {})
+    saved = {"--arch": ckpt.get("arch"), "--aux-loss": ckpt.get("aux_loss"),
+             "--optimizer": config.get("optimizer", args.optimizer)}
+    asked = {"--arch": args.arch, "--aux-loss": args.aux_loss, "--optimizer": args.optimizer}
+    for flag, value in saved.items():
+        if value != asked[flag]:
+            raise CheckpointError(f"{path} was trained with {flag} {value}, not {asked[flag]}; "
+                                  f"resume with the run's options or pass --overwrite")
+    if ClassTable.from_dict(ckpt["classes"]) != table:
+        raise CheckpointError(f"{path} was trained with another class table; resume with "
+                              f"the run's --classes or pass --overwrite")
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        state.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        state.start_epoch, state.best_miou = ckpt["epoch"] + 1, ckpt["best_miou"]
+        state.history = ckpt["history"]
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot resume from it ({str(exc).splitlines()[0]})") from exc
+
+
+def resume_if_possible(state: RunState, path: Path, args: argparse.Namespace, table: ClassTable
+                       ) -> bool:
+    """``--resume``: continue from ``path`` when it exists, saying after which epoch. Returns
+    False when that run already finished all ``--epochs`` (it says so): nothing left to train."""
+    if not path.is_file():
+        print(f"no {path} to resume: starting a new run")
+        return True
+    resume(state, path, args, table)
+    if state.start_epoch >= args.epochs:
+        print(f"{path}: the run already finished all {state.start_epoch} epochs; nothing to train "
+              f"(raise --epochs to train longer)")
+        return False
+    print(f"resumed from {path} after epoch {state.start_epoch}/{args.epochs}")
+    return True
+
+
+def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: PointSupervisedDataset,
+              criterion: torch.nn.Module, steps: int, val_source: SampleSource, table: ClassTable,
+              device: torch.device, out: Path) -> dict[str, Any]:
+    """Train one epoch of ``steps`` optimizer steps, then score the dense validation masks
+    (and write the validation pictures). Returns the epoch's record for the metrics."""
+    t0 = time.time()
+    cuda = device.type == "cuda"
+    progress = not args.no_progress
+    dataset.set_epoch(epoch)
+    loader = DataLoader(dataset, batch_size=args.batch_size,
+                        sampler=epoch_draws(len(dataset), steps * args.batch_size, args.seed, epoch),
+                        num_workers=args.num_workers, pin_memory=cuda)
+    losses = train_one_epoch(state.model, loader, criterion, state.optimizer, state.scheduler,
+                             state.scaler, device, f"epoch {epoch + 1}/{args.epochs}", progress)
+    state.model.eval()
+    cm = evaluate_source(predictor(state.model, device, amp=cuda), val_source, table,
+                         out / "pictures", args.max_pictures,
+                         args.points_per_class or DEFAULT_POINTS_PER_CLASS, args.seed, progress)
+    result = scores(cm)
+    return {"epoch": epoch, "step": (epoch + 1) * steps,
+            "train_loss": float(np.mean(losses)) if losses else 0.0,
+            "val_miou": result.miou, "val_pixel_accuracy": result.pixel_accuracy,
+            "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
+            "val_iou": result.as_dict(table.names)["iou"]}
+
+
+def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict[str, Any],
+                       state: RunState, epoch: int) -> dict[str, Any]:
+    """Everything ``last.pt`` / ``best.pt`` hold after ``epoch``: the network (for export),
+    the optimiser, schedule, scaler and torch RNG (for --resume), the history and options."""
+    return {"arch": args.arch, "aux_loss": args.aux_loss, "classes": table.to_dict(),
+            "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(),
+            "epoch": epoch, "best_miou": state.best_miou, "history": state.history,
+            "crop_size": args.crop_size, "config": config,
+            "rng": {"torch": torch.get_rng_state()}}
+
+
+def run_config(args: argparse.Namespace, device: torch.device, train_source: SampleSource,
+               val_source: SampleSource, steps: int, table: ClassTable) -> dict[str, Any]:
+    """The options and what they resolved to, as plain JSON values (for metrics.json)."""
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    return options | {"device": str(device), "train_images": len(train_source),
+                      "val_images": len(val_source), "steps_per_epoch": steps,
+                      "classes": list(table.names)}
+
+
+def save_checkpoints(out: Path, payload: dict[str, Any], improved: bool) -> None:
+    """``last.pt`` every epoch; ``best.pt`` too when the validation mIoU ``improved``."""
+    save_checkpoint(out / "last.pt", payload)
+    if improved:
+        save_checkpoint(out / "best.pt", payload)
+
+
+def log_epoch(record: dict[str, Any], epochs: int) -> None:
+    print(f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
+          f"val mIoU {100 * record['val_miou']:.2f}%  "
+          f"acc {100 * record['val_pixel_accuracy']:.2f}%  ({record['seconds']:.0f} s)", flush=True)
+
+
+def remove_previous_run(out: Path) -> None:
+    """``--overwrite``: delete the files an earlier run left in ``out`` (checkpoints, metrics)."""
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run the training described by ``args``; returns the best epoch's record."""
     out = Path(args.out)
@@ -147,102 +367,44 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cuda = device.type == "cuda"
-    progress = not args.no_progress
-
     table: ClassTable = load_table(args)
+    check_alpha(args.alpha, table)
     train_source = open_source(args, "train", table)
     val_source = open_source(args, "val", table)
-    annotations = None
-    if args.point_file:
-        sizes = {k: train_source.size(i) for i, k in enumerate(train_source.keys)}
-        transforms = {}
-        if hasattr(train_source, "image_file"):
-            found = {k: georeferencing(train_source.image_file(i))
-                     for i, k in enumerate(train_source.keys)}
-            transforms = {k: t for k, t in found.items() if t is not None}
-        annotations = read_point_annotations(args.point_file, table, sizes, transforms)
-    points_per_class = None if args.dense else args.points_per_class
-    dataset = PointSupervisedDataset(train_source, points_per_class, args.seed, args.crop_size,
-                                     augment=True, annotations=annotations)
+    dataset = training_dataset(args, train_source, table)
     steps = args.steps_per_epoch or math.ceil(len(dataset) / args.batch_size)
-    total_steps = steps * args.epochs
-
-    torch.manual_seed(args.seed)
-    model = build_model(args.arch, table.num_classes, args.pretrained, args.aux_loss).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    state = new_run_state(args, table, device, steps * args.epochs)
     criterion = PartialFocalCELoss(args.gamma, args.alpha).to(device)
-    optimizer = build_optimizer(args, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    config = run_config(args, device, train_source, val_source, steps, table)
+    if args.resume and not resume_if_possible(state, out / "last.pt", args, table):
+        return state.best_record()  # the run had finished all its epochs: nothing to train
 
-    config = vars(args) | {"device": str(device), "train_images": len(train_source),
-                           "val_images": len(val_source), "steps_per_epoch": steps,
-                           "classes": list(table.names)}
-    history: list[dict[str, Any]] = []
-    start_epoch, best = 0, -1.0
-    if args.resume and (out / "last.pt").is_file():
-        ckpt = read_checkpoint(out / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_miou"], ckpt["history"]
-        print(f"resumed from {out / 'last.pt'} after epoch {ckpt['epoch']}")
-
-    best_record: dict[str, Any] = max(history, key=lambda r: r["val_miou"], default={})
-    stop = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after)
-    for epoch in range(start_epoch, stop):
-        t0 = time.time()
-        dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=args.batch_size,
-                            sampler=epoch_draws(len(dataset), steps * args.batch_size,
-                                                args.seed, epoch),
-                            num_workers=args.num_workers, pin_memory=cuda)
-        losses = train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
-                                 f"epoch {epoch + 1}/{args.epochs}", progress)
-        model.eval()
-        cm = evaluate_source(predictor(model, device, amp=cuda), val_source, table,
-                             out / "pictures", args.max_pictures,
-                             args.points_per_class if args.points_per_class > 0 else 10,
-                             args.seed, progress)
-        result = scores(cm)
-        record = {"epoch": epoch, "step": (epoch + 1) * steps,
-                  "train_loss": float(np.mean(losses)) if losses else 0.0,
-                  "val_miou": result.miou, "val_pixel_accuracy": result.pixel_accuracy,
-                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
-                  "val_iou": result.as_dict(table.names)["iou"]}
-        history.append(record)
-        improved = result.miou > best
-        best = max(best, result.miou)
+    best_record = state.best_record()
+    stop = args.epochs if not args.stop_after else min(args.epochs, state.start_epoch + args.stop_after)
+    for epoch in range(state.start_epoch, stop):
+        record = run_epoch(epoch, args, state, dataset, criterion, steps, val_source, table, device,
+                           out)
+        if args.overwrite and epoch == state.start_epoch:
+            remove_previous_run(out)  # only now: a run that fails in its first epoch keeps the old one
+        improved = state.add(record)
         if improved:
             best_record = record
-        payload = {"arch": args.arch, "aux_loss": args.aux_loss, "classes": table.to_dict(),
-                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                   "epoch": epoch, "best_miou": best, "history": history,
-                   "crop_size": args.crop_size, "config": config,
-                   "rng": {"torch": torch.get_rng_state()}}
-        save_checkpoint(out / "last.pt", payload)
-        if improved:
-            save_checkpoint(out / "best.pt", payload)
-        write_metrics(out, config, history)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {record['train_loss']:.4f}  "
-              f"val mIoU {100 * result.miou:.2f}%  acc {100 * result.pixel_accuracy:.2f}%  "
-              f"({record['seconds']:.0f} s)", flush=True)
+        save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch), improved)
+        write_metrics(out, config, state.history)
+        log_epoch(record, args.epochs)
     return best_record
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = out_folder_problem(args)
+    if problem:
+        return fail(problem)
     try:
         best = train(args)
     except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
-            ClassTableError, DeviceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            ClassTableError, DeviceError, OptionError) as exc:
+        return fail(str(exc))
     if best:
         print(f"best val mIoU {100 * best['val_miou']:.2f}% at epoch {best['epoch'] + 1}; "
               f"checkpoints in {args.out}")
