@@ -32,6 +32,7 @@ def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: in
             device: str, repeats: int, channels_last: bool = True) -> dict[str, float]:
     """Median seconds per request of each stage for a ``size`` x ``size`` PNG."""
     dev = torch.device(device)
+    micro_batch = HandlerConfig(tile_batch_size=micro_batch).micro_batch(dev)
     artifact = load_artifact(model_path, dev)
     model, table = artifact.network, artifact.classes
     predict = tile_predictor(model, dev, False, channels_last)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile side in pixels")
     p.add_argument("--overlap", type=int, default=defaults.tile_overlap, help="tile overlap, pixels")
     p.add_argument("--micro-batch", type=int, default=defaults.tile_batch_size,
-                   help="tiles per forward pass")
+                   help="tiles per forward pass (0: the device's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up")
     p.add_argument("--out", default=None, help="JSON result file")

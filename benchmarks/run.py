@@ -122,7 +122,8 @@ def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, rep
     handler's precision and memory format (the batch the server runs depends on the load)."""
     model, flops = model_and_flops(model_path, settings.tile)
     cuda = device.startswith("cuda")
-    sizes = sorted({min(2 ** k, settings.tile_batch) for k in range(settings.tile_batch.bit_length())})
+    top = HandlerConfig(tile_batch_size=settings.tile_batch).micro_batch(device)
+    sizes = sorted({min(2 ** k, top) for k in range(top.bit_length())})
     runs = [measure(model, torch.device(device), settings.precision if cuda else "fp32",
                     settings.channels_last, bs, settings.tile, flops, ceiling=float("inf"),
                     warmup=2, repeats=repeats) for bs in sizes]

@@ -23,7 +23,7 @@ from handler import metrics
 from handler.decode import decode_image
 from handler.encode import encode
 from handler.errors import REASON_PHRASES, RequestError
-from handler.inference import HandlerConfig, tile_predictor
+from handler.inference import HandlerConfig, tile_predictor, warm_up
 from handler.request import Job, choose_format, image_bytes
 from handler.tiling import plan_tiles, segment_images
 from model.artifact import load_artifact
@@ -60,6 +60,7 @@ class GeoSegHandler(BaseHandler):
         if half:
             self.model = self.model.half()
         self.predict = tile_predictor(self.model, self.device, half, self.config.channels_last)
+        warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True
         logger.info("GeoSeg model %s on %s, classes %s, %s", artifact.arch, self.device,
@@ -86,7 +87,7 @@ class GeoSegHandler(BaseHandler):
         good = [j for j in jobs if isinstance(j, Job)]
         cfg = self.config
         maps = segment_images([j.image.rgb for j in good], self.predict, cfg.tile_size,
-                              cfg.tile_overlap, cfg.tile_batch_size)
+                              cfg.tile_overlap, cfg.micro_batch(self.device))
         by_index = {j.index: m for j, m in zip(good, maps)}
         for j in good:
             h, w = j.image.rgb.shape[:2]

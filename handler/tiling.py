@@ -74,15 +74,20 @@ def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
                    overlap: int, micro_batch: int) -> list[np.ndarray]:
     """Class maps (H, W) uint8 for several RGB images (H, W, 3) uint8 at once.
 
-    The tiles of all images are pooled and sent to ``predict`` in micro-batches of up to
-    ``micro_batch`` tiles, so requests batched together share the device's batches.
+    The tiles of all images are pooled and sent to ``predict`` in micro-batches of exactly
+    ``micro_batch`` tiles (the last one padded with blank tiles whose answers are dropped), so
+    requests batched together share the device's batches, and the network always runs at one
+    shape: kernels chosen for another batch size could flip a near-tie argmax, and an image's
+    answer would then depend on its companions.
     """
     padded = [pad_to_tile(img, tile) for img in images]
     outputs = [np.zeros(img.shape[:2], dtype=np.uint8) for img in images]
     jobs = [(k, t) for k, img in enumerate(images)
             for t in plan_tiles(img.shape[0], img.shape[1], tile, overlap)]
     for chunk in _chunks(jobs, max(1, micro_batch)):
-        batch = np.stack([cut(padded[k], t, tile) for k, t in chunk])
+        batch = np.zeros((max(1, micro_batch), tile, tile, 3), dtype=np.uint8)
+        for slot, (k, t) in enumerate(chunk):
+            batch[slot] = cut(padded[k], t, tile)
         classes = predict(batch)
         for (k, t), c in zip(chunk, classes):
             paste(outputs[k], t, c)

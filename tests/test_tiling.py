@@ -63,7 +63,7 @@ def test_tiles_of_several_images_share_micro_batches():
     images = [np.full((40, 40, 3), k, np.uint8) for k in (1, 2, 3)]
     outs = segment_images(images, predict, tile=32, overlap=8, micro_batch=8)
     assert [int(o.mean()) for o in outs] == [1, 2, 3]
-    assert sizes == [8, 4]  # 3 images x 4 tiles pooled into micro-batches of up to 8
+    assert sizes == [8, 8]  # 3 images x 4 tiles pooled into micro-batches of 8, the last padded
 
 
 def test_bad_tiling_parameters_are_refused():
