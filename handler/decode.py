@@ -20,7 +20,7 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,7 +69,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             _check_size(*size, max_pixels)
         return _decode_tiff(bytes(data), max_pixels, georef)
     if data[:8] == PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
-        _check_size(*struct.unpack(">II", data[16:24]), max_pixels)
+        width, height = struct.unpack(">II", data[16:24])
+        _check_size(width, height, max_pixels)
     return _decode_pillow(bytes(data), max_pixels)
 
 
@@ -125,8 +126,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            rgb = _pillow_to_rgb(im)
+            rgb = _pillow_to_rgb(ImageOps.exif_transpose(im) or im)
         except RequestError:
             raise
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -185,7 +185,7 @@ def _tiff_header(data: bytes) -> tuple[Optional[tuple[int, int]], Optional[GeoRe
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            tags = tif.pages[0].tags
+            tags = cast(tifffile.TiffPage, tif.pages[0]).tags  # the first page is never a frame
             found = [(t.code, int(t.dtype), t.count, t.value) for t in tags.values()
                      if t.code in GEOTIFF_TAGS]
             size = None

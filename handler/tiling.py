@@ -55,8 +55,9 @@ def pad_to_tile(rgb: np.ndarray, tile: int) -> np.ndarray:
     ph, pw = max(0, tile - h), max(0, tile - w)
     if not ph and not pw:
         return rgb
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    if min(h, w) > 1:
+        return np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+    return np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
 
 
 def cut(padded: np.ndarray, t: Tile, tile: int) -> np.ndarray:

@@ -36,7 +36,7 @@ def script_model(model: NormalizedSegmenter) -> torch.jit.ScriptModule:
         # torchvision lists aux_classifier in __constants__: it must leave _modules before
         # it can become the constant None that the scripted forward branches on.
         del model.net.aux_classifier
-        model.net.aux_classifier = None
+        setattr(model.net, "aux_classifier", None)  # noqa: B010 (typed as a Module)
     with quiet_jit():
         return torch.jit.script(model)
 

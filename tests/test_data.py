@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.class_table import ClassTable, ClassTableError, IGNORE_INDEX
+from model.class_table import IGNORE_INDEX, ClassTable, ClassTableError
 from training.data import (
     ColourMaskFolders,
     DatasetError,

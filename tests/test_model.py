@@ -4,10 +4,10 @@ import pytest
 import torch
 import torchvision
 
+from model.artifact import load_artifact, save_artifact
 from model.builder import PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from model.artifact import load_artifact, save_artifact
 from model.export import PARITY_TOLERANCE, export_meta, parity, script_model
 
 
@@ -67,7 +67,7 @@ def test_export_parity_and_metadata_round_trip(tmp_path, table):
     path = tmp_path / "m.pt"
     save_artifact(scripted, export_meta(table, "deeplabv3_resnet50"), path)
     artifact = load_artifact(path)
-    loaded, meta = artifact.network, artifact.meta
+    loaded = artifact.network
     assert artifact.classes == table
     x = torch.rand(2, 3, 48, 40)
     with torch.inference_mode():

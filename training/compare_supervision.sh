@@ -8,7 +8,7 @@ mkdir -p "$out"
 for setting in "--points-per-class 10" "--points-per-class 50" "--dense"; do
   name=$(echo "$setting" | tr -d '-' | tr ' ' '_')
   echo "== $setting" >&2
-  python -m training.train "$@" $setting --out "$out/$name" --no-progress >&2
+  geoseg train "$@" $setting --out "$out/$name" --no-progress --overwrite >&2
 done
 python - "$out" <<'PY'
 import json, sys, pathlib

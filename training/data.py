@@ -59,10 +59,10 @@ class SampleSource(Protocol):
 
 
 def _read_rgb(path: Path, scale: float = 1.0) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as src:
+        im = src.convert("RGB")
         if scale != 1.0:
-            im = im.resize(_scaled(im.size, scale), Image.BILINEAR)
+            im = im.resize(_scaled(im.size, scale), Image.Resampling.BILINEAR)
         return np.asarray(im)
 
 
@@ -201,10 +201,10 @@ class ColourMaskFolders:
     def load(self, index: int) -> Sample:
         image_path, mask_path = self.pairs[index]
         image = _read_rgb(image_path, self.scale)
-        with Image.open(mask_path) as im:
-            im = im.convert("RGB")
+        with Image.open(mask_path) as src:
+            im = src.convert("RGB")
             if self.scale != 1.0:
-                im = im.resize(_scaled(im.size, self.scale), Image.NEAREST)
+                im = im.resize(_scaled(im.size, self.scale), Image.Resampling.NEAREST)
             try:
                 mask = self.table.mask_from_colors(np.asarray(im))
             except ValueError as exc:

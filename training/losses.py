@@ -47,6 +47,8 @@ def partial_focal_ce(logits: Tensor, target: Tensor, gamma: float = 2.0,
 class PartialFocalCELoss(nn.Module):
     """``nn.Module`` form of :func:`partial_focal_ce`."""
 
+    alpha: Optional[Tensor]
+
     def __init__(self, gamma: float = 2.0, alpha: Optional[Sequence[float]] = None,
                  ignore_index: int = IGNORE_INDEX, eps: float = 1e-6) -> None:
         super().__init__()

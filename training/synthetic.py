@@ -34,7 +34,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
     """Smooth random field (H, W) float32 in about [-1, 1], features about ``cell`` pixels wide."""
     coarse = rng.uniform(-1, 1, size=(h // cell + 3, w // cell + 3)).astype(np.float32)
     big = Image.fromarray(coarse, mode="F").resize(((w // cell + 3) * cell, (h // cell + 3) * cell),
-                                                   Image.BICUBIC)
+                                                   Image.Resampling.BICUBIC)
     return np.asarray(big)[cell:cell + h, cell:cell + w]
 
 
@@ -73,7 +73,8 @@ def _paint_fields(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     patches = _smooth_noise(rng, h, w, max(8, UNIT // 3))
     grain = rng.normal(0, 0.35, size=(h, w)).astype(np.float32)
-    soil = np.where(patches[..., None] > 0, np.float32([150, 140, 95]), np.float32([120, 135, 80]))
+    soil = np.where(patches[..., None] > 0, np.array([150, 140, 95], np.float32),
+                    np.array([120, 135, 80], np.float32))
     rgb[:] = soil * (1 + 0.10 * _smooth_noise(rng, h, w, 6)[..., None] + 0.05 * grain[..., None])
     return grain
 
