@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import parser
+from common.cli import parser, write_json
 from handler.decode import decode_image
 from model.class_table import ClassTable
 from training.synthetic import generate_scene
@@ -156,9 +154,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     result = run(args.count, args.size, args.repeats, tuple(args.levels))
     print(report(result))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, result)
     return 0
 
 

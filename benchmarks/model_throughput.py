@@ -9,7 +9,6 @@ FlopCounterMode), not assumed.
 """
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.cli import fail
+from common.cli import fail, write_json
 from common.cli import parser as cli_parser
 from handler.inference import HandlerConfig
 from model.artifact import load_artifact
@@ -160,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
               "matmul_ceiling_tflops": {p: c / 1e12 for p, c in ceilings.items()},
               "best": asdict(best), "measurements": [asdict(r) for r in results]}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, report)
     return 0
 
 

@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 EXIT_USAGE = 2
 
@@ -49,28 +50,35 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def _path_check(text: str, ok: Callable[[Path], bool], missing: str) -> Path:
+    path = Path(text)
+    if not ok(path):
+        raise argparse.ArgumentTypeError(f"{text}: {missing}")
+    return path
+
+
 def existing_file(text: str) -> Path:
     """argparse type: a path that must be an existing file."""
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: no such file")
-    return path
+    return _path_check(text, Path.is_file, "no such file")
 
 
 def existing_dir(text: str) -> Path:
     """argparse type: a path that must be an existing folder."""
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: no such folder")
-    return path
+    return _path_check(text, Path.is_dir, "no such folder")
 
 
 def existing_path(text: str) -> Path:
     """argparse type: a path that must exist (a file or a folder)."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
-    return path
+    return _path_check(text, Path.exists, "no such file or folder")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` (folders created) and say so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 
 
 def _number(text: str, kind: type) -> float:

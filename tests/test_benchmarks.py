@@ -111,3 +111,17 @@ def test_bench_defaults_are_the_handlers_and_sweep_grid_is_the_product():
     assert sweep.users == [4] and len(sweep.settings) == 2 * 1 * 1 * 3
     assert {(s.batch_size, s.tile_batch) for s in sweep.settings} == {
         (b, t) for b in (1, 4) for t in (1, 2, 4)}
+
+
+def test_codec_benchmark_times_every_decoder_and_level(tmp_path):
+    from benchmarks.codecs import main as codecs_main
+
+    out = tmp_path / "codecs.json"
+    assert codecs_main(["--count", "2", "--size", "64", "--repeats", "1", "--levels", "1", "6",
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {(d["format"], d["decoder"]): d for d in result["decode"]}
+    assert {("PNG", "handler (Pillow)"), ("PNG", "torchvision.io cpu"), ("JPEG", "handler (Pillow)")} <= set(rows)
+    assert rows[("PNG", "torchvision.io cpu")]["fraction_of_values_differing_from_pillow"] == 0.0
+    sizes = [e["bytes_per_tile"] for e in result["encode_png"]]
+    assert len(sizes) == 2 and sizes[1] <= sizes[0]  # level 6 compresses at least as well as 1
