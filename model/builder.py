@@ -45,9 +45,6 @@ class NormalizedSegmenter(nn.Module):
     Input: (N, 3, H, W) float32 in [0, 1]. Output: dict with ``out`` (N, C, H, W) logits.
     """
 
-    mean: Tensor
-    std: Tensor
-
     def __init__(self, net: nn.Module, mean: tuple[float, float, float] = IMAGENET_MEAN,
                  std: tuple[float, float, float] = IMAGENET_STD) -> None:
         super().__init__()
