@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from common.cli import fail, parser
 from model.class_table import ClassTable, ClassTableError
@@ -66,22 +66,30 @@ def read_truth(path: str | Path, table: ClassTable) -> np.ndarray:
     return table.mask_from_colors(mask) if mask.ndim == 3 else mask
 
 
-def legend_strip(table: ClassTable, width: int, height: int = 28) -> np.ndarray:
+TEXT_HEIGHT = 44
+"""Pixels of a caption or legend strip; the text is about 60% of it."""
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=int(TEXT_HEIGHT * 0.6))
+
+
+def legend_strip(table: ClassTable, width: int, height: int = TEXT_HEIGHT) -> np.ndarray:
     """(height, width, 3) uint8: a colour box and the name of each class."""
     strip = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(strip)
-    x = 8
+    draw, font = ImageDraw.Draw(strip), _font()
+    x, box = 12, height - 16
     for name, color in zip(table.names, table.colors):
-        draw.rectangle([x, 6, x + 16, height - 6], fill=tuple(color), outline=(0, 0, 0))
-        draw.text((x + 22, height // 2 - 6), name, fill=(0, 0, 0))
-        x += 30 + 7 * len(name) + 16
+        draw.rectangle([x, 8, x + box, 8 + box], fill=tuple(color), outline=(0, 0, 0))
+        draw.text((x + box + 10, height // 2), name, fill=(0, 0, 0), font=font, anchor="lm")
+        x += box + 10 + int(draw.textlength(name, font=font)) + 36
     return np.asarray(strip)
 
 
-def caption(text: str, width: int, height: int = 22) -> np.ndarray:
+def caption(text: str, width: int, height: int = TEXT_HEIGHT) -> np.ndarray:
     """(height, width, 3) uint8 white strip with ``text``."""
     strip = Image.new("RGB", (width, height), (255, 255, 255))
-    ImageDraw.Draw(strip).text((6, 5), text, fill=(0, 0, 0))
+    ImageDraw.Draw(strip).text((10, height // 2), text, fill=(0, 0, 0), font=_font(), anchor="lm")
     return np.asarray(strip)
 
 
@@ -93,7 +101,7 @@ def demo_picture(scene: np.ndarray, colours: np.ndarray, overlay: np.ndarray,
     for label, panel in (("input scene", scene), ("served class mask", colours),
                          ("overlay", overlay)):
         panels.append(np.concatenate([caption(label, panel.shape[1]), panel], axis=0))
-        panels.append(np.concatenate([np.full((22, 8, 3), 255, np.uint8), gap], axis=0))
+        panels.append(np.concatenate([np.full((TEXT_HEIGHT, 8, 3), 255, np.uint8), gap], axis=0))
     row = np.concatenate(panels[:-1], axis=1)
     return np.concatenate([row, legend_strip(table, row.shape[1])], axis=0)
 
