@@ -41,7 +41,7 @@ from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul
 from benchmarks.run import ServeSettings, serve_and_load
 from handler.decode import decode_image
 from handler.encode import encode
-from handler.inference import tile_predictor
+from handler.inference import HandlerConfig, tile_predictor
 from handler.tiling import segment_images
 from model.artifact import load_artifact, save_artifact
 from model.builder import build_model
@@ -57,7 +57,7 @@ class GpuPlan:
 
     device: str = "cuda"
     arch: str = "deeplabv3_resnet50"
-    tile: int = 512
+    tile: int = HandlerConfig().tile_size
     precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
     channels_last: tuple[bool, ...] = (False, True)
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -77,8 +77,9 @@ class GpuPlan:
 
     @property
     def overlap(self) -> int:
-        """Tile overlap in pixels: the handler's 64 at 512-pixel tiles, in proportion below."""
-        return self.tile // 8
+        """Tile overlap in pixels: the handler's at its tile size, in proportion for others."""
+        handler = HandlerConfig()
+        return handler.tile_overlap * self.tile // handler.tile_size
 
     @classmethod
     def dry(cls) -> GpuPlan:

@@ -12,14 +12,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from handler.inference import HandlerConfig
 from handler.tiling import plan_tiles
 from training.synthetic import generate_scene
 
+HANDLER = HandlerConfig()  # the served tile size and overlap
 SIZES = {"tiles": (512, 512), "scenes": (1536, 2048)}
 
 
 def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: int = 7,
-                    tile: int = 512, overlap: int = 64) -> Path:
+                    tile: int = HANDLER.tile_size, overlap: int = HANDLER.tile_overlap) -> Path:
     """Write ``count`` images of each size of ``kind`` as PNG, plus ``manifest.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
