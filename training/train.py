@@ -8,6 +8,11 @@ Every epoch is evaluated on the dense validation masks. The run folder gets ``la
 a run is continued with ``--resume`` or replaced with ``--overwrite``, never silently.
 
     python -m training.train --data data/synthetic --out runs/demo --points-per-class 10
+
+Data-parallel over N processes (DDP; NCCL with one GPU each, or gloo on the CPU; rank 0 alone
+prints and writes; see docs/distributed.md):
+
+    torchrun --nproc-per-node N -m training.train ...      (or: geoseg train --nproc N ...)
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ from model.class_table import ClassTable, ClassTableError
 from training.data import DatasetError, PointSupervisedDataset, SampleSource, epoch_draws
 from training.dataset_args import add_data_args, load_table, open_source
 from training.device import DeviceError, resolve_device
+from training.distributed import SINGLE, DistributedError, Group, join, launch, under_torchrun
 from training.evaluate import evaluate_source, predictor
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
@@ -77,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--steps-per-epoch", type=at_least(0), default=0,
                      help="optimizer steps per epoch (0: one pass over the training images)")
     opt.add_argument("--batch-size", type=at_least(2), default=8,
-                     help="images per step (at least 2: the ASPP pooling's BatchNorm needs two)")
+                     help="images per step and process (at least 2: the ASPP pooling's BatchNorm "
+                          "needs two); the global batch is this times the processes")
     opt.add_argument("--crop-size", type=at_least(1), default=256, help="training crop side, pixels")
     opt.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                      help="optimiser (sgd: momentum 0.9)")
@@ -99,8 +107,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="stop after this many epochs of this invocation (time-limited jobs); "
                           "continue later with --resume (0: no limit)")
     run.add_argument("--max-pictures", type=at_least(0), default=8,
-                     help="validation pictures to write")
+                     help="validation pictures to write (several processes: from rank 0's block "
+                          "of the validation images)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    par = p.add_argument_group("distributed", "data-parallel training (DDP) over several processes")
+    par.add_argument("--nproc", type=at_least(1), default=None,
+                     help="start this many training processes on this machine through torchrun "
+                          "(one GPU each on CUDA, gloo on the CPU); the same as torchrun "
+                          "--nproc-per-node N -m training.train ... (default: one plain process)")
+    par.add_argument("--sync-bn", action="store_true",
+                     help="BatchNorm statistics over the global batch (SyncBatchNorm; CUDA, "
+                          "several processes only)")
     args = p.parse_args(argv)
     if args.points_per_class is None and not args.dense and args.point_file is None:
         args.points_per_class = DEFAULT_POINTS_PER_CLASS
@@ -172,7 +189,7 @@ def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any
     """``metrics.json`` (config + one record per epoch) and a flat ``metrics.csv``."""
     (out / "metrics.json").write_text(json.dumps({"config": config, "epochs": history},
                                                  indent=2) + "\n")
-    rows = [{k: v for k, v in r.items() if k != "val_iou"}
+    rows = [{k: v for k, v in r.items() if k not in ("val_iou", "val_confusion")}
             | {f"iou_{n}": v for n, v in r["val_iou"].items()} for r in history]
     if rows:
         with (out / "metrics.csv").open("w", newline="") as fh:
@@ -216,7 +233,8 @@ def training_dataset(args: argparse.Namespace, source: SampleSource, table: Clas
 @dataclass
 class RunState:
     """What a checkpoint keeps and ``--resume`` restores: the network, its optimiser state and
-    the epochs done (``start_epoch`` is the next one to train)."""
+    the epochs done (``start_epoch`` is the next one to train). ``trainer``: the network that
+    training steps go through when it is not ``model`` itself (its DDP wrapper)."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -225,6 +243,11 @@ class RunState:
     start_epoch: int = 0
     best_miou: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    trainer: torch.nn.Module | None = None
+
+    def training_network(self) -> torch.nn.Module:
+        """What the optimizer steps train through: the DDP wrapper, or ``model``."""
+        return self.model if self.trainer is None else self.trainer
 
     def add(self, record: dict[str, Any]) -> bool:
         """Append an epoch's record to the history; returns whether its mIoU is a new best."""
@@ -239,10 +262,14 @@ class RunState:
 
 
 def new_run_state(args: argparse.Namespace, table: ClassTable, device: torch.device,
-                  total_steps: int) -> RunState:
-    """A freshly initialised network (seeded by ``--seed``), optimiser, LR schedule, scaler."""
+                  total_steps: int, group: Group = SINGLE) -> RunState:
+    """A freshly initialised network (seeded by ``--seed``: the same in every process),
+    optimiser, LR schedule, scaler. ``--sync-bn`` in a distributed run: SyncBatchNorm layers
+    (same parameters and state dict keys as BatchNorm)."""
     torch.manual_seed(args.seed)
     model = build_model(args.arch, table.num_classes, args.pretrained, args.aux_loss).to(device)
+    if group.active and args.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(args, model)
@@ -296,28 +323,39 @@ def resume_if_possible(state: RunState, path: Path, args: argparse.Namespace, ta
 
 def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: PointSupervisedDataset,
               criterion: torch.nn.Module, steps: int, val_source: SampleSource, table: ClassTable,
-              device: torch.device, out: Path) -> dict[str, Any]:
+              device: torch.device, out: Path, group: Group = SINGLE) -> dict[str, Any]:
     """Train one epoch of ``steps`` optimizer steps, then score the dense validation masks
-    (and write the validation pictures). Returns the epoch's record for the metrics."""
+    (and write the validation pictures). Returns the epoch's record for the metrics.
+
+    In a distributed ``group`` each process trains on its share of the epoch's draws and
+    scores its block of the validation images; the record (loss averaged over the processes,
+    confusion matrix summed) is the same on every process; rank 0 alone draws pictures."""
     t0 = time.time()
     cuda = device.type == "cuda"
-    progress = not args.no_progress
+    progress = not args.no_progress and group.is_main
     dataset.set_epoch(epoch)
-    loader = DataLoader(dataset, batch_size=args.batch_size,
-                        sampler=epoch_draws(len(dataset), steps * args.batch_size, args.seed, epoch),
+    group.seed_epoch(args.seed, epoch)
+    draws = epoch_draws(len(dataset), steps * args.batch_size * group.world_size, args.seed, epoch)
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=group.share(draws),
                         num_workers=args.num_workers, pin_memory=cuda)
-    losses = train_one_epoch(state.model, loader, criterion, state.optimizer, state.scheduler,
-                             state.scaler, device, f"epoch {epoch + 1}/{args.epochs}", progress)
+    losses = train_one_epoch(state.training_network(), loader, criterion, state.optimizer,
+                             state.scheduler, state.scaler, device, f"epoch {epoch + 1}/{args.epochs}",
+                             progress)
+    train_seconds = time.time() - t0
     state.model.eval()
-    cm = evaluate_source(predictor(state.model, device, amp=cuda), val_source, table,
-                         out / "pictures", args.max_pictures,
+    group.sync_state(state.model)  # every process scores exactly the weights rank 0 saves
+    cm = evaluate_source(predictor(state.model, device, amp=cuda), group.share_source(val_source),
+                         table, out / "pictures" if group.is_main else None,
+                         args.max_pictures if group.is_main else 0,
                          args.points_per_class or DEFAULT_POINTS_PER_CLASS, args.seed, progress)
+    cm = group.sum(cm)
     result = scores(cm)
     return {"epoch": epoch, "step": (epoch + 1) * steps,
-            "train_loss": float(np.mean(losses)) if losses else 0.0,
+            "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0),
             "val_miou": result.miou, "val_pixel_accuracy": result.pixel_accuracy,
             "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
-            "val_iou": result.as_dict(table.names)["iou"]}
+            "train_seconds": round(train_seconds, 2),
+            "val_iou": result.as_dict(table.names)["iou"], "val_confusion": cm.tolist()}
 
 
 def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict[str, Any],
@@ -333,12 +371,15 @@ def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict
 
 
 def run_config(args: argparse.Namespace, device: torch.device, train_source: SampleSource,
-               val_source: SampleSource, steps: int, table: ClassTable) -> dict[str, Any]:
+               val_source: SampleSource, steps: int, table: ClassTable, group: Group = SINGLE
+               ) -> dict[str, Any]:
     """The options and what they resolved to, as plain JSON values (for metrics.json)."""
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     return options | {"device": str(device), "train_images": len(train_source),
                       "val_images": len(val_source), "steps_per_epoch": steps,
-                      "classes": list(table.names)}
+                      "classes": list(table.names), "processes": group.world_size,
+                      "backend": group.backend,
+                      "global_batch_size": args.batch_size * group.world_size}
 
 
 def save_checkpoints(out: Path, payload: dict[str, Any], improved: bool) -> None:
@@ -360,11 +401,31 @@ def remove_previous_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the training described by ``args``; returns the best epoch's record."""
+def check_distributed(args: argparse.Namespace, device: torch.device, processes: int) -> None:
+    """Options that a run of ``processes`` processes on ``device`` cannot honour."""
+    if args.sync_bn and processes > 1 and device.type != "cuda":
+        raise OptionError(f"--sync-bn needs CUDA devices (SyncBatchNorm does not run on "
+                          f"{device.type}); leave it out when training on {device.type}")
+
+
+def log_start(args: argparse.Namespace, group: Group, steps: int) -> None:
+    """A distributed run says what it is: processes, backend, per-process and global batch."""
+    if group.active:
+        print(f"distributed: {group.world_size} processes ({group.backend}, "
+              f"{'one GPU each' if group.device.type == 'cuda' else 'CPU'}), "
+              f"batch {args.batch_size} per process, global batch "
+              f"{args.batch_size * group.world_size}, {steps} steps per epoch"
+              f"{', SyncBatchNorm' if args.sync_bn else ''}", flush=True)
+
+
+def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any]:
+    """Run the training described by ``args`` as one process of ``group`` (None: a single
+    process on ``--device``); returns the best epoch's record."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
+    group = group or Group(device=resolve_device(args.device))
+    device = group.device
+    check_distributed(args, device, group.world_size)
     if args.threads:
         torch.set_num_threads(args.threads)
     table: ClassTable = load_table(args)
@@ -372,42 +433,80 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     train_source = open_source(args, "train", table)
     val_source = open_source(args, "val", table)
     dataset = training_dataset(args, train_source, table)
-    steps = args.steps_per_epoch or math.ceil(len(dataset) / args.batch_size)
-    state = new_run_state(args, table, device, steps * args.epochs)
+    steps = args.steps_per_epoch or math.ceil(len(dataset) / (args.batch_size * group.world_size))
+    state = new_run_state(args, table, device, steps * args.epochs, group)
     criterion = PartialFocalCELoss(args.gamma, args.alpha).to(device)
-    config = run_config(args, device, train_source, val_source, steps, table)
-    if args.resume and not resume_if_possible(state, out / "last.pt", args, table):
-        return state.best_record()  # the run had finished all its epochs: nothing to train
+    config = run_config(args, device, train_source, val_source, steps, table, group)
+    log_start(args, group, steps)
+    if args.resume:
+        more = resume_if_possible(state, out / "last.pt", args, table)
+        group.agree(state.start_epoch, "the epochs already done (every process must read the "
+                                       "same --out: put it on storage that every machine sees)")
+        if not more:
+            return state.best_record()  # the run had finished all its epochs: nothing to train
+    state.trainer = group.wrap(state.model) if group.active else None
 
     best_record = state.best_record()
     stop = args.epochs if not args.stop_after else min(args.epochs, state.start_epoch + args.stop_after)
     for epoch in range(state.start_epoch, stop):
         record = run_epoch(epoch, args, state, dataset, criterion, steps, val_source, table, device,
-                           out)
-        if args.overwrite and epoch == state.start_epoch:
-            remove_previous_run(out)  # only now: a run that fails in its first epoch keeps the old one
+                           out, group)
         improved = state.add(record)
         if improved:
             best_record = record
-        save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch), improved)
-        write_metrics(out, config, state.history)
-        log_epoch(record, args.epochs)
+        if group.is_main:
+            if args.overwrite and epoch == state.start_epoch:
+                remove_previous_run(out)  # only now: a run that fails in its first epoch keeps the old one
+            save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch), improved)
+            write_metrics(out, config, state.history)
+            log_epoch(record, args.epochs)
     return best_record
+
+
+def launch_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--nproc`` processes cannot start as asked (one line), or None: checked once before
+    torchrun starts them, so the usual mistakes give one line rather than one per process."""
+    problem = out_folder_problem(args)
+    if problem:
+        return problem
+    try:
+        device = resolve_device(args.device, 0, args.nproc)
+        check_distributed(args, device, args.nproc)
+    except (DeviceError, OptionError) as exc:
+        return str(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = out_folder_problem(args)
-    if problem:
-        return fail(problem)
+    if args.nproc is not None and not under_torchrun():
+        problem = launch_problem(args)
+        if problem:
+            return fail(problem)
+        return launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
+    if args.nproc is not None and str(args.nproc) != os.environ.get("LOCAL_WORLD_SIZE"):
+        return fail(f"--nproc {args.nproc} under torchrun, which started "
+                    f"{os.environ.get('LOCAL_WORLD_SIZE')} processes on this machine: leave "
+                    f"--nproc out when starting through torchrun")
     try:
-        best = train(args)
-    except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
-            ClassTableError, DeviceError, OptionError) as exc:
+        group = join(args.device)
+    except (DeviceError, DistributedError) as exc:
         return fail(str(exc))
-    if best:
-        print(f"best val mIoU {100 * best['val_miou']:.2f}% at epoch {best['epoch'] + 1}; "
-              f"checkpoints in {args.out}")
+    try:
+        with group.quiet_unless_main():
+            problem = out_folder_problem(args)
+            if problem:
+                return fail(group.tag(problem))
+            try:
+                best = train(args, group)
+            except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
+                    ClassTableError, DeviceError, OptionError, DistributedError) as exc:
+                return fail(group.tag(str(exc)))
+            if best:
+                print(f"best val mIoU {100 * best['val_miou']:.2f}% at epoch {best['epoch'] + 1}; "
+                      f"checkpoints in {args.out}")
+    finally:
+        group.close()
     return 0
 
 
