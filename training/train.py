@@ -41,9 +41,11 @@ from training.dataset_args import add_data_args, load_table, open_source
 from training.device import DeviceError, resolve_device
 from training.distributed import SINGLE, DistributedError, Group, join, launch, under_torchrun
 from training.evaluate import evaluate_source, predictor
+from training.expansion import ExpandedPointDataset, ExpansionConfig, SuperpixelCache
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
 from training.points import PointFileError, Points, georeferencing, read_point_annotations
+from training.regularizers import EXPAND_WEIGHT, WeakSupervisionLoss
 
 AUX_WEIGHT = 0.4
 DEFAULT_POINTS_PER_CLASS = 10
@@ -73,6 +75,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="focal exponent (0: partial CE)")
     sup.add_argument("--alpha", type=at_least(0.0, float), nargs="*", default=None,
                      help="per-class weights, one per class of the table")
+    weak = p.add_argument_group("weak supervision", "use the unlabelled pixels too (point labels "
+                                "only; off by default until measured: docs/results.md)")
+    weak.add_argument("--expand", choices=("none", "superpixels"), default="none",
+                      help="label expansion: each SLIC superpixel holding clicked points of one "
+                           "class takes that class")
+    weak.add_argument("--expand-weight", type=at_least(0.0, float), default=EXPAND_WEIGHT,
+                      help="loss weight of expanded pixels (clicked points weigh 1)")
+    weak.add_argument("--segment-area", type=positive(float), default=ExpansionConfig.segment_area_px,
+                      help="mean superpixel area in pixels of the training images (at --scale)")
+    weak.add_argument("--superpixel-cache", type=Path, default=None,
+                      help="folder for cached superpixels (default: <out>/superpixels; share one "
+                           "between runs over the same images)")
+    weak.add_argument("--crf-weight", type=at_least(0.0, float), default=0.0,
+                      help="weight of the Gated CRF loss on all valid pixels (0: off)")
+    weak.add_argument("--crf-warmup", type=at_least(0), default=1,
+                      help="epochs of plain training before the Gated CRF loss is switched on")
+    weak.add_argument("--plain", action="store_true",
+                      help="partial focal CE on the clicked points only (refuses --expand / "
+                           "--crf-weight): the baseline of the comparison")
     net = p.add_argument_group("model")
     net.add_argument("--arch", choices=tuple(ARCHITECTURES), default="deeplabv3_resnet50",
                      help="network (ResNet-50 is the reference, MobileNetV3 the fast one)")
@@ -121,7 +142,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.points_per_class is None and not args.dense and args.point_file is None:
         args.points_per_class = DEFAULT_POINTS_PER_CLASS
+    weak_options = args.expand != "none" or args.crf_weight > 0
+    if weak_options and (args.plain or args.dense):
+        p.error(f"--expand / --crf-weight cannot go with {'--plain' if args.plain else '--dense'}")
     return args
+
+
+def weakly_supervised(args: argparse.Namespace) -> bool:
+    """Whether the run uses the unlabelled pixels (label expansion or the Gated CRF loss)."""
+    return args.expand != "none" or args.crf_weight > 0
 
 
 def out_folder_problem(args: argparse.Namespace) -> str | None:
@@ -170,11 +199,12 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch
         labels = labels.to(device, non_blocking=True)
         if cuda:
             images = images.contiguous(memory_format=torch.channels_last)
+        extra = (images,) if isinstance(criterion, WeakSupervisionLoss) else ()
         with torch.autocast(device.type, torch.float16, enabled=cuda):
             outputs = model(images)
-            loss = criterion(outputs["out"], labels)
+            loss = criterion(outputs["out"], labels, *extra)
             if "aux" in outputs:
-                loss = loss + AUX_WEIGHT * criterion(outputs["aux"], labels)
+                loss = loss + AUX_WEIGHT * criterion(outputs["aux"], labels, *extra)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -189,7 +219,7 @@ def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any
     """``metrics.json`` (config + one record per epoch) and a flat ``metrics.csv``."""
     (out / "metrics.json").write_text(json.dumps({"config": config, "epochs": history},
                                                  indent=2) + "\n")
-    rows = [{k: v for k, v in r.items() if k not in ("val_iou", "val_confusion")}
+    rows = [{k: v for k, v in r.items() if k not in ("val_iou", "val_confusion", "superpixels")}
             | {f"iou_{n}": v for n, v in r["val_iou"].items()} for r in history]
     if rows:
         with (out / "metrics.csv").open("w", newline="") as fh:
@@ -226,8 +256,29 @@ def training_dataset(args: argparse.Namespace, source: SampleSource, table: Clas
                      ) -> PointSupervisedDataset:
     """Crops of ``source`` with their labels: points (simulated or read) or the dense masks."""
     points_per_class = None if args.dense else args.points_per_class
-    return PointSupervisedDataset(source, points_per_class, args.seed, args.crop_size,
-                                  augment=True, annotations=read_annotations(args, source, table))
+    annotations = read_annotations(args, source, table)
+    if not weakly_supervised(args):
+        return PointSupervisedDataset(source, points_per_class, args.seed, args.crop_size,
+                                      augment=True, annotations=annotations)
+    expansion = (ExpansionConfig(segment_area_px=args.segment_area)
+                 if args.expand == "superpixels" else None)
+    cache = SuperpixelCache(args.superpixel_cache or Path(args.out) / "superpixels")
+    return ExpandedPointDataset(source, points_per_class, args.seed, args.crop_size, augment=True,
+                                annotations=annotations, expansion=expansion, cache=cache)
+
+
+def training_criterion(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """pfCE on the clicked points, or, for a weakly supervised run, :class:`WeakSupervisionLoss`
+    (its Gated CRF weight is set per epoch by :func:`crf_weight_for`)."""
+    if not weakly_supervised(args):
+        return PartialFocalCELoss(args.gamma, args.alpha).to(device)
+    return WeakSupervisionLoss(args.gamma, args.alpha, expand_weight=args.expand_weight,
+                               crf_weight=args.crf_weight).to(device)
+
+
+def crf_weight_for(args: argparse.Namespace, epoch: int) -> float:
+    """The Gated CRF weight in ``epoch`` (0-based): 0 during the --crf-warmup epochs."""
+    return args.crf_weight if epoch >= args.crf_warmup else 0.0
 
 
 @dataclass
@@ -335,6 +386,8 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Po
     progress = not args.no_progress and group.is_main
     dataset.set_epoch(epoch)
     group.seed_epoch(args.seed, epoch)
+    if isinstance(criterion, WeakSupervisionLoss):
+        criterion.crf_weight = crf_weight_for(args, epoch)
     draws = epoch_draws(len(dataset), steps * args.batch_size * group.world_size, args.seed, epoch)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=group.share(draws),
                         num_workers=args.num_workers, pin_memory=cuda)
@@ -350,7 +403,12 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Po
                          args.points_per_class or DEFAULT_POINTS_PER_CLASS, args.seed, progress)
     cm = group.sum(cm)
     result = scores(cm)
-    return {"epoch": epoch, "step": (epoch + 1) * steps,
+    record: dict[str, Any] = {}
+    if isinstance(dataset, ExpandedPointDataset):
+        stats = dataset.cache.stats
+        record["superpixels"] = {"computed": stats.computed, "cache_hits": stats.hits,
+                                 "seconds_per_image": round(stats.seconds_per_image(), 3)}
+    return record | {"epoch": epoch, "step": (epoch + 1) * steps,
             "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0),
             "val_miou": result.miou, "val_pixel_accuracy": result.pixel_accuracy,
             "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
@@ -435,7 +493,7 @@ def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any
     dataset = training_dataset(args, train_source, table)
     steps = args.steps_per_epoch or math.ceil(len(dataset) / (args.batch_size * group.world_size))
     state = new_run_state(args, table, device, steps * args.epochs, group)
-    criterion = PartialFocalCELoss(args.gamma, args.alpha).to(device)
+    criterion = training_criterion(args, device)
     config = run_config(args, device, train_source, val_source, steps, table, group)
     log_start(args, group, steps)
     if args.resume:
