@@ -68,8 +68,9 @@ def summarise(folders: list[Path]) -> dict[str, Any]:
         best.append(max(e["val_miou"] for e in epochs))
         steps = metrics["config"]["steps_per_epoch"] * len(epochs)
         step_s.append(sum(e["train_seconds"] for e in epochs) / steps)
-        if "superpixels" in epochs[-1]:  # cumulative over the run: SLIC seconds per image
-            prep.append(epochs[-1]["superpixels"]["seconds_per_image"])
+        done = epochs[-1].get("superpixels") or {}
+        if done.get("computed"):  # cumulative over the run: SLIC seconds per image it computed
+            prep.append(done["seconds_per_image"])
     return {"final": final, "best": best, "seconds_per_step": statistics.median(step_s),
             "preprocess_s_per_image": statistics.median([p for p in prep if p is not None])
             if any(p is not None for p in prep) else None}
@@ -111,6 +112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="extra seeds for --multi-seed-rows only")
     p.add_argument("--multi-seed-rows", nargs="*", default=["p10", "p10-both", "dense"],
                    choices=list(ROWS), help="rows that also run --more-seeds")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: tabulate the run folders already in OUT")
     args = p.parse_args(args_in)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "ablation.log"
@@ -121,6 +124,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             seeds[name] = args.seeds + (args.more_seeds if name in args.multi_seed_rows else [])
             folders = []
             for seed in seeds[name]:
+                if args.report_only:
+                    folders.append(args.out / f"{name}-s{seed}")
+                    continue
                 print(f"== {name} seed {seed}", flush=True)
                 folders.append(run_row(name, seed, args.out, train_args, log))
             results[name] = summarise(folders)
