@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import count_flops, device_name, measure
@@ -46,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
 TARGET_SERVED_OVER_BARE = 0.9
 HANDLER_DEFAULTS = HandlerConfig()  # the one source of tile size, overlap, micro-batch, layout
+SHIPPED = yaml.safe_load((ROOT / "model" / "model-config.yaml").read_text())
+"""The shipped TorchServe settings (batchSize, maxBatchDelay, workers): the benchmark's defaults."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,9 @@ class ServeSettings:
     Sizes in pixels, ``max_batch_delay_ms`` in milliseconds. Tile defaults are the handler's.
     """
 
-    batch_size: int = 4
-    max_batch_delay_ms: int = 50
-    workers: int = 1
+    batch_size: int = SHIPPED["batchSize"]
+    max_batch_delay_ms: int = SHIPPED["maxBatchDelay"]
+    workers: int = SHIPPED["maxWorkers"]
     tile_batch: int = HANDLER_DEFAULTS.tile_batch_size
     precision: str = "fp32"  # fp16 applies on CUDA only
     tile: int = HANDLER_DEFAULTS.tile_size
@@ -116,7 +119,7 @@ def model_and_flops(model_path: Path, tile: int) -> tuple[torch.jit.ScriptModule
     return model, count_flops(model, tile)
 
 
-def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, repeats: int = 5
+def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, repeats: int = 15
                      ) -> dict[str, Any]:
     """The ceiling: the bare model's best tiles/s over batch sizes 1, 2, 4 .. tile_batch, at the
     handler's precision and memory format (the batch the server runs depends on the load)."""
@@ -126,7 +129,7 @@ def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, rep
     sizes = sorted({min(2 ** k, top) for k in range(top.bit_length())})
     runs = [measure(model, torch.device(device), settings.precision if cuda else "fp32",
                     settings.channels_last, bs, settings.tile, flops, ceiling=float("inf"),
-                    warmup=2, repeats=repeats) for bs in sizes]
+                    warmup=5, repeats=repeats) for bs in sizes]
     best = max(runs, key=lambda m: m.tiles_per_s)
     return {"tiles_per_s": best.tiles_per_s, "batch_size": best.batch_size,
             "batch_seconds_median": best.seconds_median, "batch_seconds_min": best.seconds_min,
@@ -332,9 +335,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-count", type=int, default=4, help="images of each size")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="handler and bare model (fp16 on CUDA only)")
-    p.add_argument("--batch-size", type=int, default=4, help="TorchServe batchSize")
-    p.add_argument("--max-batch-delay", type=int, default=50, help="TorchServe maxBatchDelay, ms")
-    p.add_argument("--workers", type=int, default=1, help="TorchServe workers")
+    shipped = ServeSettings()
+    p.add_argument("--batch-size", type=int, default=shipped.batch_size,
+                   help="TorchServe batchSize (default: model/model-config.yaml's)")
+    p.add_argument("--max-batch-delay", type=int, default=shipped.max_batch_delay_ms,
+                   help="TorchServe maxBatchDelay, ms (default: model/model-config.yaml's)")
+    p.add_argument("--workers", type=int, default=shipped.workers, help="TorchServe workers")
     p.add_argument("--tile-batch", type=int, default=HANDLER_DEFAULTS.tile_batch_size,
                    help="handler tiles per forward pass")
     p.add_argument("--tile", type=int, default=HANDLER_DEFAULTS.tile_size, help="tile side, pixels")
