@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common.cli import fail
+
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_ENTRY = ROOT / "handler" / "geoseg_handler.py"
 MODEL_CONFIG = ROOT / "model" / "model-config.yaml"
@@ -113,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = build_archive(args.model, args.out, args.name, args.config)
     except ArchiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc), 1)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from common.cli import fail
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "config.properties"
 """The TorchServe settings every server of this project starts from."""
@@ -328,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(args.url, args.model, args.timeout)
     except ServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc), 1)
     print(f"{args.url}/predictions/{args.model} is ready")
     return 0
 
