@@ -39,9 +39,10 @@ from benchmarks.images import write_image_set
 from benchmarks.model_throughput import count_flops, device_name, measure
 from common.cli import fail, parser
 from handler.inference import HandlerConfig, model_config_yaml
+from handler.metrics import STAGE_MS, STAGES
 from model.artifact import load_artifact
 from tools.archive import build_archive
-from tools.server import ServerError, TorchServe, free_port
+from tools.server import Sample, ServerError, TorchServe, free_port, metric_total, scrape_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
@@ -147,9 +148,38 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
     build_archive(model_path, workdir / "store", config=config)
     server = TorchServe(workdir / "store", workdir=workdir / "ts").start(timeout=600)
     try:
-        return [run_locust(server.url, "geoseg", manifest, u, duration, workdir) for u in users]
+        results = []
+        for u in users:
+            before = scrape_metrics(server.metrics_url)
+            result = run_locust(server.url, "geoseg", manifest, u, duration, workdir)
+            time.sleep(1.0)  # the frontend forwards the worker's metric lines asynchronously
+            result["stages"] = stage_breakdown(before, scrape_metrics(server.metrics_url))
+            results.append(result)
+        return results
     finally:
         server.stop()
+
+
+def stage_breakdown(before: list[Sample], after: list[Sample]) -> dict[str, float]:
+    """Milliseconds per request, from TorchServe's own counters and the handler's stage
+    counters between two scrapes: ``in_torchserve`` (frontend receipt to answer, TorchServe's
+    ``ts_inference_latency_microseconds``), ``queue`` (``ts_queue_latency_microseconds``: waiting
+    for a worker, the batch delay included), the handler's ``decode`` / ``model`` / ``encode``
+    (a batch's wall time shared by its requests) and ``frontend_and_ipc`` (what is left of
+    ``in_torchserve``). Requests: ``ts_inference_requests_total``; empty when none ran."""
+    def delta(name: str, **labels: str) -> float:
+        return metric_total(after, name, **labels) - metric_total(before, name, **labels)
+
+    requests = delta("ts_inference_requests_total")
+    if requests <= 0:
+        return {}
+    out = {"requests": requests,
+           "in_torchserve": delta("ts_inference_latency_microseconds") / 1000 / requests,
+           "queue": delta("ts_queue_latency_microseconds") / 1000 / requests}
+    for stage in STAGES:
+        out[stage] = delta(STAGE_MS, Stage=stage) / requests
+    out["frontend_and_ipc"] = out["in_torchserve"] - out["queue"] - sum(out[s] for s in STAGES)
+    return out
 
 
 def peer_load(model_path: Path, device: str, manifest: Path, users: list[int], duration: int,
@@ -240,6 +270,9 @@ def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest
               f"{bare['tiles_per_s']:.2f} bare (ratio {row['served_over_bare']:.2f}), "
               f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}"
               + (f"; peer {peer_i['tiles_per_s']:.2f} tiles/s" if peer_i else ""), flush=True)
+        if load.get("stages"):
+            print("    ms per request: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in load["stages"].items() if k != "requests"), flush=True)
     return rows
 
 

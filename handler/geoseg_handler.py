@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -68,6 +69,7 @@ class GeoSegHandler(BaseHandler):
 
     def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
         """One Job (decoded image, output format) or RequestError per request, in order."""
+        start = time.perf_counter()
         jobs: list[Job | RequestError] = []
         for idx, row in enumerate(data):
             try:
@@ -80,10 +82,12 @@ class GeoSegHandler(BaseHandler):
                 jobs.append(exc)
         logger.info("batch of %d requests, %d valid", len(data),
                     sum(isinstance(j, Job) for j in jobs))
+        self._stage("decode", start)
         return jobs
 
     def inference(self, jobs: list[Job | RequestError], *args: Any, **kwargs: Any) -> list[Result]:
         """Segment the good jobs' images together; (job, class map or None) per request."""
+        start = time.perf_counter()
         good = [j for j in jobs if isinstance(j, Job)]
         cfg = self.config
         maps = segment_images([j.image.rgb for j in good], self.predict, cfg.tile_size,
@@ -93,10 +97,12 @@ class GeoSegHandler(BaseHandler):
             h, w = j.image.rgb.shape[:2]
             metrics.record_image(self.context.metrics, self.context.model_name, j.index,
                                  len(plan_tiles(h, w, cfg.tile_size, cfg.tile_overlap)), h * w)
+        self._stage("model", start)
         return [(job, by_index.get(i)) for i, job in enumerate(jobs)]
 
     def postprocess(self, results: list[Result]) -> list[bytes]:
         """One response body per request: the encoded map, or the JSON error with its 4xx."""
+        start = time.perf_counter()
         responses: list[bytes] = []
         for idx, (job, classes) in enumerate(results):
             if isinstance(job, RequestError):
@@ -107,7 +113,12 @@ class GeoSegHandler(BaseHandler):
                                         job.image.georef)
             self.context.set_response_content_type(idx, content_type)
             responses.append(body)
+        self._stage("encode", start)
         return responses
+
+    def _stage(self, stage: str, start: float) -> None:
+        metrics.record_stage(self.context.metrics, self.context.model_name, stage,
+                             1000 * (time.perf_counter() - start))
 
     def explain_handle(self, data_preprocess: list[Job | RequestError], raw_data: list) -> list[bytes]:
         """``/explanations/<model>`` (TorchServe's explain path, taken for a whole batch when its

@@ -9,6 +9,10 @@ Counters (each carries the dimensions ``ModelName`` and ``Level`` like TorchServ
   (width x height of the decoded image, before padding).
 - :data:`REQUEST_ERRORS` (``GeoSegRequestErrors``): requests answered with a 4xx JSON error,
   dimension ``Kind`` = the error's ``detail.kind`` (``corrupt``, ``too_many_pixels``, ...).
+- :data:`STAGE_MS` (``GeoSegStageMilliseconds``): wall milliseconds the worker spent per stage,
+  summed over batches, dimension ``Stage`` = ``decode`` (request parsing and decoding),
+  ``model`` (tiling, forward passes, stitching) or ``encode`` (answers and errors). Divided by
+  TorchServe's ``ts_inference_requests_total`` they give each stage's cost per request.
 
 TorchServe forwards them to its metrics endpoint only when they are declared in its metrics
 config or ``model_metrics_auto_detect=true`` (set in ``config.properties``); with
@@ -29,6 +33,8 @@ from ts.metrics.metric_type_enum import MetricTypes
 TILES = "GeoSegTiles"
 MEGAPIXELS = "GeoSegMegapixels"
 REQUEST_ERRORS = "GeoSegRequestErrors"
+STAGE_MS = "GeoSegStageMilliseconds"
+STAGES = ("decode", "model", "encode")
 UNKNOWN_KIND = "unknown"
 
 
@@ -45,6 +51,12 @@ def record_image(metrics: Any, model_name: Optional[str], idx: int, tiles: int,
     metrics.add_counter(TILES, tiles, idx, _dimensions(model_name))
     metrics.add_metric(MEGAPIXELS, round(pixels / 1e6, 6), "Megapixels", idx,
                        _dimensions(model_name), MetricTypes.COUNTER)
+
+
+def record_stage(metrics: Any, model_name: Optional[str], stage: str, milliseconds: float) -> None:
+    """Add one batch's ``milliseconds`` in ``stage`` (one of :data:`STAGES`)."""
+    metrics.add_metric(STAGE_MS, round(milliseconds, 3), "ms", None,
+                       _dimensions(model_name, Stage=stage), MetricTypes.COUNTER)
 
 
 def record_error(metrics: Any, model_name: Optional[str], idx: int, kind: Optional[str]) -> None:

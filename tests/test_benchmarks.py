@@ -43,6 +43,9 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     assert row["served"]["failures"] == 0 and row["served"]["requests"] > 0
     assert row["served"]["tiles_per_s"] > 0 and row["bare"]["tiles_per_s"] > 0
     assert row["served_over_bare"] > 0 and row["peer"]["tiles_per_s"] > 0
+    stages = row["served"]["stages"]  # from TorchServe's counters and the handler's
+    assert stages["requests"] > 0 and stages["in_torchserve"] > 0
+    assert all(stages[k] > 0 for k in ("decode", "model", "encode"))
     assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
     assert len((out / "results.md").read_text().splitlines()) == 3
     assert next(out.glob("*.png")).stat().st_size > 1000

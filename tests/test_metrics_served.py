@@ -7,40 +7,22 @@ differences with what was sent. Fails (never skips) when Java or TorchServe is m
 """
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 
 import pytest
 
 from handler import metrics as geoseg_metrics
 from handler.tiling import plan_tiles
 from tests.serving import png, post, standin_store
-from tools.server import TorchServe
+from tools.server import Sample, TorchServe, scrape_metrics
+from tools.server import metric_total as total
 from training.synthetic import generate_scene
 
 TILE, OVERLAP = 64, 16  # the stand-in archive's handler section (tests/serving.py)
-SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)$")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def scrape(server: TorchServe) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of the Prometheus text at ``/metrics``: (name, labels, value)."""
-    with urllib.request.urlopen(f"{server.metrics_url}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    samples = []
-    for line in text.splitlines():
-        match = SAMPLE.match(line.strip())
-        if match and not line.startswith("#"):
-            labels = dict(LABEL.findall(match.group("labels") or ""))
-            samples.append((match.group("name"), labels, float(match.group("value"))))
-    return samples
-
-
-def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels`` (0 when absent)."""
-    return sum(v for n, lab, v in samples
-               if n == name and all(lab.get(k) == x for k, x in labels.items()))
+def scrape(server: TorchServe) -> list[Sample]:
+    return scrape_metrics(server.metrics_url)
 
 
 @pytest.fixture(scope="module")
@@ -84,5 +66,7 @@ def test_geoseg_counters_and_handler_time_reach_the_metrics_endpoint(server):
     assert delta(after, geoseg_metrics.REQUEST_ERRORS) == 2
     kinds = {lab["Kind"] for n, lab, _ in after if n == geoseg_metrics.REQUEST_ERRORS}
     assert {"unsupported_format", "not_acceptable"} <= kinds
+    for stage in geoseg_metrics.STAGES:  # every batch adds its wall time per stage
+        assert delta(after, geoseg_metrics.STAGE_MS, Stage=stage) > 0, stage
     handler_time = [v for n, lab, v in after if n == "HandlerTime" and lab.get("ModelName") == "geoseg"]
     assert handler_time and all(v > 0 for v in handler_time)

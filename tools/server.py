@@ -154,6 +154,31 @@ def wait_ready(url: str, model: str, timeout: float,
                       f"(stuck at {stage})")
 
 
+Sample = tuple[str, dict[str, str], float]
+"""One Prometheus sample: (metric name, labels, value)."""
+_SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape_metrics(metrics_url: str) -> list[Sample]:
+    """Every sample of the Prometheus text at ``<metrics_url>/metrics`` (``metrics_mode=prometheus``)."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match and not line.startswith("#"):
+            labels = dict(_LABEL.findall(match.group("labels") or ""))
+            samples.append((match.group("name"), labels, float(match.group("value"))))
+    return samples
+
+
+def metric_total(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when absent)."""
+    return sum(v for n, lab, v in samples
+               if n == name and all(lab.get(k) == x for k, x in labels.items()))
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of process ``pid`` in bytes (Linux ``/proc``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
