@@ -165,8 +165,9 @@ def stage_breakdown(before: list[Sample], after: list[Sample]) -> dict[str, floa
     counters between two scrapes: ``in_torchserve`` (frontend receipt to answer, TorchServe's
     ``ts_inference_latency_microseconds``), ``queue`` (``ts_queue_latency_microseconds``: waiting
     for a worker, the batch delay included), the handler's ``decode`` / ``model`` / ``encode``
-    (a batch's wall time shared by its requests) and ``frontend_and_ipc`` (what is left of
-    ``in_torchserve``). Requests: ``ts_inference_requests_total``; empty when none ran."""
+    (a batch's wall time shared by its requests) and ``rest`` (what is left of
+    ``in_torchserve``: with one user the frontend and the socket to the worker; with several,
+    also the time a request waits while the rest of its batch is processed). Requests: ``ts_inference_requests_total``; empty when none ran."""
     def delta(name: str, **labels: str) -> float:
         return metric_total(after, name, **labels) - metric_total(before, name, **labels)
 
@@ -178,7 +179,7 @@ def stage_breakdown(before: list[Sample], after: list[Sample]) -> dict[str, floa
            "queue": delta("ts_queue_latency_microseconds") / 1000 / requests}
     for stage in STAGES:
         out[stage] = delta(STAGE_MS, Stage=stage) / requests
-    out["frontend_and_ipc"] = out["in_torchserve"] - out["queue"] - sum(out[s] for s in STAGES)
+    out["rest"] = out["in_torchserve"] - out["queue"] - sum(out[s] for s in STAGES)
     return out
 
 
