@@ -25,6 +25,7 @@ from PIL import Image
 
 from common.cli import parser, write_json
 from handler.decode import decode_image
+from handler.encode import encode_png
 from model.class_table import ClassTable
 from training.synthetic import generate_scene
 
@@ -55,17 +56,8 @@ def per_item_ms(fn: Callable[[], Any], items: int, repeats: int) -> dict[str, fl
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def palette_png(classes: np.ndarray, table: ClassTable, level: int) -> bytes:
-    """The handler's palette PNG answer (handler.encode.encode_png) at zlib ``level``."""
-    im = Image.fromarray(classes, mode="L").convert("P")
-    im.putpalette(table.palette().reshape(-1).tolist())
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=level)
-    return buf.getvalue()
-
-
 def encode_all(maps: list[np.ndarray], table: ClassTable, level: int) -> list[bytes]:
-    return [palette_png(m, table, level) for m in maps]
+    return [encode_png(m, table, level) for m in maps]
 
 
 def decoders(cuda: bool) -> dict[str, Callable[[list[bytes]], list[np.ndarray]]]:
@@ -120,7 +112,7 @@ def run(count: int, size: int, repeats: int, levels: tuple[int, ...]) -> dict[st
     maps = [ids for _, ids in pairs]
     for level in levels:
         timing = per_item_ms(functools.partial(encode_all, maps, table, level), count, repeats)
-        size_bytes = sum(len(palette_png(m, table, level)) for m in maps) / count
+        size_bytes = sum(len(encode_png(m, table, level)) for m in maps) / count
         result["encode_png"].append({"compress_level": level, "ms_per_tile": timing,
                                      "bytes_per_tile": size_bytes})
     return result

@@ -24,12 +24,13 @@ CONTENT_TYPES = {"png": "image/png", "geotiff": "image/tiff", "json": "applicati
 OVERLAY_ALPHA = 0.45
 
 
-def encode_png(classes: np.ndarray, table: ClassTable) -> bytes:
-    """(H, W) uint8 ids -> palette PNG whose palette is the table's colours."""
+def encode_png(classes: np.ndarray, table: ClassTable, compress_level: int = 3) -> bytes:
+    """(H, W) uint8 ids -> palette PNG whose palette is the table's colours (zlib level 3:
+    1.1 ms and 11.4 kB for a 512 tile, against 3.0 ms and 8.5 kB at 6; docs/gpu.md)."""
     im = Image.fromarray(classes, mode="L").convert("P")
     im.putpalette(table.palette().reshape(-1).tolist())
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=3)
+    im.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

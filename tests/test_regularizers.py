@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -209,8 +211,12 @@ def test_combined_loss_is_deterministic_under_a_seed():
     assert torch.equal(a, b) and torch.equal(ga, gb)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu_and_runs_under_autocast():
+DEVICE = torch.device(os.environ.get("GEOSEG_TEST_DEVICE", "cpu"))
+
+
+def test_device_matches_cpu_and_runs_under_autocast():
+    """On ``GEOSEG_TEST_DEVICE`` (default cpu; ``cuda`` on a GPU machine, fp16 autocast there)
+    the loss equals the CPU float32 one and its gradients are finite."""
     g = torch.Generator().manual_seed(8)
     logits = torch.randn(2, 5, 32, 32, generator=g)
     image = torch.rand(2, 3, 32, 32, generator=g)
@@ -218,9 +224,11 @@ def test_cuda_matches_cpu_and_runs_under_autocast():
     target[:, 3, 3] = 1
     crit = WeakSupervisionLoss(crf_weight=0.1, crf_downscale=2)
     cpu = crit(logits, target, image)
-    cuda_logits = logits.cuda().requires_grad_(True)
-    with torch.autocast("cuda", torch.float16):
-        loss = crit.cuda()(cuda_logits.half(), target.cuda(), image.cuda())
+    cuda = DEVICE.type == "cuda"
+    device_logits = logits.to(DEVICE).requires_grad_(True)
+    with torch.autocast(DEVICE.type, torch.float16, enabled=cuda):
+        loss = crit.to(DEVICE)(device_logits.half() if cuda else device_logits,
+                               target.to(DEVICE), image.to(DEVICE))
     loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(cuda_logits.grad).all()
+    assert loss.dtype == torch.float32 and torch.isfinite(device_logits.grad).all()
     assert loss.item() == pytest.approx(cpu.item(), rel=2e-2)

@@ -7,7 +7,6 @@ model answers. ``stop`` stops it (``torchserve --stop``).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Optional
 
 from common.cli import existing_file, fail, parser
 from tools.archive import ArchiveError, build_archive
-from tools.server import ServerError, java_env, torchserve_executable, wait_ready
+from tools.server import ServerError, java_env, read_key, torchserve_executable, wait_ready
 
 
 def _torchserve() -> str:
@@ -24,15 +23,6 @@ def _torchserve() -> str:
     if executable is None:
         raise ServerError("no `torchserve` executable: run `make setup`")
     return executable
-
-
-def inference_key() -> Optional[str]:
-    """The inference key where token authorisation is on: TorchServe writes key_file.json into
-    its working directory (None while it is missing or not yet filled)."""
-    try:
-        return json.loads(Path("key_file.json").read_text())["inference"]["key"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -58,7 +48,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if proc.returncode != 0:
             return fail(f"torchserve --start exited with {proc.returncode}; see {logs / 'torchserve.out'}", 1)
         url = "http://127.0.0.1:8080"
-        wait_ready(url, "geoseg", args.timeout, key=inference_key)
+        wait_ready(url, "geoseg", args.timeout, key=lambda: read_key(".", "inference"))
     except (ArchiveError, ServerError) as exc:
         return fail(str(exc), 1)
     print(f"serving {url}/predictions/geoseg (logs in {logs}/; `geoseg stop` to stop)")

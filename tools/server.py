@@ -197,6 +197,16 @@ def _group_alive(group: int) -> bool:
         return True
 
 
+def read_key(workdir: str | Path, kind: str) -> Optional[str]:
+    """Key ``kind`` (inference, management, API) from the ``key_file.json`` TorchServe writes
+    into its working directory ``workdir`` under token authorisation; None while the file is
+    missing or still being written."""
+    try:
+        return json.loads((Path(workdir) / "key_file.json").read_text())[kind]["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class TorchServe:
     """A foreground TorchServe on free loopback ports with its own config, logs and pid file."""
 
@@ -280,10 +290,7 @@ class TorchServe:
     def key(self, kind: str) -> Optional[str]:
         """A key from TorchServe's ``key_file.json`` (token authorisation), or None while
         the file is missing or still being written."""
-        try:
-            return json.loads((self.workdir / "key_file.json").read_text())[kind]["key"]
-        except (OSError, ValueError, KeyError):
-            return None
+        return read_key(self.workdir, kind)
 
     def workers(self, model: Optional[str] = None) -> list[dict]:
         """The model's workers as the management API describes them: ``id``, ``pid``,
