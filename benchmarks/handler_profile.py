@@ -23,7 +23,7 @@ from common.cli import fail, parser
 from handler.decode import decode_image
 from handler.encode import encode
 from handler.inference import HandlerConfig, tile_predictor
-from handler.tiling import cut, pad_to_tile, paste, plan_tiles
+from handler.tiling import cut, paste, plan_tiles
 from model.artifact import load_artifact
 from training.synthetic import generate_scene
 
@@ -46,8 +46,7 @@ def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: in
         image = decode_image(data, 10 ** 9).rgb
         t.append(time.perf_counter())
         tiles = plan_tiles(size, size, tile, overlap)
-        padded = pad_to_tile(image, tile)
-        batches = [np.stack([cut(padded, w, tile) for w in tiles[i:i + micro_batch]])
+        batches = [np.stack([cut(image, w, tile) for w in tiles[i:i + micro_batch]])
                    for i in range(0, len(tiles), micro_batch)]
         t.append(time.perf_counter())
         classes = [c for b in batches for c in predict(b)]

@@ -3,10 +3,13 @@
 Accepted: PNG, JPEG (EXIF orientation applied), TIFF and GeoTIFF, plus whatever else Pillow
 reads (GIF, BMP, WebP). Rules, documented in the README:
 
-- greyscale, palette, grey+alpha and RGBA become RGB (alpha is dropped);
+- greyscale, palette, grey+alpha and RGBA become RGB;
+- no data: pixels that are transparent (alpha 0), equal a TIFF's nodata value, or masked by its
+  internal mask are marked invalid (``DecodedImage.valid``); they are answered as class 255;
 - rasters of more than 3 bands: bands 1, 2, 3 are taken as R, G, B;
-- anything but 8-bit (16-bit, 32-bit, float): each band is stretched linearly from its 2nd to
-  its 98th percentile onto 0..255 (non-finite pixels become 0);
+- anything but 8-bit (16-bit, 32-bit, float): scaled to 0..255 by the model's band statistics,
+  or where the model has none, stretched from each band's 2nd to 98th percentile over its
+  valid pixels (handler/scaling.py; non-finite pixels become 0);
 - animated GIF / multi-page TIFF: the first frame / page;
 - the pixel count (width x height) is checked against ``max_pixels`` from the header, before
   any pixel is decoded: beyond it, 413.
@@ -20,12 +23,13 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional, cast
+from typing import Any, Optional, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handler.errors import RequestError
+from handler.scaling import BandScaling, to_uint8
 
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
 """ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams."""
@@ -50,15 +54,18 @@ class GeoReference:
 
 @dataclass
 class DecodedImage:
-    """``rgb``: (H, W, 3) uint8. ``kind``: the format read. ``georef``: GeoTIFFs only."""
+    """``rgb``: (H, W, 3) uint8. ``kind``: the format read. ``georef``: GeoTIFFs only.
+    ``valid``: (H, W) bool, False on no-data pixels; None when every pixel is valid."""
 
     rgb: np.ndarray
     kind: str
     georef: Optional[GeoReference] = None
+    valid: Optional[np.ndarray] = None
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode ``data``; raises RequestError (400, 413, 415) naming the problem."""
+def decode_image(data: bytes, max_pixels: int, scaling: Optional[BandScaling] = None) -> DecodedImage:
+    """Decode ``data``; raises RequestError (400, 413, 415) naming the problem. ``scaling``:
+    the model's band statistics for rasters that are not 8-bit (None: per-image stretch)."""
     if not data:
         raise RequestError(400, "empty request body: send an image (PNG, JPEG or TIFF)",
                            {"kind": "empty"})
@@ -67,11 +74,11 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         size, georef = _tiff_header(data)
         if size is not None:
             _check_size(*size, max_pixels)
-        return _decode_tiff(bytes(data), max_pixels, georef)
+        return _decode_tiff(bytes(data), max_pixels, georef, scaling)
     if data[:8] == PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
         _check_size(width, height, max_pixels)
-    return _decode_pillow(bytes(data), max_pixels)
+    return _decode_pillow(bytes(data), max_pixels, scaling)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -84,23 +91,6 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
                             "limit": max_pixels})
 
 
-def to_uint8(bands: np.ndarray) -> np.ndarray:
-    """(B, H, W) any numeric dtype -> uint8: as is for uint8, else 2-98 % stretch per band."""
-    if bands.dtype == np.uint8:
-        return bands
-    out = np.zeros(bands.shape, dtype=np.uint8)
-    for k, band in enumerate(bands.astype(np.float64)):
-        finite = np.isfinite(band)
-        if not finite.any():
-            continue
-        lo, hi = np.percentile(band[finite], (2, 98))
-        if hi <= lo:
-            hi = lo + 1.0
-        scaled = np.clip((np.where(finite, band, lo) - lo) / (hi - lo) * 255.0, 0, 255)
-        out[k] = np.round(scaled).astype(np.uint8)
-    return out
-
-
 def bands_to_rgb(bands: np.ndarray) -> np.ndarray:
     """(B, H, W) uint8 -> (H, W, 3): 1-2 bands grey (2nd is alpha), 3+ bands: the first three."""
     if bands.shape[0] in (1, 2):
@@ -108,7 +98,7 @@ def bands_to_rgb(bands: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(bands[:3], 0, -1))
 
 
-def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
+def _decode_pillow(data: bytes, max_pixels: int, scaling: Optional[BandScaling]) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -126,26 +116,53 @@ def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
             im.load()
-            rgb = _pillow_to_rgb(ImageOps.exif_transpose(im) or im)
+            upright = ImageOps.exif_transpose(im) or im
+            rgb = _pillow_to_rgb(upright, scaling)
+            valid = _alpha_valid(upright)
         except RequestError:
             raise
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise RequestError(400, f"corrupt or truncated {kind.upper()} data ({exc})",
                                {"kind": "corrupt"}) from None
-    return DecodedImage(rgb, kind)
+    return DecodedImage(rgb, kind, valid=valid)
 
 
-def _pillow_to_rgb(im: Image.Image) -> np.ndarray:
+def _pillow_to_rgb(im: Image.Image, scaling: Optional[BandScaling]) -> np.ndarray:
     if im.mode == "RGB":
         return np.asarray(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return bands_to_rgb(to_uint8(np.asarray(im)[None]))
+        return bands_to_rgb(to_uint8(np.asarray(im)[None], scaling))
     if im.mode in ("L", "LA", "P", "PA", "RGBA", "RGBX", "1", "CMYK", "YCbCr", "LAB", "HSV"):
         return np.asarray(im.convert("RGB"))
     raise RequestError(415, f"image mode {im.mode} is not supported", {"kind": "unsupported_mode"})
 
 
-def _decode_tiff(data: bytes, max_pixels: int, georef: Optional[GeoReference]) -> DecodedImage:
+def _alpha_valid(im: Image.Image) -> Optional[np.ndarray]:
+    """(H, W) bool, False where the image is fully transparent; None when nothing is."""
+    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
+        return None
+    valid = np.asarray(im.convert("RGBA"))[..., 3] > 0
+    return None if valid.all() else valid
+
+
+def valid_mask(src: Any, window: Any = None) -> Optional[np.ndarray]:
+    """(H, W) bool of a rasterio dataset (or ``window`` of it): False where GDAL's dataset mask
+    says no data (nodata value, alpha band or internal mask); None when every pixel is valid."""
+    from rasterio.enums import MaskFlags
+
+    if all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums):
+        return None
+    valid = src.dataset_mask(window=window) > 0
+    return None if valid.all() else valid
+
+
+def raster_bands(src: Any) -> list[int]:
+    """The bands read as the image: 1 for grey (+ alpha), else the first three."""
+    return list(range(1, (min(src.count, 3) if src.count != 2 else 1) + 1))
+
+
+def _decode_tiff(data: bytes, max_pixels: int, georef: Optional[GeoReference],
+                 scaling: Optional[BandScaling]) -> DecodedImage:
     import rasterio
     from rasterio.enums import ColorInterp
     from rasterio.errors import RasterioIOError
@@ -159,17 +176,17 @@ def _decode_tiff(data: bytes, max_pixels: int, georef: Optional[GeoReference]) -
                 if ColorInterp.cyan in interp or ColorInterp.black in interp:
                     raise RequestError(415, "CMYK TIFF is not supported: send RGB",
                                        {"kind": "unsupported_mode"})
-                count = min(src.count, 3) if src.count != 2 else 1
-                bands = src.read(list(range(1, count + 1)))
+                bands = src.read(raster_bands(src))
+                valid = valid_mask(src)
                 if src.count == 1 and interp[0] == ColorInterp.palette:
                     lut = np.zeros((256, 3), dtype=np.uint8)
                     for index, rgba in src.colormap(1).items():
                         if 0 <= index < 256:
                             lut[index] = rgba[:3]
                     return DecodedImage(lut[bands[0].astype(np.uint8)], "tiff",
-                                        _with_area(georef, src))
-                rgb = bands_to_rgb(to_uint8(bands))
-                return DecodedImage(rgb, "tiff", _with_area(georef, src))
+                                        _with_area(georef, src), valid)
+                rgb = bands_to_rgb(to_uint8(bands, scaling, valid))
+                return DecodedImage(rgb, "tiff", _with_area(georef, src), valid)
     except RequestError:
         raise
     except (RasterioIOError, OSError, ValueError) as exc:

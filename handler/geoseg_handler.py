@@ -22,10 +22,11 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handler import metrics
 from handler.decode import decode_image
-from handler.encode import encode
+from handler.encode import encode, mark_nodata
 from handler.errors import REASON_PHRASES, RequestError
 from handler.inference import HandlerConfig, tile_predictor, warm_up
-from handler.request import Job, choose_format, image_bytes
+from handler.request import Job, choose_format, choose_margin, image_bytes
+from handler.scaling import BandScaling
 from handler.tiling import plan_tiles, segment_images
 from model.artifact import load_artifact
 
@@ -57,6 +58,7 @@ class GeoSegHandler(BaseHandler):
         path = os.path.join(properties.get("model_dir"), context.manifest["model"]["serializedFile"])
         artifact = load_artifact(path, self.device)
         self.model, self.classes = artifact.network, artifact.classes
+        self.scaling = BandScaling.from_meta(artifact.meta.get("band_scaling"))
         half = self.config.half_precision and self.device.type == "cuda"
         if half:
             self.model = self.model.half()
@@ -75,9 +77,11 @@ class GeoSegHandler(BaseHandler):
             try:
                 fmt = choose_format(row, request_header(self.context, idx, "X-GeoSeg-Format"),
                                     request_header(self.context, idx, "Accept"))
+                margin = choose_margin(request_header(self.context, idx, "X-GeoSeg-Edges"))
                 data_bytes = image_bytes(row, request_header(self.context, idx, "Content-Type"),
                                          request_header(self.context, idx, "Content-Length"))
-                jobs.append(Job(idx, decode_image(data_bytes, self.config.max_pixels), fmt))
+                image = decode_image(data_bytes, self.config.max_pixels, self.scaling)
+                jobs.append(Job(idx, image, fmt, margin))
             except RequestError as exc:
                 jobs.append(exc)
         logger.info("batch of %d requests, %d valid", len(data),
@@ -91,12 +95,14 @@ class GeoSegHandler(BaseHandler):
         good = [j for j in jobs if isinstance(j, Job)]
         cfg = self.config
         maps = segment_images([j.image.rgb for j in good], self.predict, cfg.tile_size,
-                              cfg.tile_overlap, cfg.micro_batch(self.device))
-        by_index = {j.index: m for j, m in zip(good, maps)}
+                              cfg.tile_overlap, cfg.micro_batch(self.device),
+                              [j.margin for j in good])
+        by_index = {j.index: mark_nodata(m, j.image.valid) for j, m in zip(good, maps)}
         for j in good:
             h, w = j.image.rgb.shape[:2]
+            tiles = len(plan_tiles(h, w, cfg.tile_size, cfg.tile_overlap, j.margin))
             metrics.record_image(self.context.metrics, self.context.model_name, j.index,
-                                 len(plan_tiles(h, w, cfg.tile_size, cfg.tile_overlap)), h * w)
+                                 tiles, h * w)
         self._stage("model", start)
         return [(job, by_index.get(i)) for i, job in enumerate(jobs)]
 

@@ -3,7 +3,10 @@
 TorchServe 0.12 hands a raw body (``curl -T`` / ``--data-binary``) to the handler as the row
 key ``body``, a multipart form field by field (``-F file=@x.tif -F format=json``: keys ``file``
 and ``format``). The format is chosen by, in order: the multipart ``format`` field, the
-``X-GeoSeg-Format`` header, the ``Accept`` header; default ``png``.
+``X-GeoSeg-Format`` header, the ``Accept`` header; default ``png``. The ``X-GeoSeg-Edges``
+header says how the image's borders get context: ``reflect`` (default, the image is a whole
+scene: reflected by half the tile overlap) or ``none`` (the image is a window of a larger scene
+that already carries its neighbours' pixels, as ``geoseg predict --server`` sends).
 
 TorchServe merges multipart parts of the same name before the handler sees them (the last one
 wins), so a form with two ``file`` parts would silently be answered for one of them. The
@@ -105,6 +108,21 @@ def normalise_format(name: str) -> str:
     return key
 
 
+EDGE_MODES = {"reflect": None, "none": 0}
+"""``X-GeoSeg-Edges`` value -> margin for the tiling (None: the default reflected margin)."""
+
+
+def choose_margin(header: Optional[str]) -> Optional[int]:
+    """The tiling margin asked for by the ``X-GeoSeg-Edges`` header (absent: reflect)."""
+    if header is None or not header.strip():
+        return None
+    key = header.strip().lower()
+    if key not in EDGE_MODES:
+        raise RequestError(400, f"unknown X-GeoSeg-Edges value {header!r}: choose "
+                                f"{' or '.join(EDGE_MODES)}", {"kind": "unknown_edges"})
+    return EDGE_MODES[key]
+
+
 def choose_format(row: Mapping[str, Any], header: Optional[str], accept: Optional[str]) -> str:
     """The output format: form field ``format``, else ``header``, else ``accept``, else png."""
     if row.get("format") is not None:
@@ -123,8 +141,10 @@ def choose_format(row: Mapping[str, Any], header: Optional[str], accept: Optiona
 
 @dataclass
 class Job:
-    """One decoded request: its index in the batch, its image and the format it asked for."""
+    """One decoded request: its index in the batch, its image, the format it asked for and
+    the tiling margin at its borders (None: the default reflection)."""
 
     index: int
     image: DecodedImage
     fmt: str
+    margin: Optional[int] = None

@@ -21,15 +21,16 @@ def png_bytes(array: np.ndarray, mode: str | None = None, **save) -> bytes:
     return buf.getvalue()
 
 
-def geotiff_bytes(bands: np.ndarray, crs: str = "EPSG:32634") -> bytes:
-    """(C, H, W) bands as a GeoTIFF in ``crs`` with 0.5 m pixels."""
+def geotiff_bytes(bands: np.ndarray, crs: str = "EPSG:32634", nodata: float | None = None) -> bytes:
+    """(C, H, W) bands as a GeoTIFF in ``crs`` with 0.5 m pixels (and ``nodata`` when given)."""
     import rasterio
     from rasterio.transform import from_origin
 
     count, h, w = bands.shape
     with rasterio.MemoryFile() as mem:
         with mem.open(driver="GTiff", width=w, height=h, count=count, dtype=bands.dtype,
-                      crs=crs, transform=from_origin(500000.0, 4000000.0, 0.5, 0.5)) as dst:
+                      crs=crs, transform=from_origin(500000.0, 4000000.0, 0.5, 0.5),
+                      nodata=nodata) as dst:
             dst.write(bands)
         return bytes(mem.read())
 

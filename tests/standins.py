@@ -41,3 +41,46 @@ def write_standin(path: Path) -> Path:
     scripted = torch.jit.script(ColourRule().eval())
     save_artifact(scripted, export_meta(ClassTable.load(), "colour-rule-standin"), path)
     return path
+
+
+class StandInMetrics:
+    """TorchServe's ``context.metrics`` calls, recorded: (name, value, idx, {dimension: value})."""
+
+    def __init__(self):
+        self.counters, self.times = [], []
+
+    def add_counter(self, name, value, idx=None, dimensions=None):
+        self.counters.append((name, value, idx, {d.name: d.value for d in dimensions or []}))
+
+    def add_metric(self, name, value, unit, idx=None, dimensions=None, metric_type=None):
+        self.add_counter(name, value, idx, dimensions)
+
+    def add_time(self, name, value, idx=None, unit="ms", dimensions=None, metric_type=None):
+        self.times.append((name, value, idx, unit))
+
+    def total(self, name, **dims):
+        return sum(v for n, v, _, d in self.counters
+                   if n == name and all(d.get(k) == x for k, x in dims.items()))
+
+
+class StandInContext:
+    """What GeoSegHandler and BaseHandler.handle use of ts.context.Context, recording
+    statuses, content types and metrics."""
+
+    def __init__(self, model_dir, headers=None, handler_config=None, metrics=None):
+        self.model_name = "geoseg"
+        self.metrics = metrics if metrics is not None else StandInMetrics()
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.manifest = {"model": {"serializedFile": "standin.pt"}}
+        self.model_yaml_config = {"handler": handler_config or {"tile_size": 32, "tile_overlap": 8}}
+        self.headers = headers or {}
+        self.status, self.content_type = {}, {}
+
+    def get_request_header(self, idx, key):
+        return self.headers.get(idx, {}).get(key)
+
+    def set_response_status(self, code, phrase, idx):
+        self.status[idx] = code
+
+    def set_response_content_type(self, idx, value):
+        self.content_type[idx] = value
