@@ -111,14 +111,19 @@ def class_summary(classes: np.ndarray, table: ClassTable,
                                georef.pixel_area_m2 if georef else None, georef is not None)
 
 
-def encode_overlay(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> bytes:
-    """The (H, W, 3) input with the class colours blended over it, as JPEG."""
+def overlay_rgb(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> np.ndarray:
+    """(H, W, 3) uint8: the input with the class colours blended over it (no data unblended)."""
     painted = table.palette()[classes].astype(np.float32)
     blend = rgb.astype(np.float32) * (1 - OVERLAY_ALPHA) + painted * OVERLAY_ALPHA
     nodata = classes == NODATA
     blend[nodata] = rgb[nodata]
+    return np.clip(blend, 0, 255).astype(np.uint8)
+
+
+def encode_overlay(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> bytes:
+    """:func:`overlay_rgb` as JPEG (quality 90)."""
     buf = io.BytesIO()
-    Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    Image.fromarray(overlay_rgb(rgb, classes, table)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 

@@ -1,0 +1,174 @@
+"""Map one scene: windows read from the raster, segmented locally or by servers, stored as
+parts, assembled into the outputs.
+
+A *segmenter* takes the raw bands (B, h, w) and valid mask (h, w) of one window's read extent
+and returns its (h, w) uint8 class map with 255 on no data, tiled with no added margin (the
+window carries its context). :class:`LocalSegmenter` runs an exported model in this process;
+``scene.remote.ServerSegmenter`` sends the window to TorchServe replicas. Both give the same
+classes for the same pixels, so the output does not depend on where the windows ran.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from handler.encode import mark_nodata
+from handler.inference import HandlerConfig, tile_predictor, warm_up
+from handler.scaling import BandScaling
+from handler.tiling import segment_images
+from model.artifact import load_artifact
+from model.class_table import ClassTable
+from scene.output import assemble, statistics, write_preview, write_statistics
+from scene.parts import PartStore
+from scene.source import SceneError, SceneSource
+from scene.windows import SceneWindow, keep_in_read, plan_windows
+
+
+class Segmenter(Protocol):
+    """What the scene runner needs of a local model or a set of servers."""
+
+    table: ClassTable
+    scaling: Optional[BandScaling]
+    workers: int
+
+    def __call__(self, source: SceneSource, bands: np.ndarray,
+                 valid: Optional[np.ndarray]) -> np.ndarray: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+
+class LocalSegmenter:
+    """An exported model on ``device``, run like the handler runs it (same tile predictor,
+    micro-batch and warm-up), so its classes equal a server's for the same tiles."""
+
+    workers = 1
+
+    def __init__(self, model: str | Path, device: str, config: HandlerConfig) -> None:
+        self.path = Path(model)
+        self.device = torch.device(device)
+        artifact = load_artifact(self.path, self.device)
+        self.table = artifact.classes
+        self.scaling = BandScaling.from_meta(artifact.meta.get("band_scaling"))
+        self.config = config
+        half = config.half_precision and self.device.type == "cuda"
+        network = artifact.network.half() if half else artifact.network
+        self.micro_batch = config.micro_batch(self.device)
+        self.predict = tile_predictor(network, self.device, half, config.channels_last)
+        warm_up(self.predict, self.micro_batch, config.tile_size)
+
+    def __call__(self, source: SceneSource, bands: np.ndarray,
+                 valid: Optional[np.ndarray]) -> np.ndarray:
+        (classes,) = segment_images([source.rgb(bands)], self.predict, self.config.tile_size,
+                                    self.config.tile_overlap, self.micro_batch, margins=[0])
+        return mark_nodata(classes, valid)
+
+    def fingerprint(self) -> dict[str, Any]:
+        stat = self.path.stat()
+        return {"model": f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}"}
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One input and its outputs (``vector``, ``stats``, ``preview`` optional)."""
+
+    input: Path
+    output: Path
+    vector: Optional[Path] = None
+    stats: Optional[Path] = None
+    preview: Optional[Path] = None
+
+
+@dataclass
+class SceneResult:
+    """What a run did: tiles and windows segmented now (a resume skips finished ones),
+    seconds spent segmenting, and the class counts (256,) of the whole scene."""
+
+    job: SceneJob
+    tiles: int
+    windows: int
+    seconds: float
+    counts: np.ndarray = field(repr=False)
+    summary: dict = field(repr=False, default_factory=dict)
+
+
+def fingerprint(source: SceneSource, segmenter: Segmenter, tile: int, overlap: int,
+                tiles_per_window: int) -> dict[str, Any]:
+    """What the parts of a run depend on; a resume needs the same."""
+    stat = source.path.stat()
+    return {"input": f"{source.path.name}:{stat.st_size}:{int(stat.st_mtime)}", "tile": tile,
+            "overlap": overlap, "tiles_per_window": tiles_per_window, **segmenter.fingerprint()}
+
+
+def segment_windows(source: SceneSource, windows: list[SceneWindow], segmenter: Segmenter,
+                    save: Callable[[SceneWindow, np.ndarray], None],
+                    progress: Optional[tqdm] = None) -> None:
+    """Read windows in order in this thread, segment them on ``segmenter.workers`` threads
+    (reading the next window while the model runs), ``save`` each kept class map here."""
+    limit = max(2, 2 * segmenter.workers)
+    pending: dict[Future, SceneWindow] = {}
+    with ThreadPoolExecutor(segmenter.workers) as pool:
+        def drain(block_until: int) -> None:
+            while len(pending) > block_until:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    w = pending.pop(future)
+                    rows, cols = keep_in_read(w)
+                    save(w, np.ascontiguousarray(future.result()[rows, cols]))
+                    if progress is not None:
+                        progress.update(w.tiles)
+
+        for w in windows:
+            bands, valid = source.read(w.read)
+            pending[pool.submit(segmenter, source, bands, valid)] = w
+            drain(limit - 1)
+        drain(0)
+
+
+def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_per_window: int,
+              resume: bool = False, show_progress: bool = True,
+              min_area_m2: float = 0.0) -> SceneResult:
+    """Map ``job.input`` to ``job.output`` (COG) and the optional vector, stats and preview."""
+    tile, overlap = config.tile_size, config.tile_overlap
+    with SceneSource(job.input, segmenter.scaling) as source:
+        windows = plan_windows(source.height, source.width, tile, overlap, tiles_per_window)
+        parts = PartStore(job.output)
+        parts.start(fingerprint(source, segmenter, tile, overlap, tiles_per_window), resume)
+        done = parts.done()
+        todo = [w for w in windows if w.index not in done]
+        total = sum(w.tiles for w in windows)
+        start = time.perf_counter()
+        with tqdm(total=total, initial=total - sum(w.tiles for w in todo), unit="tile",
+                  desc=job.input.name, disable=not show_progress, dynamic_ncols=True) as bar:
+            segment_windows(source, todo, segmenter, lambda w, c: parts.save(w.index, c), bar)
+        seconds = time.perf_counter() - start
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        counts = assemble(source, windows, parts, job.output, segmenter.table)
+        summary = statistics(counts, source, segmenter.table)
+        if job.stats:
+            write_statistics(job.stats, summary)
+        if job.preview:
+            write_preview(source, job.output, job.preview, segmenter.table)
+    if job.vector:
+        from scene.vectors import polygonize
+
+        polygonize(job.output, job.vector, segmenter.table, min_area_m2, overwrite=True)
+    parts.remove()
+    return SceneResult(job, sum(w.tiles for w in todo), len(todo), seconds, counts, summary)
+
+
+def check_source(path: Path) -> None:
+    """Open and close ``path`` to report an unreadable input before any work starts."""
+    with SceneSource(path):
+        pass
+
+
+__all__ = ["LocalSegmenter", "SceneError", "SceneJob", "SceneResult", "map_scene",
+           "check_source", "Segmenter"]
