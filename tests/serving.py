@@ -17,16 +17,17 @@ from tests.standins import write_standin
 from tools.archive import build_archive
 from tools.server import TorchServe
 
-STANDIN_CONFIG = ("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 4\nmaxBatchDelay: {delay}\n"
+STANDIN_CONFIG = ("minWorkers: {workers}\nmaxWorkers: {workers}\nbatchSize: 4\nmaxBatchDelay: {delay}\n"
                   "responseTimeout: 120\nhandler:\n  tile_size: 64\n  tile_overlap: 16\n"
                   "  tile_batch_size: 8\n  max_pixels: 1000000\n")
 """model-config.yaml of the stand-in archives: 64 px tiles, at most 1 Mpx per image."""
 
 
-def standin_store(work: Path, delay_ms: int = 1500) -> Path:
-    """Build ``work/store/geoseg.mar`` around the colour-rule stand-in; returns the store."""
+def standin_store(work: Path, delay_ms: int = 1500, workers: int = 1) -> Path:
+    """Build ``work/store/geoseg.mar`` around the colour-rule stand-in with ``workers``
+    workers; returns the store."""
     config = work / "model-config.yaml"
-    config.write_text(STANDIN_CONFIG.format(delay=delay_ms))
+    config.write_text(STANDIN_CONFIG.format(delay=delay_ms, workers=workers))
     build_archive(write_standin(work / "standin.pt"), work / "store", config=config)
     return work / "store"
 

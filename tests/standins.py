@@ -19,14 +19,15 @@ class ColourRule(nn.Module):
     logit_k = 2 x . c_k - |c_k|^2 (a 1x1 conv), so argmax picks the closest prototype; the
     prototypes are near the synthetic scenes' soil, roof, woodland, water and road colours.
 
-    Receptive field 3x3, so tiles overlapping by >= 2 pixels must reproduce the untiled result
-    away from the image border. Input (N, 3, H, W) in [0, 1] -> {"out": (N, 5, H, W)}.
+    Receptive field ``blur`` x ``blur`` (3 by default, so tiles overlapping by >= 2 pixels must
+    reproduce the untiled result away from the image border; a wider blur makes the answer
+    depend on where the tile grid lies). Input (N, 3, H, W) in [0, 1] -> {"out": (N, 5, H, W)}.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, blur: int = 3) -> None:
         super().__init__()
-        self.blur = nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False)
-        self.blur.weight.data.fill_(1 / 9)
+        self.blur = nn.Conv2d(3, 3, blur, padding=blur // 2, groups=3, bias=False)
+        self.blur.weight.data.fill_(1 / blur ** 2)
         self.head = nn.Conv2d(3, 5, 1)
         prototypes = torch.tensor(PROTOTYPES) / 255.0
         self.head.weight.data = (2 * prototypes).view(5, 3, 1, 1)
@@ -36,9 +37,10 @@ class ColourRule(nn.Module):
         return {"out": self.head(self.blur(x))}
 
 
-def write_standin(path: Path) -> Path:
-    """Script :class:`ColourRule` with GeoSeg's metadata (LandCover.ai table) into ``path``."""
-    scripted = torch.jit.script(ColourRule().eval())
+def write_standin(path: Path, blur: int = 3) -> Path:
+    """Script :class:`ColourRule` (``blur``: its receptive field) with GeoSeg's metadata
+    (LandCover.ai table) into ``path``."""
+    scripted = torch.jit.script(ColourRule(blur).eval())
     save_artifact(scripted, export_meta(ClassTable.load(), "colour-rule-standin"), path)
     return path
 

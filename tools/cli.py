@@ -23,6 +23,7 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("training.train", "train a DeepLabV3 from point labels (or dense masks)"),
     "evaluate": Subcommand("training.evaluate", "mIoU of an exported model on a dataset split"),
+    "predict": Subcommand("scene.cli", "map whole scenes of any size: COG, polygons, statistics"),
     "export": Subcommand("model.export", "checkpoint -> TorchScript file with its class table"),
     "archive": Subcommand("tools.archive", "exported model -> TorchServe archive (model_store/geoseg.mar)"),
     "serve": Subcommand("tools.serve", "build the archive and start TorchServe on 127.0.0.1:8080"),

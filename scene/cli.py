@@ -1,0 +1,154 @@
+"""Map whole scenes of any size to a Cloud Optimized GeoTIFF of classes, with optional
+polygons, statistics and a preview.
+
+    geoseg predict orthophoto.tif landcover.tif --vector landcover.gpkg --stats landcover.json
+    geoseg predict tiles/ maps/ --stats 'maps/{stem}.json'          # a folder (or several files)
+    geoseg predict big.tif big-classes.tif --server http://10.0.0.5:8080 --server http://10.0.0.6:8080
+
+The raster is read in windows of whole tiles (never whole), tiled like the server (edges
+reflected), and the result equals the server's answer for the whole image. With several
+inputs, OUTPUT is a folder (``<stem>.tif`` each) and --vector / --stats / --preview need a
+``{stem}`` in their path. An interrupted run continues with --resume.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from common.cli import at_least, fail, parser, positive, refuse_overwrite
+from handler.inference import HandlerConfig
+from scene.source import SceneError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
+DEFAULT_MODEL = Path("model/geoseg.pt")
+
+
+def build_parser():
+    defaults = HandlerConfig()
+    p = parser("geoseg predict", __doc__)
+    p.add_argument("paths", nargs="+", metavar="INPUT ... OUTPUT",
+                   help="rasters or folders of rasters, then the output COG (a folder for several)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported model (local mode)")
+    p.add_argument("--server", action="append", default=[], metavar="URL",
+                   help="TorchServe to send windows to instead of a local model (repeatable)")
+    p.add_argument("--concurrency", type=at_least(1), default=2,
+                   help="windows in flight at once with --server")
+    p.add_argument("--token-file", type=Path,
+                   help="TorchServe key_file.json (or a file holding the inference token)")
+    p.add_argument("--device", default=None, help="local mode: cpu or cuda (default: cuda if present)")
+    p.add_argument("--tile", type=at_least(16), default=defaults.tile_size,
+                   help="tile side in pixels (must match the server's with --server)")
+    p.add_argument("--overlap", type=at_least(0), default=defaults.tile_overlap,
+                   help="tile overlap in pixels (must match the server's with --server)")
+    p.add_argument("--tile-batch", type=at_least(0), default=defaults.tile_batch_size,
+                   help="tiles per forward pass, 0 for the device's default (local mode)")
+    p.add_argument("--tiles-per-window", type=at_least(1), default=4,
+                   help="a window (one read, one request) is N x N tiles")
+    p.add_argument("--vector", help="polygons per class: .gpkg, .geojson (EPSG:4326) or .shp")
+    p.add_argument("--min-area", type=positive(float), default=None, metavar="M2",
+                   help="with --vector: merge regions smaller than this many m^2 into their neighbours")
+    p.add_argument("--stats", help="per-class pixels, fraction and area as JSON")
+    p.add_argument("--preview", help="the input with the classes blended over it, .png or .jpg, "
+                                     "at most 2048 pixels across")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def list_inputs(paths: list[str]) -> list[Path]:
+    """Files as given, folders expanded to the rasters inside them (sorted)."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SceneError(f"{text}: no such file or folder")
+    if not found:
+        raise SceneError(f"no rasters ({', '.join(RASTER_SUFFIXES)}) in {', '.join(paths)}")
+    return found
+
+
+def plan_jobs(inputs: list[Path], output: Path, vector: Optional[str], stats: Optional[str],
+              preview: Optional[str]):
+    """One SceneJob per input (see the module docstring for the naming rule)."""
+    from scene.run import SceneJob
+
+    several = len(inputs) > 1
+    if several and output.suffix.lower() in (".tif", ".tiff"):
+        raise SceneError(f"{len(inputs)} inputs need a folder as OUTPUT, not {output}")
+    for name, value in (("--vector", vector), ("--stats", stats), ("--preview", preview)):
+        if several and value and "{stem}" not in value:
+            raise SceneError(f"with several inputs {name} needs '{{stem}}' in its path")
+
+    def named(value: Optional[str], stem: str) -> Optional[Path]:
+        return Path(value.replace("{stem}", stem)) if value else None
+
+    return [SceneJob(p, output / f"{p.stem}.tif" if several else output,
+                     named(vector, p.stem), named(stats, p.stem), named(preview, p.stem))
+            for p in inputs]
+
+
+def check_outputs(jobs, overwrite: bool, resume: bool) -> None:
+    if overwrite or resume:
+        return
+    for job in jobs:
+        for path in (job.output, job.vector, job.stats, job.preview):
+            problem = refuse_overwrite(path, False) if path else None
+            if problem:
+                raise SceneError(problem)
+
+
+def make_segmenter(args, config: HandlerConfig):
+    if args.server:
+        from scene.remote import ServerSegmenter, read_token
+
+        return ServerSegmenter(args.server, args.concurrency, read_token(args.token_file))
+    if not args.model.is_file():
+        raise SceneError(f"{args.model}: no such model file (export one with `geoseg export`)")
+    import torch
+
+    from scene.run import LocalSegmenter
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return LocalSegmenter(args.model, device, config)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if len(args.paths) < 2:
+        return fail("give at least one INPUT and the OUTPUT")
+    if args.min_area and not args.vector:
+        return fail("--min-area applies to --vector polygons; add --vector")
+    if not args.overlap < args.tile:
+        return fail(f"--overlap must be below --tile ({args.overlap} >= {args.tile})")
+    try:
+        from scene.run import check_source, map_scene
+
+        inputs = list_inputs(args.paths[:-1])
+        jobs = plan_jobs(inputs, Path(args.paths[-1]), args.vector, args.stats, args.preview)
+        check_outputs(jobs, args.overwrite, args.resume)
+        for job in jobs:
+            check_source(job.input)
+        config = HandlerConfig(tile_size=args.tile, tile_overlap=args.overlap,
+                               tile_batch_size=args.tile_batch)
+        segmenter = make_segmenter(args, config)
+        for job in jobs:
+            result = map_scene(job, segmenter, config, args.tiles_per_window, args.resume,
+                               not args.quiet, args.min_area or 0.0)
+            rate = result.tiles / result.seconds if result.seconds else 0.0
+            print(f"{job.input} -> {job.output}: {result.tiles} tiles in {result.seconds:.1f} s "
+                  f"({rate:.1f} tiles/s)", file=sys.stderr)
+    except (SceneError, FileExistsError) as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return fail("interrupted; finished windows are kept: run again with --resume", 130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Windows of a scene sent to TorchServe replicas: the same classes as the local model.
+
+Each window goes as one GeoTIFF request (its raw bands and, where some pixels have no data, an
+internal mask) to ``POST <server>/predictions/geoseg`` with ``X-GeoSeg-Edges: none`` (the
+window already carries its context) and comes back as a palette PNG of class ids. Requests are
+spread round-robin over the servers, ``concurrency`` at a time; 503 / 507 answers, timeouts and
+connection errors are retried on the next server with exponential backoff; any other answer
+stops the run with the server's error. Rasters that are not 8-bit are sent as they are and
+scaled by the served model's band statistics (a model without them stretches each window on
+its own: use the local model, or export with statistics, for such rasters).
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from handler.scaling import BandScaling
+from model.class_table import ClassTable
+from scene.source import SceneError, SceneSource
+
+RETRY_STATUS = {503, 507}
+RETRIES = 8
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 30.0
+TIMEOUT_S = 600.0
+
+
+def endpoint(server: str) -> str:
+    """``http://host:port`` -> its GeoSeg prediction URL (a full URL is kept as given)."""
+    server = server.rstrip("/")
+    return server if "/predictions/" in server else server + "/predictions/geoseg"
+
+
+def read_token(path: Optional[str | Path]) -> Optional[str]:
+    """The inference key in TorchServe's ``key_file.json``, or a file holding the token alone."""
+    if path is None:
+        return None
+    text = Path(path).read_text().strip()
+    try:
+        return str(json.loads(text)["inference"]["key"])
+    except (ValueError, KeyError, TypeError):
+        return text
+
+
+def window_geotiff(bands: np.ndarray, valid: Optional[np.ndarray]) -> bytes:
+    """(B, h, w) raw bands as a DEFLATE GeoTIFF; ``valid`` (h, w) bool as its internal mask."""
+    import rasterio
+
+    count, h, w = bands.shape
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=w, height=h, count=count, dtype=bands.dtype,
+                      compress="deflate") as dst:
+            dst.write(bands)
+            if valid is not None:
+                dst.write_mask(valid.astype(np.uint8) * 255)
+        return bytes(mem.read())
+
+
+class ServerError(SceneError):
+    """A server answered with an error that retrying cannot fix."""
+
+
+class ServerSegmenter:
+    """Segments windows on TorchServe replicas (see the module docstring)."""
+
+    scaling: Optional[BandScaling] = None
+
+    def __init__(self, servers: list[str], concurrency: int = 2, token: Optional[str] = None,
+                 retries: int = RETRIES, timeout_s: float = TIMEOUT_S) -> None:
+        if not servers:
+            raise ValueError("at least one server")
+        self.urls = [endpoint(s) for s in servers]
+        self.workers = max(1, concurrency)
+        self.token, self.retries, self.timeout_s = token, retries, timeout_s
+        self._next = itertools.cycle(range(len(self.urls)))
+        self._lock = threading.Lock()
+        self.retried = 0
+        self.table = self._class_table()
+
+    def _class_table(self) -> ClassTable:
+        """The served model's classes, from the JSON answer for a tiny image."""
+        probe = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(probe, format="PNG")
+        summary = json.loads(self.post(probe.getvalue(), "image/png", "json"))
+        classes = sorted(summary["classes"], key=lambda c: c["id"])
+        return ClassTable(tuple(c["name"] for c in classes),
+                          tuple(tuple(c["color"]) for c in classes), name="served")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": "served:" + ",".join(self.table.names)}
+
+    def __call__(self, source: SceneSource, bands: np.ndarray,
+                 valid: Optional[np.ndarray]) -> np.ndarray:
+        body = self.post(window_geotiff(bands, valid), "image/tiff", "png")
+        with Image.open(io.BytesIO(body)) as im:
+            classes = np.asarray(im)
+        if classes.shape != bands.shape[1:]:
+            raise ServerError(f"server answered a {classes.shape} map for a "
+                              f"{bands.shape[1:]} window")
+        return classes
+
+    def post(self, body: bytes, content_type: str, fmt: str) -> bytes:
+        """POST ``body`` and return the answer, retrying overloads and dropped connections."""
+        headers = {"Content-Type": content_type, "X-GeoSeg-Format": fmt,
+                   "X-GeoSeg-Edges": "none"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        for attempt in range(self.retries + 1):
+            with self._lock:
+                url = self.urls[next(self._next)]
+            try:
+                request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+                    return answer.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code not in RETRY_STATUS:
+                    raise ServerError(f"{url} answered {exc.code}: {_error_text(exc)}") from None
+                reason = f"{exc.code}"
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                reason = str(getattr(exc, "reason", exc))
+            if attempt == self.retries:
+                raise ServerError(f"{url}: gave up after {self.retries + 1} attempts ({reason})")
+            with self._lock:
+                self.retried += 1
+            time.sleep(min(BACKOFF_MAX_S, BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read()).get("error", exc.reason))
+    except (ValueError, AttributeError, OSError):
+        return str(exc.reason)

@@ -1,0 +1,195 @@
+"""``geoseg predict``: a scene mapped in windows equals the handler's answer for the whole
+image; the outputs read back through GDAL; resume after a kill; one band-scaling rule."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import torch
+
+from handler.geoseg_handler import GeoSegHandler
+from handler.inference import HandlerConfig
+from model.artifact import save_artifact
+from model.class_table import ClassTable
+from model.export import export_meta
+from scene.cli import main as predict_main
+from scene.run import LocalSegmenter, SceneJob, map_scene
+from tests.scenes import COLLAR, PIXEL_M, scene_bands, write_scene
+from tests.standins import ColourRule, StandInContext, write_standin
+
+TILE, OVERLAP = 32, 8
+CONFIG = HandlerConfig(tile_size=TILE, tile_overlap=OVERLAP)
+FLAGS = ["--tile", str(TILE), "--overlap", str(OVERLAP), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("predict")
+    write_standin(work / "standin.pt", blur=15)  # sees past the kept centres: grid matters
+    write_scene(work / "scene.tif", scene_bands(300, 370))
+    return work
+
+
+def handler_answer(work: Path, body: bytes) -> np.ndarray:
+    """The class GeoTIFF the handler answers for ``body`` as one request, read back."""
+    ctx = StandInContext(work, headers={0: {"X-GeoSeg-Format": "geotiff"}},
+                         handler_config={"tile_size": TILE, "tile_overlap": OVERLAP})
+    handler = GeoSegHandler()
+    handler.initialize(ctx)
+    answer = handler.handle([{"body": body}], ctx)[0]
+    assert ctx.status == {}, answer
+    with rasterio.MemoryFile(answer) as mem, mem.open() as src:
+        return src.read(1)
+
+
+def read_classes(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+@pytest.mark.parametrize("tiles_per_window", [1, 3])
+def test_scene_in_windows_equals_the_handlers_single_answer(work, tiles_per_window):
+    out = work / f"windows{tiles_per_window}.tif"
+    segmenter = LocalSegmenter(work / "standin.pt", "cpu", CONFIG)
+    result = map_scene(SceneJob(work / "scene.tif", out), segmenter, CONFIG, tiles_per_window,
+                       show_progress=False)
+    assert result.windows > 4  # really cut into several windows
+    expected = handler_answer(work, (work / "scene.tif").read_bytes())
+    assert len(np.unique(expected)) >= 4
+    np.testing.assert_array_equal(read_classes(out), expected)
+
+
+def test_outputs_read_back_through_gdal(work):
+    out, gpkg, stats = work / "map.tif", work / "map.gpkg", work / "map.json"
+    assert predict_main([str(work / "scene.tif"), str(out), "--model", str(work / "standin.pt"),
+                         "--vector", str(gpkg), "--stats", str(stats), "--preview",
+                         str(work / "map.jpg"), *FLAGS]) == 0
+    with rasterio.open(work / "scene.tif") as src, rasterio.open(out) as cog:
+        assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert cog.crs == src.crs and cog.transform == src.transform
+        assert cog.nodata == 255 and cog.count == 1 and cog.dtypes[0] == "uint8"
+        table = ClassTable.load()
+        for i, colour in enumerate(table.colors):
+            assert cog.colormap(1)[i][:3] == colour
+        classes = cog.read(1)
+        assert np.all(classes[:COLLAR] == 255) and np.all(classes[:, :COLLAR] == 255)
+        assert classes[COLLAR:, COLLAR:].max() < table.num_classes
+        assert cog.tags(1)["CLASS_4"] == "road"
+    categories = ET.parse(f"{out}.aux.xml").findall(".//Category")
+    assert [c.text for c in categories[:5]] == list(table.names)
+
+    summary = json.loads(stats.read_text())
+    assert summary["nodata_pixels"] == int((classes == 255).sum())
+    layers = pyogrio.list_layers(gpkg)
+    assert len(layers) == 1
+    info = pyogrio.read_info(gpkg)
+    assert set(info["fields"]) == {"class_id", "class_name", "area_m2"}
+    _, _, _, fields = pyogrio.raw.read(gpkg, columns=["class_id", "area_m2"])
+    for entry in summary["classes"]:
+        polygons = fields[1][fields[0] == entry["id"]].sum()
+        assert entry["area_m2"] == pytest.approx(entry["pixels"] * PIXEL_M ** 2)
+        assert polygons == pytest.approx(entry["area_m2"], rel=0.01, abs=1e-6)
+
+
+def test_an_interrupted_run_resumes_to_the_same_bytes(work, tmp_path):
+    big = write_scene(tmp_path / "big.tif", scene_bands(900, 1100, seed=3))
+    args = [sys.executable, "-m", "scene.cli", str(big), "--model", str(work / "standin.pt"),
+            "--tiles-per-window", "1", *FLAGS]
+    whole = tmp_path / "whole.tif"
+    subprocess.run([*args[:4], str(whole), *args[4:]], check=True, timeout=300)
+
+    resumed = tmp_path / "resumed.tif"
+    parts = tmp_path / "resumed.tif.parts"
+    run = subprocess.Popen([*args[:4], str(resumed), *args[4:]])
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("*.npz"))) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    kept = len([p for p in parts.glob("*.npz") if p.stem.isdigit()])  # not a half-written one
+    assert kept >= 40 and not resumed.exists()
+
+    again = subprocess.run([*args[:4], str(resumed), *args[4:], "--resume"], check=True,
+                           timeout=300, capture_output=True, text=True)
+    tiles_now = int(again.stderr.strip().splitlines()[-1].split(": ")[1].split()[0])
+    total = int(subprocess.run([*args[:4], str(tmp_path / "again.tif"), *args[4:]], check=True,
+                               capture_output=True, text=True, timeout=300)
+                .stderr.strip().splitlines()[-1].split(": ")[1].split()[0])
+    assert tiles_now <= total - kept  # the finished windows were not segmented again
+    assert resumed.read_bytes() == whole.read_bytes()
+    assert not parts.exists()
+
+
+def scaled_standin(path: Path, low: float, high: float) -> Path:
+    """The colour-rule stand-in exported with band statistics ``low`` / ``high`` per band."""
+    scripted = torch.jit.script(ColourRule().eval())
+    meta = export_meta(ClassTable.load(), "colour-rule-standin",
+                       {"band_scaling": {"low": [low] * 3, "high": [high] * 3}})
+    save_artifact(scripted, meta, path)
+    return path
+
+
+def test_16_bit_halves_get_the_same_classes_as_the_whole(work, tmp_path):
+    bands = scene_bands(200, 300, seed=11, collar=0).astype(np.uint16) * 40
+    bands[:, :, 150:] = bands[:, :, 150:] * 4 // 5  # a darker half: its own stretch differs
+    paths = {name: write_scene(tmp_path / f"{name}.tif", np.ascontiguousarray(part), nodata=None)
+             for name, part in (("whole", bands), ("left", bands[:, :, :150]),
+                                ("right", bands[:, :, 150:]))}
+    near_cut = np.zeros(300, bool)
+    near_cut[150 - 2:150 + 2] = True  # the stand-in sees 1 pixel around: the cut's edges differ
+
+    def halves_and_whole(model: Path) -> tuple[np.ndarray, np.ndarray]:
+        maps = {}
+        for name, path in paths.items():
+            out = tmp_path / f"{name}-{model.stem}.tif"
+            assert predict_main([str(path), str(out), "--model", str(model), *FLAGS]) == 0
+            maps[name] = read_classes(out)
+        halves = np.concatenate([maps["left"], maps["right"]], axis=1)
+        assert len(np.unique(maps["right"])) >= 3
+        return halves[:, ~near_cut], maps["whole"][:, ~near_cut]
+
+    halves, whole = halves_and_whole(scaled_standin(tmp_path / "scaled.pt", 0.0, 255.0 * 40))
+    np.testing.assert_array_equal(halves, whole)
+    halves, whole = halves_and_whole(work / "standin.pt")  # no statistics: per-scene stretch
+    assert (halves != whole).mean() > 0.01
+
+
+def test_a_model_whose_statistics_miss_bands_is_refused(work, tmp_path, capsys):
+    bands = scene_bands(64, 64, collar=0).astype(np.uint16)
+    path = write_scene(tmp_path / "rgb16.tif", bands, nodata=None)
+    scripted = torch.jit.script(ColourRule().eval())
+    save_artifact(scripted, export_meta(ClassTable.load(), "standin",
+                                        {"band_scaling": {"low": [0.0], "high": [1.0]}}),
+                  tmp_path / "grey.pt")
+    assert predict_main([str(path), str(tmp_path / "o.tif"), "--model",
+                         str(tmp_path / "grey.pt"), *FLAGS]) == 1
+    assert "statistics cover 1 bands, the raster has 3" in capsys.readouterr().err
+
+
+def test_clear_errors(work, tmp_path, capsys):
+    model = ["--model", str(work / "standin.pt"), *FLAGS]
+    (tmp_path / "exists.tif").write_bytes(b"x")
+    (tmp_path / "junk.tif").write_bytes(b"not a raster")
+    cases = [
+        ([str(work / "scene.tif"), str(tmp_path / "exists.tif")], "exists; pass --overwrite"),
+        ([str(tmp_path / "junk.tif"), str(tmp_path / "o.tif")], "not a readable raster"),
+        ([str(tmp_path / "missing.tif"), str(tmp_path / "o.tif")], "no such file"),
+        ([str(work / "scene.tif"), str(work / "scene.tif"), str(tmp_path / "o.tif")],
+         "need a folder as OUTPUT"),
+        ([str(work / "scene.tif"), str(work / "scene.tif"), str(tmp_path / "d"), "--stats",
+          str(tmp_path / "s.json")], "needs '{stem}'"),
+    ]
+    for argv, message in cases:
+        assert predict_main([*argv, *model]) != 0
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
