@@ -1,0 +1,667 @@
+"""Point layers from QGIS (GeoPackage, Shapefile, GeoJSON, CSV) matched to rasters.
+
+A user labels land cover by clicking points in QGIS over their rasters and stores the class in an
+attribute of their choice. This module turns such a layer into GeoSeg's sparse labels:
+
+1. :func:`read_point_layer` reads every feature: id, x, y, the layer's CRS, the raw class value
+   and an optional ``image`` value. Vector files are read with pyogrio (GDAL), so a GeoJSON
+   without a ``crs`` member is RFC 7946 longitude/latitude and an older one with a ``crs``
+   member is read in that CRS. CSV files are read here: ``x,y,<class>`` in the CRS given as
+   ``csv_crs``, or ``image,x,y,<class>`` in pixel coordinates of the named image.
+2. :func:`resolve_classes` decides the class table and maps every raw value to a class id.
+3. :func:`match_points` reprojects the points to each raster and finds their pixels, reading
+   only 1x1 windows of the rasters' validity masks; every point ends either usable or rejected
+   with a reason (:class:`Reason`). :meth:`MatchResult.report` says which and why;
+   :func:`require_usable` stops when none is usable.
+
+Usable points per raster are int64 arrays (K, 3) with columns (row y, column x, class id), the
+:data:`training.points.Points` layout, so :func:`training.points.points_to_label` rasterises
+them into a sparse label window.
+"""
+from __future__ import annotations
+
+import colorsys
+import csv
+import math
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple, Union
+
+import numpy as np
+import pyogrio
+import pyogrio.errors
+import rasterio
+import shapely
+import shapely.errors
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+from rasterio.enums import MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from model.class_table import ClassTable, ClassTableError
+from training.points import image_key
+
+ClassValue = Union[str, int, float, None]
+"""A raw class attribute as read: a name, an id, or None when the field is empty (null, NaN, blank)."""
+
+CLASS_FIELD_CANDIDATES = ("class", "landcover", "label", "type", "class_id", "category")
+"""Attribute names tried, case-insensitively, when no class field is given."""
+
+_INTEGER = re.compile(r"-?[0-9]+")
+"""A class value spelled as an integer (an id, not a name)."""
+
+IMAGE_FIELD = "image"
+"""Attribute (or CSV column) naming the raster a point belongs to; matched case-insensitively."""
+
+DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+)
+"""Colours of a class table built from a layer's values: matplotlib's ``tab20`` reordered as the
+ten ``tab10`` colours followed by their ten light variants. Classes beyond 20 get colours from
+:func:`default_colors` (golden-angle hues)."""
+
+
+class PointLayerError(ValueError):
+    """A point layer or raster that cannot be used; the message is one line naming the file."""
+
+
+class Reason(StrEnum):
+    """Why a point was not used."""
+
+    OUTSIDE = "outside every raster"
+    NODATA = "on nodata"
+    UNKNOWN_CLASS = "unknown class"
+    EMPTY_CLASS = "empty class field"
+    UNKNOWN_IMAGE = "image not among the rasters"
+
+
+@dataclass(frozen=True)
+class PointFeature:
+    """One point of a layer.
+
+    ``fid`` is the feature id (GeoPackage / Shapefile / GeoJSON, as GDAL and QGIS number them) or
+    the 1-based line number (CSV, header = line 1). ``x``, ``y`` are in the layer's CRS, or pixel
+    column / row (float, 0 = the top-left pixel's top-left corner) when the layer holds pixel
+    coordinates. ``value`` is the class attribute, None when empty; ``image`` the image attribute.
+    """
+
+    fid: int
+    x: float
+    y: float
+    value: ClassValue
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class PointLayer:
+    """The features of a point layer and how to read their coordinates.
+
+    ``crs`` is None for a layer without a CRS (then coordinates are taken in each raster's own CRS)
+    and for pixel coordinates. ``pixel_coordinates`` is True for a CSV ``image,x,y,<class>``
+    without a CRS. ``id_kind`` is ``"feature"`` or ``"line"`` (CSV).
+    """
+
+    path: Path
+    class_field: str
+    crs: CRS | None
+    features: tuple[PointFeature, ...]
+    pixel_coordinates: bool = False
+    id_kind: str = "feature"
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def values(self) -> list[ClassValue]:
+        """The class value of every feature, in layer order."""
+        return [f.value for f in self.features]
+
+    def where(self, fid: int) -> str:
+        """``file:line`` for CSV rows, ``file: feature N`` otherwise."""
+        return f"{self.path}:{fid}" if self.id_kind == "line" else f"{self.path}: feature {fid}"
+
+
+class Rejected(NamedTuple):
+    """A point that is not used: its feature id (or CSV line), the reason, and a detail."""
+
+    feature_id: int
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Points matched to rasters.
+
+    ``points[i]`` is an int64 array (K_i, 3) of (row, col, class id) on ``rasters[i]``, in layer
+    order; ``feature_ids[i]`` (K_i,) int64 holds their feature ids (CSV: line numbers).
+    ``rejected`` lists the unused points in layer order.
+    """
+
+    layer: PointLayer
+    rasters: tuple[Path, ...]
+    points: tuple[np.ndarray, ...]
+    feature_ids: tuple[np.ndarray, ...]
+    rejected: tuple[Rejected, ...]
+
+    @property
+    def num_usable(self) -> int:
+        return int(sum(len(p) for p in self.points))
+
+    def counts(self) -> dict[str, int]:
+        """``{"usable": n, <reason>: n, ...}`` for every reason that occurred."""
+        out = {"usable": self.num_usable}
+        for reason in Reason:
+            n = sum(1 for r in self.rejected if r.reason is reason)
+            if n:
+                out[str(reason)] = n
+        return out
+
+    def summary(self) -> str:
+        """One line: how many points are usable (per raster) and how many were rejected why."""
+        per_raster = ", ".join(f"{path.name}: {len(pts)}"
+                               for path, pts in zip(self.rasters, self.points) if len(pts))
+        line = f"{self.layer.path}: {len(self.layer)} points, {self.num_usable} usable"
+        if per_raster:
+            line += f" ({per_raster})"
+        rejected = [f"{n} {reason}" for reason, n in self.counts().items() if reason != "usable"]
+        return line + ("; rejected: " + ", ".join(rejected) if rejected else "")
+
+    def report(self) -> str:
+        """One line per rejected point (``where: reason: detail``), then :meth:`summary`."""
+        lines = [f"{self.layer.where(r.feature_id)}: {r.reason}: {r.detail}" for r in self.rejected]
+        return "\n".join([*lines, self.summary()])
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_point_layer(path: str | Path, class_field: str | None = None, csv_crs: str | None = None,
+                     *, layer: str | int | None = None) -> PointLayer:
+    """Read a point layer: GeoPackage, Shapefile, GeoJSON (any vector format GDAL reads) or CSV.
+
+    ``class_field`` names the class attribute (matched case-insensitively); None picks the one
+    field among :data:`CLASS_FIELD_CANDIDATES`. ``csv_crs`` (e.g. ``"EPSG:32640"``) is the CRS of a
+    CSV's ``x,y``; without it a CSV needs an ``image`` column and holds pixel coordinates (x =
+    column, y = row). For a vector layer without a CRS (a Shapefile without ``.prj``) ``csv_crs``
+    is used as its CRS; for one with a different CRS it is an error. ``layer`` picks a layer of a
+    multi-layer file (GeoPackage). Raises :class:`PointLayerError` for unreadable files, missing
+    fields and non-point geometries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PointLayerError(f"{path}: no such file")
+    fallback = _parse_crs(csv_crs, f"{path}: csv_crs") if csv_crs else None
+    if path.suffix.lower() in (".csv", ".txt"):
+        return _read_csv(path, class_field, fallback)
+    return _read_vector(path, class_field, fallback, layer)
+
+
+def _parse_crs(text: str, where: str) -> CRS:
+    try:
+        return CRS.from_user_input(text)
+    except CRSError as exc:
+        raise PointLayerError(f"{where}: not a CRS: {text!r} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pick_field(fields: Sequence[str], wanted: str | None, where: str) -> str:
+    """The class field: ``wanted`` (case-insensitive) or the one common class name present."""
+    by_lower: dict[str, list[str]] = {}
+    for f in fields:
+        by_lower.setdefault(f.lower(), []).append(f)
+    if wanted is not None:
+        if wanted in fields:
+            return wanted
+        hits = by_lower.get(wanted.lower(), [])
+        if len(hits) == 1:
+            return hits[0]
+        raise PointLayerError(f"{where}: no class field {wanted!r}; the layer's fields are "
+                              f"{', '.join(fields) or '(none)'}")
+    found = [f for name in CLASS_FIELD_CANDIDATES for f in by_lower.get(name, [])]
+    if len(found) == 1:
+        return found[0]
+    what = "several class fields (" + ", ".join(found) + ")" if found else "no class field"
+    raise PointLayerError(f"{where}: {what} among the fields {', '.join(fields) or '(none)'}; "
+                          f"name it with class_field (--class-field)")
+
+
+def _clean_value(value: object) -> ClassValue:
+    """None for null / NaN / blank; integral floats (nullable integer fields) become int."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return None
+        return int(v) if v.is_integer() else v
+    text = str(value).strip()
+    return text or None
+
+
+def _clean_image(value: object) -> str | None:
+    cleaned = _clean_value(value)
+    return None if cleaned is None else str(cleaned)
+
+
+def _read_csv(path: Path, class_field: str | None, crs: CRS | None) -> PointLayer:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [(f or "").strip() for f in reader.fieldnames or []]
+            if not any(fields):
+                raise PointLayerError(f"{path}:1: empty CSV; expected a header such as x,y,class")
+            lower = {f.lower(): f for f in fields}
+            if "x" not in lower or "y" not in lower:
+                raise PointLayerError(f"{path}:1: a point CSV needs columns x and y "
+                                      f"(got {', '.join(fields)})")
+            x_col, y_col, image_col = lower["x"], lower["y"], lower.get(IMAGE_FIELD)
+            others = [f for f in fields if f not in (x_col, y_col, image_col)]
+            value_col = _pick_field(others, class_field, f"{path}:1")
+            if crs is None and image_col is None:
+                raise PointLayerError(f"{path}: CSV x,y need a CRS (csv_crs / --csv-crs, e.g. EPSG:32640), "
+                                      f"or an image column for pixel coordinates")
+            features = [_csv_feature(path, reader.line_num, row, x_col, y_col, value_col, image_col)
+                        for row in _stripped_rows(reader)]
+    except UnicodeDecodeError as exc:
+        raise PointLayerError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    except (OSError, csv.Error) as exc:
+        raise PointLayerError(f"{path}: cannot read as CSV ({_first_line(exc)})") from None
+    return PointLayer(path=path, class_field=value_col, crs=crs, features=tuple(features),
+                      pixel_coordinates=crs is None, id_kind="line")
+
+
+def _stripped_rows(reader: csv.DictReader[str]) -> Iterable[dict[str, str]]:
+    for row in reader:
+        yield {(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
+
+
+def _csv_feature(path: Path, line: int, row: dict[str, str], x_col: str, y_col: str, value_col: str,
+                 image_col: str | None) -> PointFeature:
+    try:
+        x, y = float(row[x_col]), float(row[y_col])
+    except ValueError:
+        raise PointLayerError(f"{path}:{line}: x and y must be numbers, got x={row[x_col]!r}, "
+                              f"y={row[y_col]!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise PointLayerError(f"{path}:{line}: x and y must be finite, got x={x}, y={y}")
+    value = _clean_value(row[value_col])
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        value = int(value)
+    image = _clean_image(row[image_col]) if image_col else None
+    return PointFeature(fid=line, x=x, y=y, value=value, image=image)
+
+
+def _read_vector(path: Path, class_field: str | None, fallback: CRS | None,
+                 layer: str | int | None) -> PointLayer:
+    try:
+        layers = pyogrio.list_layers(path)
+        if layer is None and len(layers) > 1:
+            names = ", ".join(str(n) for n in layers[:, 0])
+            raise PointLayerError(f"{path}: holds {len(layers)} layers ({names}); pick one with layer=")
+        meta, fids, geoms, data = pyogrio.raw.read(path, layer=layer, return_fids=True, force_2d=True)
+    except PointLayerError:
+        raise
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
+            pyogrio.errors.GeometryError, pyogrio.errors.FeatureError, pyogrio.errors.CRSError,
+            OSError) as exc:
+        raise PointLayerError(f"{path}: not a readable point layer ({_first_line(exc)})") from None
+    fields = [str(f) for f in meta["fields"]]
+    value_field = _pick_field(fields, class_field, str(path))
+    crs = _layer_crs(path, meta.get("crs"), fallback)
+    xy = _point_coordinates(path, fids, geoms)
+    values = data[fields.index(value_field)]
+    lower = {f.lower(): i for i, f in enumerate(fields)}
+    images = data[lower[IMAGE_FIELD]] if IMAGE_FIELD in lower else [None] * len(fids)
+    features = tuple(
+        PointFeature(fid=int(fid), x=float(x), y=float(y), value=_clean_value(v), image=_clean_image(im))
+        for fid, (x, y), v, im in zip(fids, xy, values, images)
+    )
+    return PointLayer(path=path, class_field=value_field, crs=crs, features=features)
+
+
+def _layer_crs(path: Path, text: str | None, fallback: CRS | None) -> CRS | None:
+    if not text:
+        return fallback
+    crs = _parse_crs(text, f"{path}: layer CRS")
+    if fallback is not None and not crs.equals(fallback):
+        raise PointLayerError(f"{path}: the layer carries its own CRS ({crs.to_string()}), "
+                              f"which differs from csv_crs ({fallback.to_string()})")
+    return crs
+
+
+def _point_coordinates(path: Path, fids: np.ndarray, wkb: np.ndarray) -> np.ndarray:
+    """(N, 2) float64 x, y of Point (or single-part MultiPoint) geometries; errors name the feature."""
+    try:
+        geoms = shapely.from_wkb(wkb)
+    except shapely.errors.GEOSException as exc:
+        raise PointLayerError(f"{path}: unreadable geometry ({_first_line(exc)})") from None
+    out = np.empty((len(fids), 2), dtype=np.float64)
+    for k, (fid, geom) in enumerate(zip(fids, geoms)):
+        if geom is None or geom.is_empty:
+            raise PointLayerError(f"{path}: feature {fid} has no geometry; every feature must be a point")
+        if geom.geom_type == "MultiPoint" and len(geom.geoms) == 1:
+            geom = geom.geoms[0]
+        if geom.geom_type != "Point":
+            raise PointLayerError(f"{path}: feature {fid} is a {geom.geom_type}; the layer must hold "
+                                  f"points (QGIS: Vector > Geometry Tools > Centroids for polygons)")
+        out[k] = (geom.x, geom.y)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Classes
+
+
+def default_colors(n: int) -> tuple[tuple[int, int, int], ...]:
+    """``n`` colours: :data:`DEFAULT_PALETTE`, then golden-angle hues (HSV s=0.65, v=0.85)."""
+    colors = list(DEFAULT_PALETTE[:n])
+    for k in range(n - len(colors)):
+        r, g, b = colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.65, 0.85)
+        colors.append((round(r * 255), round(g * 255), round(b * 255)))
+    return tuple(colors)
+
+
+def _as_id(value: ClassValue) -> int | None:
+    """The class id a value spells (int, or a string of digits), else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _lookup(table: ClassTable, value: ClassValue) -> int | None:
+    """Id of ``value`` in ``table`` by id (numbers) or name (case-insensitive); None if absent."""
+    as_id = _as_id(value)
+    if as_id is not None:
+        return as_id if 0 <= as_id < table.num_classes else None
+    try:
+        return table.class_id(str(value))
+    except (KeyError, ValueError):  # ValueError: a non-ASCII digit string such as "²"
+        return None
+
+
+def resolve_classes(values: Iterable[ClassValue], table: ClassTable | None
+                    ) -> tuple[ClassTable, dict[str | int | float, int]]:
+    """Choose the class table and map each distinct non-empty raw value to a class id.
+
+    - ``table`` given (``--classes``): values match its names case-insensitively, or its ids when
+      they are numbers (ints or digit strings); values it does not hold are left out of the
+      mapping, so :func:`match_points` rejects their points as :attr:`Reason.UNKNOWN_CLASS`.
+    - else the LandCover.ai table (``model/classes.json``) when every value is one of its names
+      or ids (0..4);
+    - else a table built from the distinct names, sorted case-insensitively (spelling of the
+      first occurrence; values differing only in case are one class), coloured with
+      :func:`default_colors` (:data:`DEFAULT_PALETTE` first). A layer holding ids (numbers) that
+      are not LandCover.ai ids cannot be given names and raises :class:`PointLayerError`: pass a
+      class table for it.
+
+    Returns (table, mapping raw value -> class id). Empty values (None) are never in the mapping.
+    """
+    distinct = list(dict.fromkeys(v for v in values if v is not None))
+    if table is not None:
+        return table, _mapping(table, distinct)
+    landcover = ClassTable.load()
+    if all(_lookup(landcover, v) is not None for v in distinct):
+        return landcover, _mapping(landcover, distinct)
+    numeric = [v for v in distinct if _as_id(v) is not None]
+    if numeric:
+        shown = ", ".join(repr(v) for v in numeric[:10])
+        raise PointLayerError(f"class values {shown} are ids, but not all values are LandCover.ai classes "
+                              f"({', '.join(landcover.names)}); pass a class table (--classes) naming them")
+    built = _table_from_names([str(v) for v in distinct])
+    return built, _mapping(built, distinct)
+
+
+def _mapping(table: ClassTable, distinct: Sequence[str | int | float]) -> dict[str | int | float, int]:
+    out: dict[str | int | float, int] = {}
+    for v in distinct:
+        idx = _lookup(table, v)
+        if idx is not None:
+            out[v] = idx
+    return out
+
+
+def _table_from_names(names: Sequence[str]) -> ClassTable:
+    first: dict[str, str] = {}
+    for n in names:
+        first.setdefault(n.lower(), n)
+    ordered = [first[k] for k in sorted(first)]
+    try:
+        return ClassTable(names=tuple(ordered), colors=default_colors(len(ordered)), name="point-layer")
+    except ClassTableError as exc:
+        raise PointLayerError(f"cannot build a class table from the layer's values: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Matching
+
+
+def match_points(layer: PointLayer, rasters: Sequence[str | Path], table: ClassTable,
+                 mapping: dict[str | int | float, int]) -> MatchResult:
+    """Find every point's pixel and class; reject the others with a :class:`Reason`.
+
+    Classes first: an empty value is :attr:`Reason.EMPTY_CLASS`, a value not in ``mapping``
+    :attr:`Reason.UNKNOWN_CLASS`.
+
+    A point **without an image value** is reprojected (pyproj, ``always_xy``) to each
+    georeferenced raster's CRS in turn (a layer without CRS, or a raster with a transform but no
+    CRS, is taken to share the other's CRS) and goes to the first raster that contains it with a
+    valid pixel there; pixel = floor of ``~transform * (x, y)`` as (col, row). Rasters without
+    georeferencing (plain PNG / JPEG tiles) never receive such points. A point inside some raster
+    but on nodata in each is :attr:`Reason.NODATA`; one inside none :attr:`Reason.OUTSIDE`.
+
+    A point **with an image value** goes only to the raster it names (its path without
+    extension ends with the value's, see :func:`training.points.image_key`): in pixel
+    coordinates (x = column, y = row) when that raster is not georeferenced or the layer holds
+    pixel coordinates (CSV ``image,x,y`` without CRS), else in map coordinates as above. A name
+    matching no raster, or several, is :attr:`Reason.UNKNOWN_IMAGE`.
+
+    Validity is the raster's dataset mask (nodata value, alpha band or internal mask), read as a
+    1x1 window per point; rasters whose bands are all valid are not read at all.
+    """
+    paths = tuple(Path(r) for r in rasters)
+    for idx in mapping.values():
+        if not 0 <= idx < table.num_classes:
+            raise ValueError(f"mapping holds class id {idx}, outside table {table.name!r} "
+                             f"(0..{table.num_classes - 1})")
+    state = _MatchState(layer, len(paths))
+    state.check_classes(table, mapping)
+    state.check_images(paths)
+    for j, raster in enumerate(paths):
+        with _open_raster(raster) as src:
+            state.place_on(j, raster, src)
+    state.finish_unplaced()
+    return state.result(paths)
+
+
+class _MatchState:
+    """Book-keeping of :func:`match_points`: per feature its class, target raster and fate."""
+
+    def __init__(self, layer: PointLayer, num_rasters: int) -> None:
+        n = len(layer)
+        self.layer = layer
+        self.xs = np.array([f.x for f in layer.features], dtype=np.float64).reshape(n)
+        self.ys = np.array([f.y for f in layer.features], dtype=np.float64).reshape(n)
+        self.class_ids = np.full(n, -1, dtype=np.int64)
+        self.target = np.full(n, -1, dtype=np.int64)  # raster named by the image value, -1: none
+        self.open = np.ones(n, dtype=bool)  # neither placed nor rejected yet
+        self.nodata_on: dict[int, str] = {}  # free points seen on nodata: feature index -> raster name
+        self.placed: list[list[tuple[int, int, int, int]]] = [[] for _ in range(num_rasters)]
+        self.rejected: dict[int, tuple[Reason, str]] = {}
+
+    def reject(self, k: int, reason: Reason, detail: str) -> None:
+        self.rejected[k] = (reason, detail)
+        self.open[k] = False
+
+    def check_classes(self, table: ClassTable, mapping: dict[str | int | float, int]) -> None:
+        for k, f in enumerate(self.layer.features):
+            if f.value is None:
+                self.reject(k, Reason.EMPTY_CLASS, f"field {self.layer.class_field!r} is empty")
+            elif f.value not in mapping:
+                self.reject(k, Reason.UNKNOWN_CLASS, f"{f.value!r} is not in class table {table.name!r} "
+                                                     f"({', '.join(table.names)})")
+            else:
+                self.class_ids[k] = mapping[f.value]
+
+    def check_images(self, paths: Sequence[Path]) -> None:
+        keys = [p.with_suffix("").as_posix().split("/") for p in paths]
+        for k, f in enumerate(self.layer.features):
+            if not self.open[k]:
+                continue
+            if f.image is None:
+                if self.layer.pixel_coordinates:
+                    self.reject(k, Reason.UNKNOWN_IMAGE, "empty image value (pixel coordinates need one)")
+                continue
+            want = PurePosixPath(image_key(f.image)).parts
+            hits = [j for j, parts in enumerate(keys) if tuple(parts[-len(want):]) == want]
+            if len(hits) == 1:
+                self.target[k] = hits[0]
+            else:
+                what = "no raster" if not hits else f"{len(hits)} rasters"
+                self.reject(k, Reason.UNKNOWN_IMAGE, f"image {f.image!r} matches {what}")
+
+    def place_on(self, j: int, raster: Path, src: DatasetReader) -> None:
+        """Place the open points that name raster ``j``, then the open points that name none."""
+        georeferenced = _is_georeferenced(src)
+        named = np.flatnonzero(self.open & (self.target == j))
+        if len(named):
+            self.place_named(j, raster, src, named, pixels=self.layer.pixel_coordinates or not georeferenced)
+        free = np.flatnonzero(self.open & (self.target < 0))
+        if len(free) and georeferenced and not self.layer.pixel_coordinates:
+            self.place_free(j, raster, src, free)
+
+    def place_named(self, j: int, raster: Path, src: DatasetReader, named: np.ndarray, pixels: bool) -> None:
+        """Points (indices ``named``) that belong to this raster: placed, or rejected here."""
+        if pixels:
+            cols, rows = self.xs[named], self.ys[named]
+        else:
+            cols, rows = _map_to_pixel(src, self.layer.crs, self.xs[named], self.ys[named])
+        inside, valid, ci, ri = _inspect(src, cols, rows)
+        for k, ins, ok, c, r in zip(map(int, named), inside, valid, ci, ri):
+            if not ins:
+                size = f"{src.width}x{src.height} pixels"
+                self.reject(k, Reason.OUTSIDE,
+                            f"x={self.xs[k]:g}, y={self.ys[k]:g} is outside image {raster.name} ({size})")
+            elif not ok:
+                self.reject(k, Reason.NODATA, f"row {r}, column {c} of {raster.name} is nodata")
+            else:
+                self.place(k, j, int(r), int(c))
+
+    def place_free(self, j: int, raster: Path, src: DatasetReader, free: np.ndarray) -> None:
+        """Points (indices ``free``) naming no raster: placed where valid, else left for later rasters."""
+        cols, rows = _map_to_pixel(src, self.layer.crs, self.xs[free], self.ys[free])
+        inside, valid, ci, ri = _inspect(src, cols, rows)
+        for k, ins, ok, c, r in zip(map(int, free), inside, valid, ci, ri):
+            if ins and ok:
+                self.place(k, j, int(r), int(c))
+            elif ins:
+                self.nodata_on.setdefault(k, f"row {r}, column {c} of {raster.name}")
+
+    def place(self, k: int, j: int, row: int, col: int) -> None:
+        self.placed[j].append((k, row, col, int(self.class_ids[k])))
+        self.open[k] = False
+
+    def finish_unplaced(self) -> None:
+        crs = self.layer.crs.to_string() if self.layer.crs is not None else "raster CRS"
+        for k in map(int, np.flatnonzero(self.open)):
+            if k in self.nodata_on:
+                self.reject(k, Reason.NODATA, f"{self.nodata_on[k]} is nodata (and no later raster has data)")
+            else:
+                self.reject(k, Reason.OUTSIDE, f"x={self.xs[k]:g}, y={self.ys[k]:g} ({crs}) is outside "
+                                               f"every georeferenced raster")
+
+    def result(self, paths: tuple[Path, ...]) -> MatchResult:
+        fids = np.array([f.fid for f in self.layer.features], dtype=np.int64)
+        points, ids = [], []
+        for placed in self.placed:
+            arr = np.array(sorted(placed), dtype=np.int64).reshape(-1, 4)
+            points.append(np.ascontiguousarray(arr[:, 1:]))
+            ids.append(fids[arr[:, 0]])
+        rejected = tuple(Rejected(int(fids[k]), reason, detail)
+                         for k, (reason, detail) in sorted(self.rejected.items()))
+        return MatchResult(layer=self.layer, rasters=paths, points=tuple(points), feature_ids=tuple(ids),
+                           rejected=rejected)
+
+
+def _open_raster(path: Path) -> DatasetReader:
+    if not path.is_file():
+        raise PointLayerError(f"{path}: no such raster")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise PointLayerError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+
+
+def _is_georeferenced(src: DatasetReader) -> bool:
+    """A CRS or a non-identity transform (plain PNG / JPEG tiles have neither)."""
+    return src.crs is not None or not src.transform.is_identity
+
+
+def _map_to_pixel(src: DatasetReader, layer_crs: CRS | None, xs: np.ndarray,
+                  ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map (x, y) in ``layer_crs`` -> float pixel (col, row) of ``src``; unprojectable points -> inf."""
+    if layer_crs is not None and src.crs is not None:
+        transformer = Transformer.from_crs(layer_crs, CRS.from_user_input(src.crs.to_wkt()), always_xy=True)
+        xs, ys = transformer.transform(xs, ys)
+        xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    inv = ~src.transform
+    return inv.a * xs + inv.b * ys + inv.c, inv.d * xs + inv.e * ys + inv.f
+
+
+def _inspect(src: DatasetReader, cols: np.ndarray, rows: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For float pixel positions (K,): inside (K,) bool, valid (K,) bool, int col (K,), int row (K,).
+
+    ``valid`` is meaningful where ``inside``; it reads one 1x1 dataset-mask window per distinct pixel.
+    """
+    finite = np.isfinite(cols) & np.isfinite(rows)
+    ci = np.floor(np.clip(np.where(finite, cols, -1.0), -1.0, 2.0**52)).astype(np.int64)
+    ri = np.floor(np.clip(np.where(finite, rows, -1.0), -1.0, 2.0**52)).astype(np.int64)
+    inside = finite & (ci >= 0) & (ci < src.width) & (ri >= 0) & (ri < src.height)
+    valid = np.ones(len(cols), dtype=bool)
+    if not all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
+        seen: dict[tuple[int, int], bool] = {}
+        for k in np.flatnonzero(inside):
+            key = (int(ri[k]), int(ci[k]))
+            if key not in seen:
+                mask = src.dataset_mask(window=Window(key[1], key[0], 1, 1))
+                seen[key] = bool(mask[0, 0])
+            valid[k] = seen[key]
+    return inside, valid, ci, ri
+
+
+def require_usable(result: MatchResult) -> MatchResult:
+    """Return ``result`` when it holds a usable point; else raise ``PointLayerError("no usable points: ...")``
+    with the counts per reason."""
+    if result.num_usable:
+        return result
+    counts = [f"{n} {reason}" for reason, n in result.counts().items() if reason != "usable"]
+    raise PointLayerError(f"no usable points: {len(result.layer)} in {result.layer.path}"
+                          + (" (" + ", ".join(counts) + ")" if counts else "")
+                          + f" on {len(result.rasters)} raster(s)")
