@@ -22,8 +22,8 @@ FLAGS = ["--tile", "64", "--overlap", "16", "--tile-batch", "8", "--tiles-per-wi
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("predict-server")
-    ts = TorchServe(standin_store(work, delay_ms=5, workers=2, blur=15),
-                    workdir=work / "ts").start(timeout=300)
+    store = standin_store(work, delay_ms=5, workers=2, blur=25)  # sees past the kept centres
+    ts = TorchServe(store, workdir=work / "ts").start(timeout=300)
     yield work, ts
     ts.stop()
 
