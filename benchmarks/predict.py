@@ -1,0 +1,176 @@
+"""Whole-scene mapping throughput: ``geoseg predict`` (local and ``--server``) against the bare
+model, and peak memory on a very large scene.
+
+    python -m benchmarks.predict                      # all three parts, about 10 minutes here
+    python -m benchmarks.predict --parts bare local   # or some of them
+
+- ``bare``: the exported model alone (the handler's tile predictor, the same micro-batch),
+  tiles/s on random 512 tiles;
+- ``local``: ``geoseg predict`` on a generated scene, tiles/s while segmenting (reading,
+  tiling, stitching and writing parts included; the COG assembly after it is timed apart);
+- ``server``: ``geoseg predict --server`` against TorchServe with 1 and 2 workers;
+- ``rss``: peak RSS of ``geoseg predict`` on a 20000 x 20000 scene, in a child process.
+
+The model is an export of ``--arch`` with random weights (speed does not depend on weights).
+Results go to ``benchmarks/results/predict-<device>.json``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from common.cli import parser
+from handler.inference import HandlerConfig, tile_predictor, warm_up
+from model.artifact import load_artifact, save_artifact
+from model.builder import build_model
+from model.class_table import ClassTable
+from model.export import export_meta, script_model
+from training.synthetic import generate_scene
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BLOCK = 2048
+
+
+def export_random(arch: str, path: Path) -> Path:
+    torch.manual_seed(0)
+    table = ClassTable.load()
+    net = build_model(arch, num_classes=table.num_classes).eval()
+    save_artifact(script_model(net), export_meta(table, arch), path)
+    return path
+
+
+def write_large_scene(path: Path, side: int) -> Path:
+    """A ``side`` x ``side`` RGB GeoTIFF (DEFLATE, tiled), written block by block from one
+    2048-pixel synthetic scene repeated (never whole in memory)."""
+    rgb, _ = generate_scene((BLOCK, BLOCK), seed=1)
+    block = np.moveaxis(rgb, -1, 0)
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=3,
+                       dtype="uint8", crs="EPSG:32640", transform=from_origin(3e5, 2.78e6, 0.5, 0.5),
+                       tiled=True, blockxsize=512, blockysize=512, compress="deflate") as dst:
+        for y in range(0, side, BLOCK):
+            for x in range(0, side, BLOCK):
+                h, w = min(BLOCK, side - y), min(BLOCK, side - x)
+                dst.write(block[:, :h, :w], window=Window(x, y, w, h))
+    return path
+
+
+def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeats: int) -> list[float]:
+    device = torch.device("cpu")
+    network = load_artifact(model, device).network
+    predict = tile_predictor(network, device, False, config.channels_last)
+    batch = config.micro_batch(device)
+    warm_up(predict, batch, config.tile_size)
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (batch, config.tile_size, config.tile_size, 3), dtype=np.uint8)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(tiles // batch):
+            predict(data)
+        rates.append((tiles // batch) * batch / (time.perf_counter() - start))
+    return rates
+
+
+def run_predict(args: list[str]) -> dict[str, Any]:
+    """Run ``geoseg predict`` in a child process; its tiles/s line and peak RSS (MiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "scene.cli", *args, "--quiet", "--overwrite"],
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    line = proc.stderr.strip().splitlines()[-1]
+    tiles, seconds = int(line.split(": ")[1].split()[0]), float(line.split(" in ")[1].split()[0])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"tiles": tiles, "segment_s": seconds, "tiles_per_s": tiles / seconds,
+            "wall_s": wall, "peak_rss_mib": peak / 1024 if peak > before else None}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def serve_and_predict(model: Path, scene: Path, work: Path, workers: int, repeats: int) -> list[float]:
+    from handler.inference import model_config_yaml
+    from tools.archive import build_archive
+    from tools.server import TorchServe
+
+    config = work / f"config-{workers}.yaml"
+    config.write_text(model_config_yaml({"minWorkers": workers, "maxWorkers": workers,
+                                         "batchSize": 1, "maxBatchDelay": 5,
+                                         "responseTimeout": 600}))
+    store = build_archive(model, work / f"store-{workers}", config=config).parent
+    server = TorchServe(store, workdir=work / f"ts-{workers}").start(timeout=300)
+    try:
+        return [run_predict([str(scene), str(work / "served.tif"), "--server", server.url,
+                             "--concurrency", str(2 * workers)])["tiles_per_s"]
+                for _ in range(repeats)]
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("python -m benchmarks.predict", __doc__)
+    p.add_argument("--arch", default="deeplabv3_mobilenet_v3_large")
+    p.add_argument("--side", type=int, default=4608, help="scene side for bare/local/server")
+    p.add_argument("--rss-side", type=int, default=20000, help="scene side for the memory run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--parts", nargs="+", default=["bare", "local", "server", "rss"],
+                   choices=["bare", "local", "server", "rss"])
+    p.add_argument("--out", type=Path, default=RESULTS / "predict-cpu.json")
+    args = p.parse_args(argv)
+    config = HandlerConfig()
+    result: dict[str, Any] = {"machine": f"{platform.node()} {platform.processor() or 'cpu'}",
+                              "cpus": len(__import__("os").sched_getaffinity(0)),
+                              "arch": args.arch, "tile": config.tile_size,
+                              "overlap": config.tile_overlap,
+                              "micro_batch": config.micro_batch("cpu"), "side": args.side}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model = export_random(args.arch, work / "model.pt")
+        scene = write_large_scene(work / "scene.tif", args.side)
+        if "bare" in args.parts:
+            result["bare_tiles_per_s"] = summary(bare_tiles_per_second(model, config, 60, args.repeats))
+            print("bare", result["bare_tiles_per_s"], flush=True)
+        if "local" in args.parts:
+            runs = [run_predict([str(scene), str(work / "local.tif"), "--model", str(model)])
+                    for _ in range(args.repeats)]
+            result["local"] = {"tiles": runs[0]["tiles"],
+                               "tiles_per_s": summary([r["tiles_per_s"] for r in runs]),
+                               "wall_s": summary([r["wall_s"] for r in runs])}
+            print("local", result["local"], flush=True)
+            if "bare_tiles_per_s" in result:
+                result["local_over_bare"] = (result["local"]["tiles_per_s"]["median"]
+                                             / result["bare_tiles_per_s"]["median"])
+        if "server" in args.parts:
+            result["server"] = {str(w): summary(serve_and_predict(model, scene, work, w, args.repeats))
+                                for w in (1, 2)}
+            print("server", result["server"], flush=True)
+        if "rss" in args.parts:
+            big = write_large_scene(work / "big.tif", args.rss_side)
+            run = run_predict([str(big), str(work / "big-map.tif"), "--model", str(model)])
+            run["decoded_input_mib"] = args.rss_side ** 2 * 3 / 2 ** 20
+            run["side"] = args.rss_side
+            result["rss"] = run
+            print("rss", run, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
