@@ -43,7 +43,7 @@ def test_geoseg_counters_and_handler_time_reach_the_metrics_endpoint(server):
     assert post(server, png(scene), headers={"Accept": "text/html"}).status == 406
 
     tiles = sum(len(plan_tiles(h, w, TILE, OVERLAP)) for h, w in sizes)
-    assert tiles == 9 + 1 + 1
+    assert tiles == 12 + 1 + 1  # 150x130 with edges reflected by 8: 4 x 3 tiles of 64
     model = {"ModelName": "geoseg", "Level": "Model"}
 
     def delta(after, name, **labels):
