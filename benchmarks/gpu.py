@@ -43,10 +43,10 @@ from handler.decode import decode_image
 from handler.encode import encode
 from handler.inference import HandlerConfig, tile_predictor
 from handler.tiling import segment_images
-from model.artifact import load_artifact, save_artifact
+from model.artifact import load_artifact
 from model.builder import build_model
 from model.class_table import ClassTable
-from model.export import PARITY_TOLERANCE, export_meta, parity, script_model
+from model.export import export_model
 from tools.server import ServerError, java_problem, torchserve_executable
 from training.synthetic import generate_scene
 
@@ -97,12 +97,7 @@ def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed)
     table = ClassTable.load()
     model = build_model(arch, num_classes=len(table.names), pretrained="none").eval()
-    scripted = script_model(model)
-    diff = parity(model, scripted, 64)
-    if not diff <= PARITY_TOLERANCE:
-        raise RuntimeError(f"scripted {arch} differs from eager by {diff:.3g}")
-    meta = export_meta(table, arch, {"weights": "random (benchmark only)"})
-    save_artifact(scripted, meta, path)
+    diff = export_model(model, table, arch, path, {"weights": "random (benchmark only)"}, 64)
     return {"arch": arch, "path": str(path), "parity_max_abs": diff,
             "megabytes": path.stat().st_size / 2 ** 20}
 

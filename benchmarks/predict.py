@@ -17,6 +17,7 @@ Results go to ``benchmarks/results/predict-<device>.json``.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import statistics
@@ -33,12 +34,10 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from benchmarks.gpu import export_random_model
 from common.cli import parser
 from handler.inference import HandlerConfig, tile_predictor, warm_up
-from model.artifact import load_artifact, save_artifact
-from model.builder import build_model
-from model.class_table import ClassTable
-from model.export import export_meta, script_model
+from model.artifact import load_artifact
 from training.synthetic import generate_scene
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,10 +45,8 @@ BLOCK = 2048
 
 
 def export_random(arch: str, path: Path) -> Path:
-    torch.manual_seed(0)
-    table = ClassTable.load()
-    net = build_model(arch, num_classes=table.num_classes).eval()
-    save_artifact(script_model(net), export_meta(table, arch), path)
+    """The benchmarks' random-weight export of ``arch`` (see benchmarks.gpu)."""
+    export_random_model(arch, path)
     return path
 
 
@@ -134,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     config = HandlerConfig()
     result: dict[str, Any] = {"machine": f"{platform.node()} {platform.processor() or 'cpu'}",
-                              "cpus": len(__import__("os").sched_getaffinity(0)),
+                              "cpus": len(os.sched_getaffinity(0)),
                               "arch": args.arch, "tile": config.tile_size,
                               "overlap": config.tile_overlap,
                               "micro_batch": config.micro_batch("cpu"), "side": args.side}

@@ -145,14 +145,16 @@ def _alpha_valid(im: Image.Image) -> Optional[np.ndarray]:
     return None if valid.all() else valid
 
 
-def valid_mask(src: Any, window: Any = None) -> Optional[np.ndarray]:
-    """(H, W) bool of a rasterio dataset (or ``window`` of it): False where GDAL's dataset mask
-    says no data (nodata value, alpha band or internal mask); None when every pixel is valid."""
+def valid_mask(src: Any, window: Any = None,
+               out_shape: Optional[tuple[int, int]] = None) -> Optional[np.ndarray]:
+    """(H, W) bool of a rasterio dataset (or ``window`` of it, or the whole read decimated to
+    ``out_shape``): False where GDAL's dataset mask says no data (nodata value, alpha band or
+    internal mask); None when every pixel is valid."""
     from rasterio.enums import MaskFlags
 
     if all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums):
         return None
-    valid = src.dataset_mask(window=window) > 0
+    valid = src.dataset_mask(window=window, out_shape=out_shape) > 0
     return None if valid.all() else valid
 
 
@@ -213,15 +215,27 @@ def _tiff_header(data: bytes) -> tuple[Optional[tuple[int, int]], Optional[GeoRe
     return size, (GeoReference(tags=found) if found else None)
 
 
-def _with_area(georef: Optional[GeoReference], src: object) -> Optional[GeoReference]:
+def metres_per_unit(crs: Any) -> Optional[float]:
+    """Metres per linear unit of a projected rasterio CRS; None for any other CRS."""
+    if crs is None or not crs.is_projected:
+        return None
+    return float(crs.linear_units_factor[1])
+
+
+def pixel_area_m2(crs: Any, transform: Any) -> Optional[float]:
+    """Ground area of one pixel in m^2 (|a*e - b*d| x metres per unit squared) for a projected
+    CRS with linear units; None otherwise."""
+    unit = metres_per_unit(crs)
+    if unit is None:
+        return None
+    return abs(transform.a * transform.e - transform.b * transform.d) * unit * unit
+
+
+def _with_area(georef: Optional[GeoReference], src: Any) -> Optional[GeoReference]:
     """Add CRS and pixel area (m^2, projected CRS with linear units only) from rasterio."""
     if georef is None:
         return None
-    crs = getattr(src, "crs", None)
-    if crs is not None:
-        georef.crs = crs.to_string()
-        if crs.is_projected:
-            unit = crs.linear_units_factor[1]
-            t = src.transform  # type: ignore[attr-defined]
-            georef.pixel_area_m2 = abs(t.a * t.e - t.b * t.d) * unit * unit
+    if src.crs is not None:
+        georef.crs = src.crs.to_string()
+        georef.pixel_area_m2 = pixel_area_m2(src.crs, src.transform)
     return georef

@@ -41,15 +41,24 @@ def mark_nodata(classes: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:
     return classes
 
 
+BAND_DESCRIPTION = "land cover class"
+
+
+def class_tags(table: ClassTable) -> dict[str, str]:
+    """Band metadata naming each class id, and 255: ``{"CLASS_0": "background", ...,
+    "CLASS_255": "no data"}``."""
+    return {**{f"CLASS_{i}": name for i, name in enumerate(table.names)},
+            f"CLASS_{NODATA}": "no data"}
+
+
 def gdal_metadata(table: ClassTable) -> str:
     """GDAL_METADATA XML naming band 1 and each class id, read by GDAL (``gdalinfo``, QGIS's
-    layer properties, ``rasterio`` ``tags(1)``) as band metadata ``CLASS_<id>=<name>``."""
+    layer properties, ``rasterio`` ``tags(1)``) as band metadata (:func:`class_tags`)."""
     from xml.sax.saxutils import escape
 
-    items = [f'<Item name="CLASS_{i}" sample="0">{escape(name)}</Item>'
-             for i, name in enumerate(table.names)]
-    items.append(f'<Item name="CLASS_{NODATA}" sample="0">no data</Item>')
-    items.append('<Item name="DESCRIPTION" sample="0" role="description">land cover class</Item>')
+    items = [f'<Item name="{key}" sample="0">{escape(name)}</Item>'
+             for key, name in class_tags(table).items()]
+    items.append(f'<Item name="DESCRIPTION" sample="0" role="description">{BAND_DESCRIPTION}</Item>')
     return "<GDALMetadata>" + "".join(items) + "</GDALMetadata>"
 
 
@@ -89,7 +98,6 @@ def summary_from_counts(counts: np.ndarray, width: int, height: int, table: Clas
                         georeferenced: bool) -> dict:
     """The JSON summary from (256,) pixel counts per id: per class pixels, fraction of the
     valid pixels and area in m^2 where the pixel area is known; ``nodata_pixels`` apart."""
-    n = table.num_classes
     nodata = int(counts[NODATA])
     total = int(counts.sum()) - nodata
     return {
@@ -99,7 +107,7 @@ def summary_from_counts(counts: np.ndarray, width: int, height: int, table: Clas
         "classes": [{"id": i, "name": name, "color": list(c), "pixels": int(counts[i]),
                      "fraction": float(counts[i] / total) if total else 0.0,
                      "area_m2": None if pixel_area_m2 is None else float(counts[i] * pixel_area_m2)}
-                    for i, (name, c) in enumerate(zip(table.names, table.colors))][:n],
+                    for i, (name, c) in enumerate(zip(table.names, table.colors))],
     }
 
 

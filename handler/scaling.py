@@ -11,7 +11,7 @@ A model exported without statistics falls back to a stretch of each band from it
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -63,14 +63,6 @@ def percentile_scaling(bands: np.ndarray, valid: Optional[np.ndarray] = None) ->
         low.append(float(lo))
         high.append(float(hi) if hi > lo else float(lo) + 1.0)
     return BandScaling(tuple(low), tuple(high))
-
-
-def fit_scaling(samples: Sequence[np.ndarray]) -> BandScaling:
-    """Statistics for a model: the percentile rule over the pixels of several (B, H, W)
-    samples of the training rasters pooled (each sample a read window or a subsample)."""
-    pooled = np.concatenate([s.reshape(s.shape[0], 1, -1).astype(np.float64) for s in samples],
-                            axis=2)
-    return percentile_scaling(pooled)
 
 
 def to_uint8(bands: np.ndarray, scaling: Optional[BandScaling] = None,

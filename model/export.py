@@ -63,18 +63,26 @@ def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int =
         return float((eager.eval()(x)["out"] - scripted(x)["out"]).abs().max())
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int = 128) -> float:
-    """Checkpoint -> TorchScript file; returns the parity difference (raises ParityError)."""
-    ckpt = read_checkpoint(checkpoint)
-    model, table = model_from_checkpoint(ckpt, checkpoint)
+def export_model(model: NormalizedSegmenter, table: ClassTable, arch: str, out: str | Path,
+                 extra: dict[str, Any] | None = None, parity_size: int = 128) -> float:
+    """Script ``model``, check it against the eager one on a (1, 3, parity_size, parity_size)
+    input and save it with its metadata to ``out``; returns the parity difference (raises
+    ParityError above :data:`PARITY_TOLERANCE`)."""
     scripted = script_model(model)
     diff = parity(model, scripted, parity_size)
     if not diff <= PARITY_TOLERANCE:
         raise ParityError(f"scripted model differs from eager by {diff:.3g} > {PARITY_TOLERANCE}")
+    save_artifact(scripted, export_meta(table, arch, extra), out)
+    return diff
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int = 128) -> float:
+    """Checkpoint -> TorchScript file; returns the parity difference (raises ParityError)."""
+    ckpt = read_checkpoint(checkpoint)
+    model, table = model_from_checkpoint(ckpt, checkpoint)
     extra = {"source_checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
              "val_miou": ckpt.get("best_miou"), "train_tile_size": ckpt.get("crop_size")}
-    save_artifact(scripted, export_meta(table, ckpt["arch"], extra), out)
-    return diff
+    return export_model(model, table, ckpt["arch"], out, extra, parity_size)
 
 
 def main(argv: list[str] | None = None) -> int:

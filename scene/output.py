@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-from handler.encode import NODATA, class_counts, overlay_rgb, summary_from_counts
+from handler.decode import pixel_area_m2
+from handler.encode import (
+    BAND_DESCRIPTION,
+    NODATA,
+    class_counts,
+    class_tags,
+    overlay_rgb,
+    summary_from_counts,
+)
 from model.class_table import ClassTable
 from scene.parts import PartStore
 from scene.source import SceneSource
@@ -35,15 +42,6 @@ def colormap(table: ClassTable) -> dict[int, tuple[int, int, int, int]]:
     return entries
 
 
-def pixel_area_m2(dataset: Any) -> Optional[float]:
-    """Ground area of one pixel in m^2 for a projected CRS with linear units, else None."""
-    crs = dataset.crs
-    if crs is None or not crs.is_projected:
-        return None
-    t, unit = dataset.transform, crs.linear_units_factor[1]
-    return float(abs(t.a * t.e - t.b * t.d) * unit * unit)
-
-
 def assemble(source: SceneSource, windows: list[SceneWindow], parts: PartStore, out: Path,
              table: ClassTable) -> np.ndarray:
     """Write the parts as a COG at ``out`` (plus its ``.aux.xml``); returns (256,) int64
@@ -60,8 +58,8 @@ def assemble(source: SceneSource, windows: list[SceneWindow], parts: PartStore, 
     counts = np.zeros(256, np.int64)
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(staging, "w", **profile) as dst:
         dst.write_colormap(1, colormap(table))
-        dst.update_tags(1, **{f"CLASS_{i}": n for i, n in enumerate(table.names)})
-        dst.set_band_description(1, "land cover class")
+        dst.update_tags(1, **class_tags(table))
+        dst.set_band_description(1, BAND_DESCRIPTION)
         for w in windows:
             classes = parts.load(w.index)
             dst.write(classes, 1, window=RioWindow(w.keep.x0, w.keep.y0, w.keep.x1 - w.keep.x0,
@@ -79,8 +77,8 @@ def write_category_names(out: Path, table: ClassTable) -> Path:
     class id; 255 named "no data"), which GDAL-based viewers show instead of numbers."""
     names = list(table.names) + [""] * (NODATA - table.num_classes) + ["no data"]
     categories = "".join(f"<Category>{escape(n)}</Category>" for n in names)
-    xml = ('<PAMDataset>\n  <PAMRasterBand band="1">\n    <Description>land cover class'
-           f'</Description>\n    <CategoryNames>{categories}</CategoryNames>\n'
+    xml = ('<PAMDataset>\n  <PAMRasterBand band="1">\n    <Description>'
+           f'{BAND_DESCRIPTION}</Description>\n    <CategoryNames>{categories}</CategoryNames>\n'
            '  </PAMRasterBand>\n</PAMDataset>\n')
     sidecar = out.with_name(out.name + ".aux.xml")
     sidecar.write_text(xml)
@@ -91,7 +89,8 @@ def statistics(counts: np.ndarray, source: SceneSource, table: ClassTable) -> di
     """The server's JSON summary schema for a whole scene, plus its input's name."""
     src = source.dataset
     summary = summary_from_counts(counts, source.width, source.height, table,
-                                  src.crs.to_string() if src.crs else None, pixel_area_m2(src),
+                                  src.crs.to_string() if src.crs else None,
+                                  pixel_area_m2(src.crs, src.transform),
                                   src.crs is not None)
     return {"input": source.path.name, **summary}
 

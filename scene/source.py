@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from handler.decode import raster_bands, valid_mask
+from handler.decode import bands_to_rgb, raster_bands, valid_mask
 from handler.scaling import BandScaling, percentile_scaling, to_uint8
 from handler.tiling import reflect_index
 
@@ -41,17 +41,8 @@ class SceneSource:
     mask (None: all valid) of any window; ``rgb`` the (h, w, 3) uint8 image the network sees."""
 
     def __init__(self, path: str | Path, scaling: Optional[BandScaling] = None) -> None:
-        import rasterio
-        from rasterio.errors import RasterioIOError
-
         self.path = Path(path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # NotGeoreferencedWarning on plain images
-                self.dataset: Any = rasterio.open(self.path)
-        except RasterioIOError as exc:
-            raise SceneError(f"{self.path}: not a readable raster "
-                             f"({str(exc).splitlines()[0]})") from None
+        self.dataset: Any = open_raster(self.path)
         self.bands = raster_bands(self.dataset)
         self.height, self.width = self.dataset.height, self.dataset.width
         self.dtype = np.dtype(self.dataset.dtypes[0])
@@ -70,7 +61,7 @@ class SceneSource:
         step = max(1, int(np.sqrt(self.height * self.width / FALLBACK_SAMPLE_PIXELS)))
         shape = (len(self.bands), max(1, self.height // step), max(1, self.width // step))
         sample = self.dataset.read(self.bands, out_shape=shape)
-        return percentile_scaling(sample, _decimated_valid(self.dataset, shape[1:]))
+        return percentile_scaling(sample, valid_mask(self.dataset, out_shape=shape[1:]))
 
     @property
     def georeferenced(self) -> bool:
@@ -105,14 +96,17 @@ class SceneSource:
 
     def rgb(self, bands: np.ndarray) -> np.ndarray:
         """(B, h, w) raw bands -> (h, w, 3) uint8, by the scene's one scaling rule."""
-        from handler.decode import bands_to_rgb
-
         return bands_to_rgb(to_uint8(bands, self.scaling))
 
 
-def _decimated_valid(dataset: Any, shape: tuple[int, int]) -> Optional[np.ndarray]:
-    from rasterio.enums import MaskFlags
+def open_raster(path: Path) -> Any:
+    """``path`` opened with rasterio; SceneError (one line) when it is not a readable raster."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
 
-    if all(flags == [MaskFlags.all_valid] for flags in dataset.mask_flag_enums):
-        return None
-    return dataset.dataset_mask(out_shape=shape) > 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning on plain images
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise SceneError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None

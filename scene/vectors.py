@@ -30,6 +30,7 @@ from rasterio.crs import CRS
 from shapely.geometry import Polygon, shape
 from shapely.geometry.polygon import orient
 
+from handler.decode import metres_per_unit, pixel_area_m2
 from model.class_table import IGNORE_INDEX, ClassTable
 
 CONNECTIVITY = 4
@@ -155,21 +156,14 @@ def read_classes(path: str | Path, table: ClassTable) -> tuple[np.ndarray, Affin
     return classes, transform, crs
 
 
-def pixel_area_m2(transform: Affine, crs: CRS) -> float:
-    """Ground area of one pixel in m² for a projected CRS: |a*e - b*d| x (metres per unit)².
-
-    Raises ValueError for a CRS that is not projected (a degree-sized pixel has no single area).
-    """
-    if not crs.is_projected:
+def min_pixels(min_area_m2: float, transform: Affine, crs: CRS) -> int:
+    """Smallest region size in pixels whose area is >= ``min_area_m2`` (m²). Raises ValueError
+    for a CRS that is not projected (a degree-sized pixel has no single area)."""
+    area = pixel_area_m2(crs, transform)
+    if area is None:
         raise ValueError(f"min_area_m2 needs a projected CRS (e.g. UTM), the raster's is "
                          f"{crs.to_string()}; reproject it or use min_area_m2=0")
-    _, metres = crs.linear_units_factor
-    return abs(transform.a * transform.e - transform.b * transform.d) * metres**2
-
-
-def min_pixels(min_area_m2: float, transform: Affine, crs: CRS) -> int:
-    """Smallest region size in pixels whose area is >= ``min_area_m2`` (m²)."""
-    return max(1, math.ceil(min_area_m2 / pixel_area_m2(transform, crs) - 1e-9))
+    return max(1, math.ceil(min_area_m2 / area - 1e-9))
 
 
 def sieve_classes(classes: np.ndarray, size: int) -> np.ndarray:
@@ -209,8 +203,8 @@ def areas_m2(polygons: np.ndarray, crs: CRS) -> np.ndarray:
     Projected CRS: planar area x (metres per unit)². Geographic CRS: geodesic area on the CRS's
     ellipsoid (``pyproj.Geod``), x = longitude, y = latitude in degrees.
     """
-    if crs.is_projected:
-        _, metres = crs.linear_units_factor
+    metres = metres_per_unit(crs)
+    if metres is not None:
         return np.asarray(shapely.area(polygons), dtype=np.float64) * metres**2
     if crs.is_geographic:
         geod = crs_to_pyproj(crs).get_geod()

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.responses import multipart_form
+from tests.helpers import png_bytes
 from tests.standins import write_standin
 from tools.archive import build_archive
 from tools.server import TorchServe
@@ -84,9 +85,7 @@ def ping(server: TorchServe) -> str:
 
 def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
     """Encode an (H, W, 3) uint8 array with Pillow (PNG, JPEG, ...)."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt)
-    return buf.getvalue()
+    return png_bytes(array, format=fmt)
 
 
 def mask_of(body: bytes) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import tifffile
 import torch
+from PIL import Image
 
 from handler.decode import decode_image
 from handler.geoseg_handler import GeoSegHandler
@@ -76,7 +77,7 @@ def test_transparent_pixels_of_an_rgba_png_are_nodata(served):
     alpha = np.full((40, 50), 255, np.uint8)
     alpha[:10] = 0
     body, _ = answer(served, png_bytes(np.dstack([rgb, alpha]), mode="RGBA"), "png")
-    classes = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(io.BytesIO(body)))
+    classes = np.asarray(Image.open(io.BytesIO(body)))
     assert np.all(classes[:10] == 255) and np.all(classes[10:] < 5)
 
 

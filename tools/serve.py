@@ -15,14 +15,7 @@ from typing import Optional
 
 from common.cli import existing_file, fail, parser
 from tools.archive import ArchiveError, build_archive
-from tools.server import ServerError, java_env, read_key, torchserve_executable, wait_ready
-
-
-def _torchserve() -> str:
-    executable = torchserve_executable()
-    if executable is None:
-        raise ServerError("no `torchserve` executable: run `make setup`")
-    return executable
+from tools.server import ServerError, java_env, read_key, require_torchserve, wait_ready
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -42,7 +35,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         env = {**java_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
         with open(logs / "torchserve.out", "ab") as out:
-            proc = subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(args.config),
+            proc = subprocess.run([require_torchserve(), "--start", "--ncs", "--ts-config", str(args.config),
                                    "--model-store", args.model_store, "--models", "geoseg=geoseg.mar"],
                                   env=env, stdout=out, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
@@ -59,7 +52,7 @@ def stop_main(argv: Optional[list[str]] = None) -> int:
     p = parser("geoseg stop", "Stop the TorchServe that `geoseg serve` started.")
     p.parse_args(argv)
     try:
-        proc = subprocess.run([_torchserve(), "--stop"], env={**os.environ, **java_env()},
+        proc = subprocess.run([require_torchserve(), "--stop"], env={**os.environ, **java_env()},
                               capture_output=True, text=True)
     except ServerError as exc:
         return fail(str(exc), 1)

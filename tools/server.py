@@ -3,12 +3,9 @@
 A started server's config is the project's ``config.properties`` with only what such a
 server must change: its addresses and gRPC ports (free loopback ports), ``model_store``, no
 ``load_models`` (the models come from the command line), plus the caller's ``extra_config``.
-
-    python -m tools.server wait --url http://127.0.0.1:8080 --model geoseg --timeout 180
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,8 +21,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
-
-from common.cli import fail
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "config.properties"
@@ -113,6 +108,14 @@ def java_problem() -> Optional[str]:
 def torchserve_executable() -> Optional[str]:
     local = Path(sys.executable).parent / "torchserve"
     return str(local) if local.exists() else shutil.which("torchserve")
+
+
+def require_torchserve() -> str:
+    """The ``torchserve`` executable; ServerError when it is not installed."""
+    executable = torchserve_executable()
+    if executable is None:
+        raise ServerError("no `torchserve` executable: run `make setup`")
+    return executable
 
 
 def wait_ready(url: str, model: str, timeout: float,
@@ -258,16 +261,12 @@ class TorchServe:
               ready_key: Optional[Callable[[], Optional[str]]] = None) -> TorchServe:
         """Start and wait until the model answers; ``ready_key`` gives the inference key
         when token authorisation is on."""
-        problem = java_problem()
-        executable = torchserve_executable()
-        if problem:
-            raise ServerError(problem)
-        if executable is None:
-            raise ServerError("no `torchserve` executable: run `make setup`")
+        java = java_env()  # ServerError when Java cannot run TorchServe here
+        executable = require_torchserve()
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.properties"
         config.write_text(self.config_text())
-        env = {**java_env(), "LOG_LOCATION": str(self.workdir / "logs"),
+        env = {**java, "LOG_LOCATION": str(self.workdir / "logs"),
                "METRICS_LOCATION": str(self.workdir / "logs"),
                "TMPDIR": str(self.workdir / "tmp")}  # TorchServe keeps its pid file there
         self.log = open(self.workdir / "torchserve.out", "wb")
@@ -349,23 +348,3 @@ class TorchServe:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    wait = sub.add_parser("wait", help="wait until a running TorchServe serves the model")
-    wait.add_argument("--url", default="http://127.0.0.1:8080")
-    wait.add_argument("--model", default="geoseg")
-    wait.add_argument("--timeout", type=float, default=180)
-    args = parser.parse_args(argv)
-    try:
-        wait_ready(args.url, args.model, args.timeout)
-    except ServerError as exc:
-        return fail(str(exc), 1)
-    print(f"{args.url}/predictions/{args.model} is ready")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -227,14 +227,15 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def random_crop(image: np.ndarray, label: np.ndarray, crop: int, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A ``crop`` x ``crop`` window; smaller inputs are padded (image 0, label 255)."""
+def random_crop(image: np.ndarray, label: np.ndarray, crop: int, rng: np.random.Generator,
+                fill: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
+    """A ``crop`` x ``crop`` window; smaller inputs are padded at the bottom / right (image 0,
+    label ``fill``)."""
     h, w = label.shape
     if h < crop or w < crop:
         ph, pw = max(0, crop - h), max(0, crop - w)
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-        label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+        label = np.pad(label, ((0, ph), (0, pw)), constant_values=fill)
         h, w = label.shape
     y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
     return image[y:y + crop, x:x + crop], label[y:y + crop, x:x + crop]
@@ -301,13 +302,20 @@ class PointSupervisedDataset(Dataset):
             return mask
         return points_to_label(self.points(index, mask), mask.shape)
 
+    pad_label = IGNORE_INDEX
+    """Label of the pixels a crop adds beyond a small image."""
+
+    def training_label(self, index: int, sample: Sample) -> np.ndarray:
+        """The (H, W) uint8 target of image ``index`` as training sees it."""
+        return self.label(index, sample.mask)
+
     def __getitem__(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = draw % len(self.source)
         sample = self.source.load(index)
-        image, label = sample.image, self.label(index, sample.mask)
+        image, label = sample.image, self.training_label(index, sample)
         rng = np.random.default_rng([self.seed, self.epoch, draw])
         if self.crop:
-            image, label = random_crop(image, label, self.crop, rng)
+            image, label = random_crop(image, label, self.crop, rng, self.pad_label)
         if self.augment:
             image, label = augment(image, label, rng)
         return to_tensors(image, label)

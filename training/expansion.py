@@ -60,8 +60,11 @@ import torch
 from torch import Tensor
 
 from model.class_table import IGNORE_INDEX
-from training.data import PointSupervisedDataset, SampleSource, augment, random_crop, to_tensors
+from training.data import PointSupervisedDataset, Sample, SampleSource
 from training.points import Points
+
+SKIMAGE_VERSION = version("scikit-image")
+"""Part of every superpixel cache key: another SLIC may give other segments."""
 
 EXPANDED_OFFSET = 128
 """Packed-target value of an expanded pixel of class ``c`` is ``EXPANDED_OFFSET + c``."""
@@ -232,7 +235,7 @@ class SuperpixelCache:
         version (a different SLIC may give different segments)."""
         digest = hashlib.sha256()
         digest.update(repr((image.shape, str(image.dtype), sorted(asdict(config).items()),
-                            version("scikit-image"))).encode())
+                            SKIMAGE_VERSION)).encode())
         digest.update(np.ascontiguousarray(image).data)
         return digest.hexdigest()
 
@@ -246,7 +249,7 @@ class SuperpixelCache:
         found = self._memory.get(key) if self.directory is None else self._read(key, image)
         if found is not None:
             self.stats.hits += 1
-            return found.copy()
+            return found.copy() if self.directory is None else found  # a read is already new
         start = time.perf_counter()
         segments = superpixels(image, config)
         self.stats.last_seconds = time.perf_counter() - start
@@ -349,19 +352,7 @@ class ExpandedPointDataset(PointSupervisedDataset):
             return sparse
         return expand_points(image, sparse, self.expansion, self.cache).packed()
 
-    def __getitem__(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = draw % len(self.source)
-        sample = self.source.load(index)
-        image, label = sample.image, self.packed_label(index, sample.image, sample.mask)
-        rng = np.random.default_rng([self.seed, self.epoch, draw])
-        if self.crop:
-            # Pad as random_crop would (bottom / right), but mark the padding PADDING, not 255.
-            h, w = label.shape
-            ph, pw = max(0, self.crop - h), max(0, self.crop - w)
-            if ph or pw:
-                image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-                label = np.pad(label, ((0, ph), (0, pw)), constant_values=PADDING)
-            image, label = random_crop(image, label, self.crop, rng)
-        if self.augment:
-            image, label = augment(image, label, rng)
-        return to_tensors(image, label)
+    pad_label = PADDING  # padding is not an unlabelled image pixel (see the packed targets)
+
+    def training_label(self, index: int, sample: Sample) -> np.ndarray:
+        return self.packed_label(index, sample.image, sample.mask)

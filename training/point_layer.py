@@ -44,6 +44,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
+from handler.decode import valid_mask
 from model.class_table import ClassTable, ClassTableError
 from training.points import image_key
 
@@ -650,8 +651,8 @@ def _inspect(src: DatasetReader, cols: np.ndarray, rows: np.ndarray
         for k in np.flatnonzero(inside):
             key = (int(ri[k]), int(ci[k]))
             if key not in seen:
-                mask = src.dataset_mask(window=Window(key[1], key[0], 1, 1))
-                seen[key] = bool(mask[0, 0])
+                mask = valid_mask(src, Window(key[1], key[0], 1, 1))
+                seen[key] = mask is None or bool(mask[0, 0])
             valid[k] = seen[key]
     return inside, valid, ci, ri
 

@@ -142,8 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.points_per_class is None and not args.dense and args.point_file is None:
         args.points_per_class = DEFAULT_POINTS_PER_CLASS
-    weak_options = args.expand != "none" or args.crf_weight > 0
-    if weak_options and (args.plain or args.dense):
+    if weakly_supervised(args) and (args.plain or args.dense):
         p.error(f"--expand / --crf-weight cannot go with {'--plain' if args.plain else '--dense'}")
     return args
 
