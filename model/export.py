@@ -82,6 +82,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int 
     model, table = model_from_checkpoint(ckpt, checkpoint)
     extra = {"source_checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
              "val_miou": ckpt.get("best_miou"), "train_tile_size": ckpt.get("crop_size")}
+    if ckpt.get("band_scaling"):
+        extra["band_scaling"] = ckpt["band_scaling"]  # rasters that are not 8-bit: handler.scaling
     return export_model(model, table, ckpt["arch"], out, extra, parity_size)
 
 

@@ -19,13 +19,12 @@ from typing import Optional
 
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
-from scene.source import SceneError
+from scene.source import SceneError, list_rasters
 
 GDAL_CACHE_MB = "256"
 """GDAL's block cache for the run (its default is 5 % of the machine's memory, which a large
 scene fills): the windows of one row reuse their blocks, a few hundred MB is plenty. The
 environment variable GDAL_CACHEMAX, when set, wins."""
-RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 DEFAULT_MODEL = Path("model/geoseg.pt")
 
 
@@ -60,22 +59,6 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
-
-
-def list_inputs(paths: list[str]) -> list[Path]:
-    """Files as given, folders expanded to the rasters inside them (sorted)."""
-    found: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SceneError(f"{text}: no such file or folder")
-    if not found:
-        raise SceneError(f"no rasters ({', '.join(RASTER_SUFFIXES)}) in {', '.join(paths)}")
-    return found
 
 
 def plan_jobs(inputs: list[Path], output: Path, vector: Optional[str], stats: Optional[str],
@@ -135,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         from scene.run import check_source, map_scene
 
-        inputs = list_inputs(args.paths[:-1])
+        inputs = list_rasters(args.paths[:-1])
         jobs = plan_jobs(inputs, Path(args.paths[-1]), args.vector, args.stats, args.preview)
         check_outputs(jobs, args.overwrite, args.resume)
         for job in jobs:

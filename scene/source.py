@@ -7,7 +7,9 @@ rows and columns a window needs are read (never the whole raster).
 """
 from __future__ import annotations
 
+import glob
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -58,10 +60,7 @@ class SceneSource:
                 return model_scaling.for_bands(len(self.bands))
             except ValueError as exc:
                 raise SceneError(f"{self.path}: {exc}") from None
-        step = max(1, int(np.sqrt(self.height * self.width / FALLBACK_SAMPLE_PIXELS)))
-        shape = (len(self.bands), max(1, self.height // step), max(1, self.width // step))
-        sample = self.dataset.read(self.bands, out_shape=shape)
-        return percentile_scaling(sample, valid_mask(self.dataset, out_shape=shape[1:]))
+        return percentile_scaling(*decimated_sample(self.dataset, self.bands, FALLBACK_SAMPLE_PIXELS))
 
     @property
     def georeferenced(self) -> bool:
@@ -97,6 +96,42 @@ class SceneSource:
     def rgb(self, bands: np.ndarray) -> np.ndarray:
         """(B, h, w) raw bands -> (h, w, 3) uint8, by the scene's one scaling rule."""
         return bands_to_rgb(to_uint8(bands, self.scaling))
+
+
+def decimated_sample(dataset: Any, bands: list[int], pixels: int
+                     ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """About ``pixels`` pixels of the whole raster, read decimated (GDAL's overviews where
+    present): (B, h, w) raw ``bands`` and the (h, w) valid mask (None: all valid)."""
+    step = max(1, int(np.sqrt(dataset.height * dataset.width / max(1, pixels))))
+    shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
+    return dataset.read(bands, out_shape=shape), valid_mask(dataset, out_shape=shape[1:])
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
+"""File names taken from a folder given as input."""
+
+
+def list_rasters(paths: Sequence[str | Path], what: str = "input") -> list[Path]:
+    """Files as given, folders expanded to the rasters inside them, glob patterns (``*``, ``?``,
+    ``[``) expanded; each group sorted. SceneError (one line) for a path
+    that does not exist, a pattern that matches nothing, or no raster at all."""
+    found: list[Path] = []
+    for text in map(str, paths):
+        path = Path(text)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        elif any(c in text for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise SceneError(f"{what} {text}: the pattern matches no file")
+            found += matches
+        else:
+            raise SceneError(f"{what} {text}: no such file or folder")
+    if not found:
+        raise SceneError(f"no rasters ({', '.join(RASTER_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    return found
 
 
 def open_raster(path: Path) -> Any:

@@ -31,6 +31,7 @@ def tiny_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 INTEGRATION_MODULES = frozenset({
     "test_server", "test_predict_server", "test_reliability", "test_security", "test_soak", "test_metrics_served",
     "test_benchmarks", "test_training_run", "test_archive", "test_distributed", "test_weak_training",
+    "test_point_training",
 })
 """Modules whose tests start a real TorchServe, the archiver, training runs or benchmarks:
 marked ``integration``, so ``make test-unit`` (``-m "not integration"``) leaves them out."""

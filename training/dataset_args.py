@@ -15,9 +15,10 @@ from training.data import (
 )
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
+def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The dataset options; ``required=False`` where another source can stand in for --data."""
     group = parser.add_argument_group("data")
-    group.add_argument("--data", required=True,
+    group.add_argument("--data", required=required, default=None,
                        help="dataset folder (LandCover.ai root, or folders of images/ + masks/)")
     group.add_argument("--dataset", choices=("landcoverai", "folders"), default="landcoverai",
                        help="layout: LandCover.ai (output/ tiles or images/+masks/ orthophotos), "
@@ -49,6 +50,10 @@ def open_source(args: argparse.Namespace, split: str, table: ClassTable) -> Samp
         raise DatasetError(f"dataset folder {root} does not exist")
     if args.dataset == "folders":
         chosen = args.train_dirs if split == "train" else args.val_dirs
+        if not chosen and not (root / split).is_dir() and split != "train":
+            raise DatasetError(f"{root} has no {split}/ folder: name the {split} folders with "
+                               f"--{split}-dirs (validating on the training images measures nothing)"
+                               if split == "val" else f"{root} has no {split}/ folder")
         dirs = chosen if chosen else ([split] if (root / split).is_dir() else [])
         return ColourMaskFolders(root, table, dirs, args.scale)
     if (root / "output").is_dir():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +23,7 @@ from training.data import DatasetError, SampleSource, to_tensors
 from training.dataset_args import add_data_args, open_source
 from training.device import DeviceError, resolve_device
 from training.metrics import SegmentationScores, confusion_matrix, scores
-from training.points import simulate_points
+from training.points import Points, simulate_points
 from training.visualize import comparison_picture, save_picture
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) float [0, 1] -> (1, H, W) ids
@@ -39,12 +39,13 @@ def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False) -
 
 def evaluate_source(predict: Predictor, source: SampleSource, table: ClassTable,
                     picture_dir: Optional[Path] = None, max_pictures: int = 0,
-                    points_per_class: int = 10, seed: int = 0, progress: bool = True
-                    ) -> np.ndarray:
+                    points_per_class: int = 10, seed: int = 0, progress: bool = True,
+                    annotations: Optional[Mapping[str, Points]] = None) -> np.ndarray:
     """Confusion matrix (C, C) of ``predict`` over every image of ``source``.
 
-    The first ``max_pictures`` images also get a picture ``<picture_dir>/<key>.png`` showing the
-    points a ``points_per_class`` annotation would give.
+    The first ``max_pictures`` images also get a picture ``<picture_dir>/<key>.png`` showing
+    their points in ``annotations`` (a point file's) when it names them, else the points a
+    ``points_per_class`` annotation would give.
     """
     cm = np.zeros((table.num_classes, table.num_classes), dtype=np.int64)
     for index in tqdm(range(len(source)), desc="evaluate", unit="img", disable=not progress,
@@ -54,7 +55,10 @@ def evaluate_source(predict: Predictor, source: SampleSource, table: ClassTable,
         pred = predict(x.unsqueeze(0))[0].numpy().astype(np.uint8)
         cm += confusion_matrix(pred, sample.mask, table.num_classes)
         if picture_dir is not None and index < max_pictures:
-            points = simulate_points(sample.mask, points_per_class, [seed, index])
+            if annotations is not None and sample.key in annotations:
+                points = annotations[sample.key]
+            else:
+                points = simulate_points(sample.mask, points_per_class, [seed, index])
             save_picture(picture_dir / f"{sample.key.replace('/', '_')}.png",
                          comparison_picture(sample.image, points, pred, sample.mask, table))
     return cm

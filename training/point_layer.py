@@ -57,6 +57,9 @@ CLASS_FIELD_CANDIDATES = ("class", "landcover", "label", "type", "class_id", "ca
 _INTEGER = re.compile(r"-?[0-9]+")
 """A class value spelled as an integer (an id, not a name)."""
 
+SUMMARY_RASTERS = 8
+"""Rasters named one by one in :meth:`MatchResult.summary`; beyond, only their number."""
+
 IMAGE_FIELD = "image"
 """Attribute (or CSV column) naming the raster a point belongs to; matched case-insensitively."""
 
@@ -168,11 +171,12 @@ class MatchResult:
 
     def summary(self) -> str:
         """One line: how many points are usable (per raster) and how many were rejected why."""
-        per_raster = ", ".join(f"{path.name}: {len(pts)}"
-                               for path, pts in zip(self.rasters, self.points) if len(pts))
+        holding = [(path, pts) for path, pts in zip(self.rasters, self.points) if len(pts)]
         line = f"{self.layer.path}: {len(self.layer)} points, {self.num_usable} usable"
-        if per_raster:
-            line += f" ({per_raster})"
+        if len(holding) > SUMMARY_RASTERS:
+            line += f" (on {len(holding)} of {len(self.rasters)} rasters)"
+        elif holding:
+            line += " (" + ", ".join(f"{path.name}: {len(pts)}" for path, pts in holding) + ")"
         rejected = [f"{n} {reason}" for reason, n in self.counts().items() if reason != "usable"]
         return line + ("; rejected: " + ", ".join(rejected) if rejected else "")
 

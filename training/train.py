@@ -1,11 +1,19 @@
 """Train a GeoSeg segmenter from sparse point labels (or dense masks, for comparison).
 
-Points are simulated from the dense training masks (``--points-per-class N``, fixed per image
-and seed) or read from a point file (``--point-file``: CSV, GeoJSON, or a folder of sparse PNGs).
-Every epoch is evaluated on the dense validation masks. The run folder gets ``last.pt``,
-``best.pt`` (by validation mIoU), ``metrics.json`` / ``metrics.csv``, and ``pictures/``
-(image | points | prediction | ground truth per validation image). A folder that already holds
-a run is continued with ``--resume`` or replaced with ``--overwrite``, never silently.
+The main way: rasters of any size and the point layer clicked on them in QGIS, no masks
+(``--images``, ``--points``; see training/point_run.py). Points are reprojected to the rasters,
+a share is held out by spatial blocks, and every epoch is scored at the held-out points (and on
+dense masks when ``--val-masks`` gives them):
+
+    geoseg train --images ortho/*.tif --points clicks.gpkg --class-field landcover --out runs/mine
+
+For experiments, points are simulated from the dense masks of a dataset (``--data``,
+``--points-per-class N``, fixed per image and seed) or read from a point file (``--point-file``:
+CSV, GeoJSON, or a folder of sparse PNGs), and every epoch is evaluated on the dense validation
+masks. The run folder gets ``last.pt``, ``best.pt`` (by validation mIoU: the point estimate on a
+point-layer run), ``metrics.json`` / ``metrics.csv``, and ``pictures/`` (image | points |
+prediction | ground truth per validation image). A folder that already holds a run is continued
+with ``--resume`` or replaced with ``--overwrite``, never silently.
 
     python -m training.train --data data/synthetic --out runs/demo --points-per-class 10
 
@@ -35,16 +43,25 @@ from tqdm import tqdm
 from common.cli import at_least, existing_path, fail, parser, positive
 from model.builder import ARCHITECTURES, PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from model.class_table import ClassTable, ClassTableError
+from model.class_table import IGNORE_INDEX, ClassTable, ClassTableError
 from training.data import DatasetError, PointSupervisedDataset, SampleSource, epoch_draws
 from training.dataset_args import add_data_args, load_table, open_source
 from training.device import DeviceError, resolve_device
 from training.distributed import SINGLE, DistributedError, Group, join, launch, under_torchrun
 from training.evaluate import evaluate_source, predictor
-from training.expansion import ExpandedPointDataset, ExpansionConfig, SuperpixelCache
+from training.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
-from training.points import PointFileError, Points, georeferencing, read_point_annotations
+from training.point_run import (
+    POINT_ERRORS,
+    PointData,
+    Validation,
+    add_point_args,
+    point_arg_problem,
+    prepare_points,
+)
+from training.points import PointFileError, Points, georeferencing, image_key, read_point_annotations
+from training.raster_points import RasterPointDataset
 from training.regularizers import EXPAND_WEIGHT, WeakSupervisionLoss
 
 AUX_WEIGHT = 0.4
@@ -53,6 +70,9 @@ RUN_FILES = ("last.pt", "best.pt")
 """A folder holding one of these holds a run: training into it needs --resume or --overwrite."""
 OUTPUT_FILES = (*RUN_FILES, "metrics.json", "metrics.csv")
 
+TrainingSet = PointSupervisedDataset | RasterPointDataset
+"""Crops of a dataset with masks (simulated / file points, or dense), or of rasters + a point layer."""
+
 
 class OptionError(ValueError):
     """Options that disagree with the data (e.g. ``--alpha`` for another number of classes)."""
@@ -60,7 +80,8 @@ class OptionError(ValueError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser("geoseg train", __doc__)
-    add_data_args(p)
+    add_data_args(p, required=False)
+    add_point_args(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, pictures)")
     sup = p.add_argument_group("supervision", "one of --points-per-class, --point-file, --dense")
     labels = sup.add_mutually_exclusive_group()
@@ -140,7 +161,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="BatchNorm statistics over the global batch (SyncBatchNorm; CUDA, "
                           "several processes only)")
     args = p.parse_args(argv)
-    if args.points_per_class is None and not args.dense and args.point_file is None:
+    problem = point_arg_problem(args)
+    if problem:
+        p.error(problem)
+    if args.images is None and args.data is None:
+        p.error("give --images and --points (rasters and the points clicked on them), or --data")
+    if args.images is None and args.points_per_class is None and not args.dense \
+            and args.point_file is None:
         args.points_per_class = DEFAULT_POINTS_PER_CLASS
     if weakly_supervised(args) and (args.plain or args.dense):
         p.error(f"--expand / --crf-weight cannot go with {'--plain' if args.plain else '--dense'}")
@@ -218,8 +245,9 @@ def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any
     """``metrics.json`` (config + one record per epoch) and a flat ``metrics.csv``."""
     (out / "metrics.json").write_text(json.dumps({"config": config, "epochs": history},
                                                  indent=2) + "\n")
-    rows = [{k: v for k, v in r.items() if k not in ("val_iou", "val_confusion", "superpixels")}
-            | {f"iou_{n}": v for n, v in r["val_iou"].items()} for r in history]
+    rows = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+            | {f"iou_{n}": v for n, v in r["val_iou"].items()}
+            | {f"dense_iou_{n}": v for n, v in r.get("val_dense_iou", {}).items()} for r in history]
     if rows:
         with (out / "metrics.csv").open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -234,28 +262,77 @@ def check_alpha(alpha: list[float] | None, table: ClassTable) -> None:
                           f"{table.num_classes} classes ({', '.join(table.names)})")
 
 
-def read_annotations(args: argparse.Namespace, source: SampleSource, table: ClassTable
-                     ) -> dict[str, Points] | None:
-    """The ``--point-file``'s points per image key of ``source`` (None without a point file).
+def image_names(source: SampleSource) -> dict[str, str]:
+    """Every name a point file may use for an image of ``source`` -> its key: the key, the
+    image's path relative to the dataset root (``tile1/images/x``, without extension) and
+    the bare stem when only one image has it."""
+    names = {key: key for key in source.keys}
+    root = getattr(source, "root", None)
+    if hasattr(source, "image_file") and root is not None:
+        stems: dict[str, list[str]] = {}
+        for i, key in enumerate(source.keys):
+            path = Path(source.image_file(i))
+            names.setdefault(image_key(str(path.relative_to(root))), key)
+            stems.setdefault(path.stem, []).append(key)
+        names |= {stem: keys[0] for stem, keys in stems.items() if len(keys) == 1 and stem not in names}
+    return names
 
-    Points are checked against the images' sizes; GeoJSON map coordinates are converted with
-    the georeferencing of the images that have one.
+
+def original_size(source: SampleSource, index: int) -> tuple[int, int]:
+    """(H, W) of image ``index`` as stored, before ``--scale``."""
+    if getattr(source, "scale", 1.0) != 1.0 and hasattr(source, "image_file"):
+        from PIL import Image
+
+        with Image.open(source.image_file(index)) as im:
+            return im.size[1], im.size[0]
+    return source.size(index)
+
+
+def read_annotations(args: argparse.Namespace, sources: list[SampleSource], table: ClassTable
+                     ) -> dict[str, Points] | None:
+    """The ``--point-file``'s points per image key of ``sources`` (training and validation;
+    None without a point file).
+
+    An image may be named by its key, its path under the dataset root or its stem. Points are
+    in the stored image's pixels (GeoJSON: map coordinates of georeferenced images) and checked
+    against its size; with ``--scale`` they move to the resized image's pixels.
     """
     if not args.point_file:
         return None
-    sizes = {k: source.size(i) for i, k in enumerate(source.keys)}
+    names: dict[str, str] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     transforms = {}
-    if hasattr(source, "image_file"):
-        found = {k: georeferencing(source.image_file(i)) for i, k in enumerate(source.keys)}
-        transforms = {k: t for k, t in found.items() if t is not None}
-    return read_point_annotations(args.point_file, table, sizes, transforms)
+    for source in sources:
+        own = image_names(source)
+        index = {k: i for i, k in enumerate(source.keys)}
+        names |= own
+        sizes |= {name: original_size(source, index[key]) for name, key in own.items()}
+        if hasattr(source, "image_file"):
+            for name, key in own.items():
+                found = georeferencing(source.image_file(index[key]))
+                if found is not None:
+                    transforms[name] = found
+    read = read_point_annotations(args.point_file, table, sizes, transforms)
+    out: dict[str, Points] = {}
+    for name, points in read.items():
+        key = names[name]
+        out[key] = np.concatenate([out[key], points]) if key in out else points
+    scale = getattr(args, "scale", 1.0)
+    if scale != 1.0:
+        for key, points in out.items():
+            h, w = next(original_size(s, s.keys.index(key)) for s in sources if key in s.keys)
+            moved = points.copy()
+            moved[:, 0] = np.minimum(np.floor((points[:, 0] + 0.5) * scale), round(h * scale) - 1)
+            moved[:, 1] = np.minimum(np.floor((points[:, 1] + 0.5) * scale), round(w * scale) - 1)
+            out[key] = moved
+    return out
 
 
-def training_dataset(args: argparse.Namespace, source: SampleSource, table: ClassTable
-                     ) -> PointSupervisedDataset:
-    """Crops of ``source`` with their labels: points (simulated or read) or the dense masks."""
+def training_dataset(args: argparse.Namespace, source: SampleSource, table: ClassTable,
+                     annotations: dict[str, Points] | None = None) -> PointSupervisedDataset:
+    """Crops of ``source`` with their labels: points (simulated, or ``annotations`` read from
+    a point file) or the dense masks."""
     points_per_class = None if args.dense else args.points_per_class
-    annotations = read_annotations(args, source, table)
     if not weakly_supervised(args):
         return PointSupervisedDataset(source, points_per_class, args.seed, args.crop_size,
                                       augment=True, annotations=annotations)
@@ -371,15 +448,34 @@ def resume_if_possible(state: RunState, path: Path, args: argparse.Namespace, ta
     return True
 
 
-def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: PointSupervisedDataset,
-              criterion: torch.nn.Module, steps: int, val_source: SampleSource, table: ClassTable,
-              device: torch.device, out: Path, group: Group = SINGLE) -> dict[str, Any]:
-    """Train one epoch of ``steps`` optimizer steps, then score the dense validation masks
-    (and write the validation pictures). Returns the epoch's record for the metrics.
+def dense_validation(args: argparse.Namespace, val_source: SampleSource, table: ClassTable,
+                     group: Group = SINGLE, annotations: dict[str, Points] | None = None
+                     ) -> Validation:
+    """Validation on the dense masks of ``val_source``: in a distributed ``group`` each process
+    scores its block of the images and the confusion matrices are summed. Pictures show the
+    point file's points (``annotations``) where it has them, else simulated ones."""
+    def run(model: torch.nn.Module, device: torch.device, progress: bool,
+            pictures: Path | None, max_pictures: int) -> dict[str, Any]:
+        cm = evaluate_source(predictor(model, device, amp=device.type == "cuda"),
+                             group.share_source(val_source), table, pictures, max_pictures,
+                             args.points_per_class or DEFAULT_POINTS_PER_CLASS, args.seed, progress,
+                             annotations)
+        cm = group.sum(cm)
+        result = scores(cm)
+        return {"val_miou": result.miou, "val_pixel_accuracy": result.pixel_accuracy,
+                "val_iou": result.as_dict(table.names)["iou"], "val_confusion": cm.tolist()}
+    return run
 
-    In a distributed ``group`` each process trains on its share of the epoch's draws and
-    scores its block of the validation images; the record (loss averaged over the processes,
-    confusion matrix summed) is the same on every process; rank 0 alone draws pictures."""
+
+def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: TrainingSet,
+              criterion: torch.nn.Module, steps: int, validate: Validation,
+              device: torch.device, out: Path, group: Group = SINGLE) -> dict[str, Any]:
+    """Train one epoch of ``steps`` optimizer steps, then validate (and write the validation
+    pictures). Returns the epoch's record for the metrics.
+
+    In a distributed ``group`` each process trains on its share of the epoch's draws; the
+    record (loss averaged over the processes, validation as ``validate`` combines it) is the
+    same on every process; rank 0 alone draws pictures."""
     t0 = time.time()
     cuda = device.type == "cuda"
     progress = not args.no_progress and group.is_main
@@ -396,23 +492,17 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Po
     train_seconds = time.time() - t0
     state.model.eval()
     group.sync_state(state.model)  # every process scores exactly the weights rank 0 saves
-    cm = evaluate_source(predictor(state.model, device, amp=cuda), group.share_source(val_source),
-                         table, out / "pictures" if group.is_main else None,
-                         args.max_pictures if group.is_main else 0,
-                         args.points_per_class or DEFAULT_POINTS_PER_CLASS, args.seed, progress)
-    cm = group.sum(cm)
-    result = scores(cm)
+    found = validate(state.model, device, progress, out / "pictures" if group.is_main else None,
+                     args.max_pictures if group.is_main else 0)
     record: dict[str, Any] = {}
     if isinstance(dataset, ExpandedPointDataset):
         stats = dataset.cache.stats
         record["superpixels"] = {"computed": stats.computed, "cache_hits": stats.hits,
                                  "seconds_per_image": round(stats.seconds_per_image(), 3)}
     return record | {"epoch": epoch, "step": (epoch + 1) * steps,
-            "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0),
-            "val_miou": result.miou, "val_pixel_accuracy": result.pixel_accuracy,
+            "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0)} | found | {
             "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
-            "train_seconds": round(train_seconds, 2),
-            "val_iou": result.as_dict(table.names)["iou"], "val_confusion": cm.tolist()}
+            "train_seconds": round(train_seconds, 2)}
 
 
 def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict[str, Any],
@@ -424,16 +514,17 @@ def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict
             "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(),
             "epoch": epoch, "best_miou": state.best_miou, "history": state.history,
             "crop_size": args.crop_size, "config": config,
+            "band_scaling": config.get("band_scaling"),
             "rng": {"torch": torch.get_rng_state()}}
 
 
-def run_config(args: argparse.Namespace, device: torch.device, train_source: SampleSource,
-               val_source: SampleSource, steps: int, table: ClassTable, group: Group = SINGLE
-               ) -> dict[str, Any]:
-    """The options and what they resolved to, as plain JSON values (for metrics.json)."""
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    return options | {"device": str(device), "train_images": len(train_source),
-                      "val_images": len(val_source), "steps_per_epoch": steps,
+def run_config(args: argparse.Namespace, device: torch.device, data: dict[str, Any], steps: int,
+               table: ClassTable, group: Group = SINGLE) -> dict[str, Any]:
+    """The options and what they resolved to, as plain JSON values (for metrics.json);
+    ``data``: what the data options resolved to (image counts, point counts...)."""
+    options = {k: str(v) if isinstance(v, Path) else
+               [str(x) for x in v] if isinstance(v, list) else v for k, v in vars(args).items()}
+    return options | data | {"device": str(device), "steps_per_epoch": steps,
                       "classes": list(table.names), "processes": group.world_size,
                       "backend": group.backend,
                       "global_batch_size": args.batch_size * group.world_size}
@@ -447,9 +538,16 @@ def save_checkpoints(out: Path, payload: dict[str, Any], improved: bool) -> None
 
 
 def log_epoch(record: dict[str, Any], epochs: int) -> None:
-    print(f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
-          f"val mIoU {100 * record['val_miou']:.2f}%  "
-          f"acc {100 * record['val_pixel_accuracy']:.2f}%  ({record['seconds']:.0f} s)", flush=True)
+    if "val_points" in record:
+        val = (f"val points: mIoU {100 * record['val_miou']:.2f}%  "
+               f"acc {100 * record['val_pixel_accuracy']:.2f}% ({record['val_points']} points)")
+        if "val_dense_miou" in record:
+            val += f"  dense mIoU {100 * record['val_dense_miou']:.2f}%"
+    else:
+        val = (f"val mIoU {100 * record['val_miou']:.2f}%  "
+               f"acc {100 * record['val_pixel_accuracy']:.2f}%")
+    print(f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  {val}  "
+          f"({record['seconds']:.0f} s)", flush=True)
 
 
 def remove_previous_run(out: Path) -> None:
@@ -475,6 +573,34 @@ def log_start(args: argparse.Namespace, group: Group, steps: int) -> None:
               f"{', SyncBatchNorm' if args.sync_bn else ''}", flush=True)
 
 
+def training_data(args: argparse.Namespace, group: Group = SINGLE
+                  ) -> tuple[TrainingSet, Validation, ClassTable, dict[str, Any]]:
+    """The training dataset, the validation, the class table and what the data options resolved
+    to: rasters + a point layer (``--images``), or a dataset with dense masks (``--data``)."""
+    if args.images is not None:
+        given = ClassTable.load(args.classes) if args.classes else None
+        points: PointData = prepare_points(args, given)
+        check_alpha(args.alpha, points.table)
+        pad = PADDING if weakly_supervised(args) else IGNORE_INDEX
+        dataset = points.dataset(args, pad)
+        data = points.config() | {"train_images": len(dataset),
+                                  "val_images": len(points.validation_rasters()),
+                                  "points_per_class": None}
+        return dataset, points.validation(device_is_cuda(group)), points.table, data
+    table: ClassTable = load_table(args)
+    check_alpha(args.alpha, table)
+    train_source = open_source(args, "train", table)
+    val_source = open_source(args, "val", table)
+    annotations = read_annotations(args, [train_source, val_source], table)
+    data = {"train_images": len(train_source), "val_images": len(val_source)}
+    return (training_dataset(args, train_source, table, annotations),
+            dense_validation(args, val_source, table, group, annotations), table, data)
+
+
+def device_is_cuda(group: Group) -> bool:
+    return group.device.type == "cuda"
+
+
 def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any]:
     """Run the training described by ``args`` as one process of ``group`` (None: a single
     process on ``--device``); returns the best epoch's record."""
@@ -485,15 +611,11 @@ def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any
     check_distributed(args, device, group.world_size)
     if args.threads:
         torch.set_num_threads(args.threads)
-    table: ClassTable = load_table(args)
-    check_alpha(args.alpha, table)
-    train_source = open_source(args, "train", table)
-    val_source = open_source(args, "val", table)
-    dataset = training_dataset(args, train_source, table)
+    dataset, validate, table, data = training_data(args, group)
     steps = args.steps_per_epoch or math.ceil(len(dataset) / (args.batch_size * group.world_size))
     state = new_run_state(args, table, device, steps * args.epochs, group)
     criterion = training_criterion(args, device)
-    config = run_config(args, device, train_source, val_source, steps, table, group)
+    config = run_config(args, device, data, steps, table, group)
     log_start(args, group, steps)
     if args.resume:
         more = resume_if_possible(state, out / "last.pt", args, table)
@@ -506,8 +628,8 @@ def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any
     best_record = state.best_record()
     stop = args.epochs if not args.stop_after else min(args.epochs, state.start_epoch + args.stop_after)
     for epoch in range(state.start_epoch, stop):
-        record = run_epoch(epoch, args, state, dataset, criterion, steps, val_source, table, device,
-                           out, group)
+        record = run_epoch(epoch, args, state, dataset, criterion, steps, validate, device, out,
+                           group)
         improved = state.add(record)
         if improved:
             best_record = record
@@ -557,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 best = train(args, group)
             except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
-                    ClassTableError, DeviceError, OptionError, DistributedError) as exc:
+                    ClassTableError, DeviceError, OptionError, DistributedError,
+                    *POINT_ERRORS) as exc:
                 return fail(group.tag(str(exc)))
             if best:
                 print(f"best val mIoU {100 * best['val_miou']:.2f}% at epoch {best['epoch'] + 1}; "

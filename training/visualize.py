@@ -27,21 +27,23 @@ def draw_points(image: np.ndarray, points: Points, table: ClassTable) -> np.ndar
 
 
 def comparison_picture(image: np.ndarray, points: Points, prediction: np.ndarray,
-                       truth: np.ndarray, table: ClassTable) -> np.ndarray:
+                       truth: np.ndarray | None, table: ClassTable) -> np.ndarray:
     """Four panels side by side with titles: (H + 16, 4 W + 12, 3) uint8.
 
     ``prediction`` and ``truth`` are (H, W) class ids; 255 shows black (see ClassTable.palette).
+    ``truth`` None (no mask exists) leaves the last panel grey, titled "no mask".
     """
-    h, w = truth.shape
-    panels = [image, draw_points(image, points, table), table.colorize(prediction),
-              table.colorize(truth)]
+    h, w = prediction.shape
+    last = table.colorize(truth) if truth is not None else np.full((h, w, 3), 200, np.uint8)
+    panels = [image, draw_points(image, points, table), table.colorize(prediction), last]
+    titles = PANEL_TITLES if truth is not None else (*PANEL_TITLES[:3], "no mask")
     title_h, gap = 16, 4
     out = np.full((h + title_h, 4 * w + 3 * gap, 3), 255, dtype=np.uint8)
     for k, panel in enumerate(panels):
         out[title_h:, k * (w + gap):k * (w + gap) + w] = panel
     canvas = Image.fromarray(out)
     draw = ImageDraw.Draw(canvas)
-    for k, title in enumerate(PANEL_TITLES):
+    for k, title in enumerate(titles):
         draw.text((k * (w + gap) + 2, 2), title, fill=(0, 0, 0))
     return np.asarray(canvas)
 

@@ -1,0 +1,176 @@
+"""Validation of a point-trained model on rasters of any size, from held-out points (and masks).
+
+Each validation raster is predicted where it is needed: whole when it has at most
+:data:`WHOLE_RASTER_PIXELS` pixels (as :func:`training.evaluate.evaluate_source` predicts an
+image), else in :data:`EVAL_TILE` px cells with :data:`EVAL_MARGIN` px of context on every side
+(reflected at the raster's edges), only the cells that hold validation points, or all cells
+when a dense mask is given. The predictions at the held-out points give the point scores
+(:func:`training.point_validation.point_metrics`); a mask gives the dense confusion matrix too.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from handler.scaling import BandScaling
+from model.class_table import IGNORE_INDEX, ClassTable
+from scene.source import SceneSource, Window, open_raster
+from training.data import to_tensors
+from training.evaluate import Predictor
+from training.metrics import confusion_matrix
+from training.point_validation import point_metrics
+from training.points import Points
+from training.raster_points import PointTrainingError, points_in_window
+from training.visualize import comparison_picture, save_picture
+
+WHOLE_RASTER_PIXELS = 1024 * 1024
+"""Validation rasters up to this many pixels are predicted in one pass."""
+
+EVAL_TILE = 512
+"""Side in pixels of the cells a larger validation raster is predicted in."""
+
+EVAL_MARGIN = 64
+"""Context in pixels added on every side of a cell (and dropped from its prediction)."""
+
+
+@dataclass(frozen=True)
+class ValidationRaster:
+    """A raster with held-out points (K, 3) (row, col, class) and an optional dense mask file
+    on the same pixel grid (one band of class ids, or colours of the class table)."""
+
+    path: Path
+    points: Points
+    mask: Optional[Path] = None
+
+
+@dataclass
+class PointValidation:
+    """What one validation pass found: the true and predicted class at every held-out point,
+    and the dense confusion matrix (C, C) over the masks (None without masks)."""
+
+    true: np.ndarray
+    pred: np.ndarray
+    dense: Optional[np.ndarray]
+
+    def record(self, table: ClassTable) -> dict[str, Any]:
+        """The epoch record's validation fields. ``val_miou`` / ``val_pixel_accuracy`` are the
+        point estimates (the best checkpoint is chosen by them); ``val_dense_*`` sit beside."""
+        from training.metrics import scores
+
+        found = point_metrics(self.true, self.pred, table.num_classes)
+        per_class = {name: s for name, s in zip(table.names, found["per_class"])}
+        out: dict[str, Any] = {
+            "val_miou": found["miou"] if found["miou"] is not None else 0.0,
+            "val_pixel_accuracy": found["accuracy"] if found["accuracy"] is not None else 0.0,
+            "val_points": found["num_points"],
+            "val_iou": {name: s["iou"] for name, s in per_class.items()},
+            "val_point_scores": {name: {k: s[k] for k in ("support", "precision", "recall", "f1")}
+                                 for name, s in per_class.items()},
+            "val_confusion": found["confusion"],
+        }
+        if self.dense is not None:
+            dense = scores(self.dense)
+            out |= {"val_dense_miou": dense.miou,
+                    "val_dense_pixel_accuracy": dense.pixel_accuracy,
+                    "val_dense_iou": dense.as_dict(table.names)["iou"],
+                    "val_dense_confusion": self.dense.tolist()}
+        return out
+
+
+def pair_masks(rasters: Sequence[Path], masks: Sequence[Path]) -> dict[Path, Path]:
+    """``--val-masks``: the mask of each validation raster, in the order given (one each)."""
+    if len(masks) != len(rasters):
+        raise PointTrainingError(f"--val-masks gives {len(masks)} masks for {len(rasters)} "
+                                 f"validation rasters: give one per --val-images raster, in order")
+    for raster, mask in zip(rasters, masks):
+        with open_raster(raster) as a, open_raster(mask) as b:
+            if (a.height, a.width) != (b.height, b.width):
+                raise PointTrainingError(f"{mask} is {b.width}x{b.height} pixels, its raster "
+                                         f"{raster} {a.width}x{a.height}")
+    return dict(zip(rasters, masks))
+
+
+def read_mask(path: Path, window: Optional[Any], table: ClassTable) -> np.ndarray:
+    """(h, w) uint8 class ids (255: no label) of ``window`` (None: whole) of a mask file: one band
+    of ids, or three bands coloured as in ``table``."""
+    with open_raster(path) as src:
+        if src.count >= 3:
+            rgb = np.moveaxis(src.read([1, 2, 3], window=window), 0, -1).astype(np.uint8)
+            try:
+                return table.mask_from_colors(rgb)
+            except ValueError as exc:
+                raise PointTrainingError(f"{path}: {exc}") from None
+        ids = src.read(1, window=window)
+    bad = (ids >= table.num_classes) & (ids != IGNORE_INDEX)
+    if bad.any():
+        raise PointTrainingError(f"{path}: class id {int(ids[bad][0])} is not in the class table "
+                                 f"(0..{table.num_classes - 1}, 255 = no label)")
+    return ids.astype(np.uint8)
+
+
+def cells_to_predict(height: int, width: int, points: Points, everything: bool
+                     ) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, h, w) of the cells to predict: the whole raster when small, else the
+    :data:`EVAL_TILE` cells holding points (all cells when ``everything``)."""
+    if height * width <= WHOLE_RASTER_PIXELS:
+        return [(0, 0, height, width)]
+    if everything:
+        keys = {(y, x) for y in range(0, height, EVAL_TILE) for x in range(0, width, EVAL_TILE)}
+    else:
+        keys = {(int(r) // EVAL_TILE * EVAL_TILE, int(c) // EVAL_TILE * EVAL_TILE)
+                for r, c in points[:, :2]}
+    return [(y, x, min(EVAL_TILE, height - y), min(EVAL_TILE, width - x)) for y, x in sorted(keys)]
+
+
+def predict_cell(predict: Predictor, source: SceneSource, y0: int, x0: int, h: int, w: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The image (h, w, 3) uint8 and predicted ids (h, w) uint8 of a cell; a cell smaller than
+    the raster is predicted with :data:`EVAL_MARGIN` px of context around it."""
+    whole = (y0, x0, h, w) == (0, 0, source.height, source.width)
+    m = 0 if whole else EVAL_MARGIN
+    bands, _ = source.read(Window(y0 - m, y0 + h + m, x0 - m, x0 + w + m))
+    image = source.rgb(bands)
+    x, _ = to_tensors(image, np.zeros(image.shape[:2], np.uint8))
+    pred = predict(x.unsqueeze(0))[0].numpy().astype(np.uint8)
+    return image[m:m + h, m:m + w], pred[m:m + h, m:m + w]
+
+
+def validate_points(predict: Predictor, rasters: Sequence[ValidationRaster], table: ClassTable,
+                    scaling: Optional[BandScaling] = None, picture_dir: Optional[Path] = None,
+                    max_pictures: int = 0, progress: bool = True) -> PointValidation:
+    """Predict every validation raster where needed (module doc); score the held-out points,
+    and the masks when given. The first ``max_pictures`` rasters also get a picture
+    ``<picture_dir>/<stem>.png`` (image | held-out points | prediction | mask) of their first
+    predicted cell."""
+    from rasterio.windows import Window as RioWindow
+
+    true: list[np.ndarray] = []
+    pred: list[np.ndarray] = []
+    dense = None
+    if any(r.mask is not None for r in rasters):
+        dense = np.zeros((table.num_classes, table.num_classes), dtype=np.int64)
+    bar = tqdm(rasters, desc="validate", unit="raster", disable=not progress, leave=False)
+    for k, raster in enumerate(bar):
+        with SceneSource(raster.path, scaling) as source:
+            cells = cells_to_predict(source.height, source.width, raster.points,
+                                     raster.mask is not None)
+            for n, (y0, x0, h, w) in enumerate(cells):
+                image, ids = predict_cell(predict, source, y0, x0, h, w)
+                inside = points_in_window(raster.points, y0, x0, h, w)
+                true.append(inside[:, 2])
+                pred.append(ids[inside[:, 0], inside[:, 1]].astype(np.int64))
+                truth = None
+                if raster.mask is not None and dense is not None:
+                    truth = read_mask(raster.mask, RioWindow(x0, y0, w, h), table)
+                    dense += confusion_matrix(ids, truth, table.num_classes)
+                if picture_dir is not None and k < max_pictures and n == 0:
+                    save_picture(picture_dir / f"{raster.path.stem}.png",
+                                 comparison_picture(image, inside, ids, truth, table))
+    empty = np.zeros(0, dtype=np.int64)
+    return PointValidation(np.concatenate(true) if true else empty,
+                           np.concatenate(pred) if pred else empty, dense)
