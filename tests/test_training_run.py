@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -104,3 +105,48 @@ def test_help_runs():
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def test_one_point_file_for_a_folders_project_at_half_scale(tiny_folders, tmp_path):
+    """One CSV names training and validation images by their paths under the root (images/
+    included); with --scale 0.5 its pixel coordinates stay the stored images' and move to the
+    resized ones; the validation pictures show the file's points; metrics say no simulation."""
+    from training.dataset_args import open_source
+    from training.train import parse_args, read_annotations
+
+    csv = tmp_path / "points.csv"
+    csv.write_text("image,x,y,class\n"
+                   "train/images/scene_0000.png,47,46,0\n"
+                   "train/scene_0001,10,20,1\n"
+                   "val/images/scene_0004.png,30,2,1\n")
+    args = parse_args(["--data", str(tiny_folders), "--dataset", "folders", "--point-file",
+                       str(csv), "--scale", "0.5", "--out", str(tmp_path / "pf"), *FAST])
+    from model.class_table import ClassTable
+    table = ClassTable.load(tiny_folders / "classes.json")
+    points = read_annotations(args, [open_source(args, "train", table),
+                                     open_source(args, "val", table)], table)
+    assert {k: v.tolist() for k, v in points.items()} == {
+        "train/scene_0000": [[23, 23, 0]], "train/scene_0001": [[10, 5, 1]],
+        "val/scene_0004": [[1, 15, 1]]}
+    assert train_main(["--data", str(tiny_folders), "--dataset", "folders", "--point-file",
+                       str(csv), "--scale", "0.5", "--out", str(tmp_path / "pf"), "--epochs", "1",
+                       *FAST]) == 0
+    config = json.loads((tmp_path / "pf" / "metrics.json").read_text())["config"]
+    assert config["points_per_class"] is None and config["val_images"] == 2
+    with Image.open(tmp_path / "pf" / "pictures" / "val_scene_0004.png") as im:
+        picture = np.asarray(im.convert("RGB")).astype(np.int16)[16:]  # below the titles
+    image, points_panel = picture[:, :24], picture[:, 28:52]  # 24 px panels, 4 px gaps
+    dimmed = (image.astype(np.float32) * 0.55).astype(np.int16)
+    drawn = np.argwhere(np.abs(points_panel - dimmed).max(axis=2) > 2)
+    assert len(drawn) and abs(drawn[:, 0].mean() - 1) <= 2 and abs(drawn[:, 1].mean() - 15) <= 2
+
+
+def test_a_folders_project_without_val_folder_is_refused(tmp_path, capsys):
+    from training.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "d", 2, 0, 0, size=32, seed=1, layout="folders", progress=False)
+    for name in ("train",):
+        (root / name).rename(root / "tile1")
+    code = train_main(["--data", str(root), "--dataset", "folders", "--train-dirs", "tile1",
+                       "--out", str(tmp_path / "x"), "--epochs", "1", *FAST])
+    assert code == 2 and "no val/ folder" in capsys.readouterr().err
