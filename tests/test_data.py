@@ -101,3 +101,15 @@ def test_mismatched_image_and_mask_sizes_name_the_file(tmp_path):
 def test_missing_split_list_is_one_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="train.txt not found"):
         LandCoverAITiles(tmp_path, "train")
+
+
+def test_a_16_bit_image_in_a_mask_dataset_is_refused_not_clipped(tmp_path):
+    from training.data import ColourMaskFolders, DatasetError
+
+    table = ClassTable.load()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.full((8, 8), 4000, np.uint16)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "masks" / "a.png")
+    with pytest.raises(DatasetError, match="not 8-bit; train on such rasters with --images"):
+        ColourMaskFolders(tmp_path, table).load(0)

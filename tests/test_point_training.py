@@ -123,6 +123,26 @@ def test_training_from_a_point_layer_alone_reports_validates_exports_and_serves(
     assert set(np.unique(classes[12:, 12:])) <= set(range(LANDCOVER.num_classes))
 
 
+def test_a_resumed_point_layer_run_equals_an_uninterrupted_one(orthophotos, tmp_path, capsys):
+    """Seeded determinism and --resume hold on the point-layer path: 1 epoch + --resume gives
+    the weights and the validation of a straight 2-epoch run."""
+    from model.checkpoint import read_checkpoint
+
+    layer, rasters, _ = orthophotos
+    common = ["--images", *map(str, rasters), "--points", str(layer), "--val-block", "48",
+              "--classes", "model/classes.json", "--epochs", "2", *FAST]
+    assert train_main([*common, "--out", str(tmp_path / "straight")]) == 0
+    assert train_main([*common, "--out", str(tmp_path / "split"), "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    assert train_main([*common, "--out", str(tmp_path / "split"), "--resume"]) == 0
+    assert "after epoch 1/2" in capsys.readouterr().out
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")
+    b = read_checkpoint(tmp_path / "split" / "last.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    assert [r["val_confusion"] for r in a["history"]] == [r["val_confusion"] for r in b["history"]]
+
+
 def test_a_layer_without_usable_points_stops_with_one_line(orthophotos, tmp_path, capsys):
     layer, rasters, _ = orthophotos
     far = write_lonlat_layer(tmp_path / "far.gpkg", [map_xy(0, 0, (0.0, 0.0))] * 2, ["water"] * 2)

@@ -58,8 +58,17 @@ class SampleSource(Protocol):
         ...
 
 
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+"""Pillow modes of images that are not 8-bit per band."""
+
+
 def _read_rgb(path: Path, scale: float = 1.0) -> np.ndarray:
+    """(H, W, 3) uint8 of an 8-bit image; DatasetError for wider ones (Pillow would clip them)."""
     with Image.open(path) as src:
+        if src.mode in WIDE_MODES:
+            raise DatasetError(f"{path}: {src.mode} image, not 8-bit; train on such rasters with "
+                               f"--images and --points, which scale every band by one rule "
+                               f"that the exported model keeps")
         im = src.convert("RGB")
         if scale != 1.0:
             im = im.resize(_scaled(im.size, scale), Image.Resampling.BILINEAR)
