@@ -385,3 +385,38 @@ def test_a_20000_px_raster_trains_in_the_memory_of_a_small_one(tmp_path):
     small = peak_rss_mib(sparse_scene(tmp_path / "small.tif", 1200), tmp_path / "small")
     decoded_mib = 20000 * 20000 * 3 / 2**20
     assert big - small < decoded_mib / 10, (big, small)
+
+
+def test_a_simulated_layer_holds_the_points_and_pixels_of_the_simulated_path(tiny_folders, tmp_path):
+    """training.simulated_layer writes the pixels the --data path reads and, in EPSG:4326, the
+    points --points-per-class draws: read back and matched, they land on the same pixels."""
+    from training.dataset_args import add_data_args, open_source
+    from training.point_layer import match_points, read_point_layer, resolve_classes
+    from training.points import simulate_points
+    from training.simulated_layer import main as simulated_layer
+
+    geo, gpkg = tmp_path / "geo", tmp_path / "points.gpkg"
+    options = ["--data", str(tiny_folders), "--dataset", "folders", "--scale", "0.5"]
+    assert simulated_layer([*options, "--points-per-class", "3", "--seed", "2", "--out", str(geo),
+                            "--layer", str(gpkg)]) == 0
+    import argparse
+    p = argparse.ArgumentParser()
+    add_data_args(p)
+    args = p.parse_args(options)
+    table = ClassTable.load(tiny_folders / "classes.json")
+    rasters = sorted((geo / "train").glob("*.tif")) + sorted((geo / "val").glob("*.tif"))
+    layer = read_point_layer(gpkg)
+    assert layer.class_field == "landcover"
+    table_read, mapping = resolve_classes(layer.values(), table)
+    match = match_points(layer, rasters, table_read, mapping)
+    assert not match.rejected
+    k = 0
+    for split in ("train", "val"):
+        source = open_source(args, split, table)
+        for index in range(len(source)):
+            sample = source.load(index)
+            with rasterio.open(rasters[k]) as src:
+                assert np.array_equal(np.moveaxis(src.read(), 0, -1), sample.image)
+            expected = simulate_points(sample.mask, 3, [2, index])
+            assert sorted(map(tuple, match.points[k].tolist())) == sorted(map(tuple, expected.tolist()))
+            k += 1

@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 from common.cli import at_least, existing_file, fail, parser
 from handler.decode import bands_to_rgb, raster_bands
 from handler.scaling import to_uint8
+from training.visualize import titled_panels
 
-TITLE_PX, GAP_PX = 16, 4
 TITLES = ("photo", "class map (geoseg predict)", "polygons (--vector)")
 
 
@@ -70,20 +70,13 @@ def class_colours(path: Path) -> dict[int, tuple[int, int, int]]:
 
 
 def figure(scene: Path, classes: Path, polygons: Path, width: int) -> np.ndarray:
-    """Three panels with titles: (h + 16, 3 width + 8, 3) uint8."""
+    """Three panels with titles: (h + 16, 3 width + 8, 3) uint8 (h: the scene's aspect)."""
     with rasterio.open(scene) as src:
         height = max(1, round(src.height * width / src.width))
     photo, to_pixel = read_photo(scene, (width, height))
     panels = [photo, read_classes(classes, (width, height)),
               draw_polygons(photo, polygons, to_pixel, class_colours(classes))]
-    out = np.full((height + TITLE_PX, 3 * width + 2 * GAP_PX, 3), 255, dtype=np.uint8)
-    for k, panel in enumerate(panels):
-        out[TITLE_PX:, k * (width + GAP_PX):k * (width + GAP_PX) + width] = panel
-    canvas = Image.fromarray(out)
-    draw = ImageDraw.Draw(canvas)
-    for k, title in enumerate(TITLES):
-        draw.text((k * (width + GAP_PX) + 2, 2), title, fill=(0, 0, 0))
-    return np.asarray(canvas)
+    return titled_panels(panels, TITLES)
 
 
 def main(argv: list[str] | None = None) -> int:

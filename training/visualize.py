@@ -1,6 +1,7 @@
 """Pictures of predictions: image | points | prediction | ground truth, in the class colours."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,15 @@ def comparison_picture(image: np.ndarray, points: Points, prediction: np.ndarray
     last = table.colorize(truth) if truth is not None else np.full((h, w, 3), 200, np.uint8)
     panels = [image, draw_points(image, points, table), table.colorize(prediction), last]
     titles = PANEL_TITLES if truth is not None else (*PANEL_TITLES[:3], "no mask")
-    title_h, gap = 16, 4
-    out = np.full((h + title_h, 4 * w + 3 * gap, 3), 255, dtype=np.uint8)
+    return titled_panels(panels, titles)
+
+
+def titled_panels(panels: Sequence[np.ndarray], titles: Sequence[str], title_h: int = 16,
+                  gap: int = 4) -> np.ndarray:
+    """Equal-sized (H, W, 3) uint8 panels side by side on white, each under its title:
+    (H + title_h, n W + (n - 1) gap, 3) uint8."""
+    h, w = panels[0].shape[:2]
+    out = np.full((h + title_h, len(panels) * w + (len(panels) - 1) * gap, 3), 255, dtype=np.uint8)
     for k, panel in enumerate(panels):
         out[title_h:, k * (w + gap):k * (w + gap) + w] = panel
     canvas = Image.fromarray(out)
