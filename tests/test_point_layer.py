@@ -383,3 +383,15 @@ def test_csv_errors_name_the_line(tmp_path: Path) -> None:
         read_point_layer(bad, csv_crs=UTM)
     with pytest.raises(PointLayerError, match="not a CRS"):
         read_point_layer(bad, csv_crs="EPSG:99999999")
+
+
+def test_points_clicked_in_qgis_on_a_plain_png_land_on_their_pixels(tmp_path: Path) -> None:
+    """QGIS shows an image without georeferencing with rows at y = -row: a layer drawn there
+    (an ``image`` attribute naming the tile) reaches the same pixels as row, column pixels."""
+    Image.fromarray(np.moveaxis(_pixels(), 0, -1)).save(tmp_path / "tile_07.png")
+    xy = np.array([[4.5, -3.5], [33.2, -17.9], [39.9, -29.1]])
+    path = _write_layer(tmp_path / "clicks.gpkg", xy, "EPSG:3857",
+                        {"class": ["water", "road", "building"], "image": ["tile_07"] * 3})
+    _, _, result = _match(path, [tmp_path / "tile_07.png"])
+    assert not result.rejected
+    assert result.points[0].tolist() == [[3, 4, 3], [17, 33, 4], [29, 39, 1]]

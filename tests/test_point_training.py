@@ -420,3 +420,24 @@ def test_a_simulated_layer_holds_the_points_and_pixels_of_the_simulated_path(tin
             expected = simulate_points(sample.mask, 3, [2, index])
             assert sorted(map(tuple, match.points[k].tolist())) == sorted(map(tuple, expected.tolist()))
             k += 1
+
+
+def test_plain_png_tiles_train_from_a_pixel_csv(tmp_path, capsys):
+    """Tiles without georeferencing: a CSV image,x,y,class in pixels, held out by blocks."""
+    from PIL import Image
+
+    lines = ["image,x,y,class"]
+    for k in range(2):
+        rgb, mask = generate_scene((96, 96), seed=10 + k)
+        Image.fromarray(rgb).save(tmp_path / f"tile_{k}.png")
+        for y in range(4, 96, 12):
+            for x in range(4, 96, 12):
+                lines.append(f"tile_{k}.png,{x + 0.5},{y + 0.5},{LANDCOVER.names[mask[y, x]]}")
+    (tmp_path / "clicks.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert train_main(["--images", str(tmp_path), "--points", str(tmp_path / "clicks.csv"),
+                       "--val-block", "32", "--out", str(out), "--epochs", "1", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "128 points, 128 usable" in printed and "held out by spatial blocks of 32 px" in printed
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["train_points"] + config["val_points"] == 128 and config["val_points"] > 0

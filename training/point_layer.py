@@ -483,7 +483,10 @@ def match_points(layer: PointLayer, rasters: Sequence[str | Path], table: ClassT
     extension ends with the value's, see :func:`training.points.image_key`): in pixel
     coordinates (x = column, y = row) when that raster is not georeferenced or the layer holds
     pixel coordinates (CSV ``image,x,y`` without CRS), else in map coordinates as above. A name
-    matching no raster, or several, is :attr:`Reason.UNKNOWN_IMAGE`.
+    matching no raster, or several, is :attr:`Reason.UNKNOWN_IMAGE`. In pixel coordinates a
+    negative y is taken as a row counted downwards from 0: QGIS shows an image without
+    georeferencing with its top-left corner at (0, 0) and its rows at y = -row, so points
+    clicked there carry y = -row (a row itself is never negative).
 
     Validity is the raster's dataset mask (nodata value, alpha band or internal mask), read as a
     1x1 window per point; rasters whose bands are all valid are not read at all.
@@ -562,7 +565,7 @@ class _MatchState:
     def place_named(self, j: int, raster: Path, src: DatasetReader, named: np.ndarray, pixels: bool) -> None:
         """Points (indices ``named``) that belong to this raster: placed, or rejected here."""
         if pixels:
-            cols, rows = self.xs[named], self.ys[named]
+            cols, rows = self.xs[named], np.abs(self.ys[named])  # QGIS: y = -row (match_points)
         else:
             cols, rows = _map_to_pixel(src, self.layer.crs, self.xs[named], self.ys[named])
         inside, valid, ci, ri = _inspect(src, cols, rows)
