@@ -21,7 +21,8 @@ COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
 .PHONY: setup lint test test-unit data train export evaluate demo archive serve stop predict bench bench-sweep \
-        bench-model bench-gpu soak compare-synthetic compare-dubai clean help
+        bench-model bench-gpu soak compare-synthetic compare-dubai \
+        compare-point-layer clean help
 
 help:
 	@echo "make setup      create .venv and install the pinned requirements"
@@ -36,6 +37,7 @@ help:
 	@echo "make bench-gpu  the GPU run: ResNet-50 bare sweep, handler stages, served sweep (CUDA)"
 	@echo "make soak       mixed good/bad load + worker kill on $(MODEL), figures in benchmarks/results/"
 	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
+	@echo "make compare-point-layer [SEEDS='0 1']  a QGIS-style point layer vs simulated points (dubai)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -144,6 +146,9 @@ compare-dubai:
 	bash training/compare_supervision.sh runs/compare-dubai --data $(DUBAI) --dataset folders \
 	    --classes training/tables/dubai-aerial.json --train-dirs tile1 tile2 tile3 tile4 \
 	    --val-dirs tile5 tile6 --scale 0.5 $(COMPARE) --crop-size 256
+
+compare-point-layer:
+	PATH=$(BIN):$$PATH bash training/compare_point_layer.sh $(DUBAI) runs/compare-point-layer $(SEEDS)
 
 clean:
 	rm -rf runs data $(MODEL) model_store logs demo_out .pytest_cache
