@@ -16,7 +16,8 @@ the memory of a few crops (GDAL reads only the blocks a window touches).
   large raster a random crop rarely holds a point: random crops show the network the rest of
   the scene (its BatchNorm statistics) and feed the Gated CRF term, point crops carry the labels.
 - :func:`training_scaling` measures the one :class:`handler.scaling.BandScaling` of rasters that
-  are not 8-bit, over all training rasters; it travels into the exported model.
+  are not 8-bit, over all the run's rasters (``--images`` and ``--val-images``); it travels into
+  the exported model.
 """
 from __future__ import annotations
 
