@@ -441,3 +441,19 @@ def test_plain_png_tiles_train_from_a_pixel_csv(tmp_path, capsys):
     assert "128 points, 128 usable" in printed and "held out by spatial blocks of 32 px" in printed
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["train_points"] + config["val_points"] == 128 and config["val_points"] > 0
+
+
+def test_validation_masks_pair_by_stem_then_by_order(tmp_path):
+    from training.point_evaluation import pair_masks
+
+    rasters = [coded_raster(tmp_path / f"{n}.tif", 8, 8) for n in ("b", "a")]
+    (tmp_path / "m").mkdir()
+    masks = [coded_raster(tmp_path / "m" / f"{n}.tif", 8, 8) for n in ("a", "b")]
+    assert pair_masks(rasters, masks) == {rasters[0]: masks[1], rasters[1]: masks[0]}
+    other = [coded_raster(tmp_path / "m" / f"{n}.tif", 8, 8) for n in ("x", "y")]
+    assert pair_masks(rasters, other) == dict(zip(rasters, other))
+    with pytest.raises(PointTrainingError, match="one per --val-images raster"):
+        pair_masks(rasters, other[:1])
+    small = coded_raster(tmp_path / "m" / "z.tif", 8, 6)
+    with pytest.raises(PointTrainingError, match="its raster"):
+        pair_masks(rasters[:1], [small])

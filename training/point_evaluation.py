@@ -83,10 +83,14 @@ class PointValidation:
 
 
 def pair_masks(rasters: Sequence[Path], masks: Sequence[Path]) -> dict[Path, Path]:
-    """``--val-masks``: the mask of each validation raster, in the order given (one each)."""
+    """``--val-masks``: the mask of each validation raster (one each): the mask with the
+    raster's file stem when every raster has one, else the masks in the order given."""
     if len(masks) != len(rasters):
         raise PointTrainingError(f"--val-masks gives {len(masks)} masks for {len(rasters)} "
-                                 f"validation rasters: give one per --val-images raster, in order")
+                                 f"validation rasters: give one per --val-images raster")
+    by_stem = {Path(m).stem: Path(m) for m in masks}
+    if len(by_stem) == len(masks) and all(Path(r).stem in by_stem for r in rasters):
+        masks = [by_stem[Path(r).stem] for r in rasters]
     for raster, mask in zip(rasters, masks):
         with open_raster(raster) as a, open_raster(mask) as b:
             if (a.height, a.width) != (b.height, b.width):

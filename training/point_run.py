@@ -69,9 +69,9 @@ def add_point_args(parser: argparse.ArgumentParser) -> None:
                        help="validate on every point of these rasters instead of a spatial split "
                             "(files, folders or globs; listing them in --images too is allowed)")
     group.add_argument("--val-masks", nargs="+", type=existing_file, default=None, metavar="MASK",
-                       help="dense masks of the --val-images, in order (one band of class ids, "
-                            "or the class colours): dense mIoU is reported beside the point "
-                            "estimate")
+                       help="dense masks of the --val-images (one band of class ids, or the "
+                            "class colours), paired by file stem, else in order: dense mIoU is "
+                            "reported beside the point estimate")
     group.add_argument("--random-crops", type=at_least(0.0, float), default=RANDOM_CROP_SHARE,
                        help="share of crops placed anywhere on a raster; the others hold a "
                             "training point (1: all random, as the simulated-points path)")
