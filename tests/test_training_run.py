@@ -102,7 +102,8 @@ def test_cli_bad_input_is_one_line_and_nonzero(tiny_landcoverai, tmp_path, args,
 
 def test_help_runs():
     for module in ("training.train", "training.evaluate", "training.synthetic", "model.export",
-                   "training.simulated_layer", "training.point_layer_report", "tools.figure_map"):
+                   "training.simulated_layer", "training.point_layer_report", "tools.figure_map",
+                   "training.ablation_pictures"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "usage" in proc.stdout
