@@ -32,12 +32,13 @@ class Row:
 
 
 ROWS: dict[str, Row] = {
-    "p10": Row("10 points, plain pfCE", ("--points-per-class", "10")),
-    "p10-sp": Row("10 points + superpixels", ("--points-per-class", "10", "--expand", "superpixels")),
+    "p10": Row("10 points, plain pfCE", ("--points-per-class", "10", "--plain")),
+    "p10-sp": Row("10 points + superpixels", ("--points-per-class", "10", "--expand", "superpixels",
+                                             "--crf-weight", "0")),
     "p10-crf": Row("10 points + Gated CRF", ("--points-per-class", "10", "--crf-weight", "0.02")),
     "p10-both": Row("10 points + superpixels + Gated CRF",
                     ("--points-per-class", "10", "--expand", "superpixels", "--crf-weight", "0.02")),
-    "p50": Row("50 points, plain pfCE", ("--points-per-class", "50")),
+    "p50": Row("50 points, plain pfCE", ("--points-per-class", "50", "--plain")),
     "p50-both": Row("50 points + superpixels + Gated CRF",
                     ("--points-per-class", "50", "--expand", "superpixels", "--crf-weight", "0.02")),
     "dense": Row("dense masks", ("--dense",)),

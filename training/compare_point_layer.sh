@@ -10,7 +10,7 @@ set -euo pipefail
 dubai=$1; out=$2; shift 2
 seeds=${*:-0}
 common="--arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 --batch-size 8
-        --lr 1e-3 --threads 1 --crop-size 256 --no-progress --overwrite"
+        --lr 1e-3 --threads 1 --crop-size 256 --no-progress --overwrite --plain"
 data="--data $dubai --dataset folders --classes training/tables/dubai-aerial.json
       --train-dirs tile1 tile2 tile3 tile4 --val-dirs tile5 tile6 --scale 0.5"
 layer="$out/dubai-points-10.gpkg"

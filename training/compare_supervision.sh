@@ -5,7 +5,7 @@
 set -euo pipefail
 out=$1; shift
 mkdir -p "$out"
-for setting in "--points-per-class 10" "--points-per-class 50" "--dense"; do
+for setting in "--points-per-class 10 --plain" "--points-per-class 50 --plain" "--dense"; do
   name=$(echo "$setting" | tr -d '-' | tr ' ' '_')
   echo "== $setting" >&2
   geoseg train "$@" $setting --out "$out/$name" --no-progress --overwrite >&2
@@ -15,7 +15,7 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 print("| labels | best val mIoU % | pixel acc. % | per-class IoU % |")
 print("| --- | --- | --- | --- |")
-for name, label in [("pointsperclass_10", "10 points / class"), ("pointsperclass_50", "50 points / class"), ("dense", "dense masks")]:
+for name, label in [("pointsperclass_10_plain", "10 points / class"), ("pointsperclass_50_plain", "50 points / class"), ("dense", "dense masks")]:
     epochs = json.loads((out / name / "metrics.json").read_text())["epochs"]
     best = max(epochs, key=lambda r: r["val_miou"])
     ious = ", ".join(f"{k} {100 * v:.1f}" for k, v in best["val_iou"].items() if v is not None)
