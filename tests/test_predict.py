@@ -111,12 +111,15 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(work, tmp_path):
     resumed = tmp_path / "resumed.tif"
     parts = tmp_path / "resumed.tif.parts"
     run = subprocess.Popen([*args[:4], str(resumed), *args[4:]])
+    def finished() -> int:  # parts written whole (a NNNNNN.tmp.npz is being written)
+        return len([p for p in parts.glob("*.npz") if p.stem.isdigit()])
+
     deadline = time.monotonic() + 120
-    while len(list(parts.glob("*.npz"))) < 40 and time.monotonic() < deadline:
+    while finished() < 40 and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    kept = len([p for p in parts.glob("*.npz") if p.stem.isdigit()])  # not a half-written one
+    kept = finished()
     assert kept >= 40 and not resumed.exists()
 
     again = subprocess.run([*args[:4], str(resumed), *args[4:], "--resume"], check=True,
