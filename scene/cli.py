@@ -12,19 +12,14 @@ inputs, OUTPUT is a folder (``<stem>.tif`` each) and --vector / --stats / --prev
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
-from scene.source import SceneError, list_rasters
+from scene.source import SceneError, cap_gdal_cache, list_rasters
 
-GDAL_CACHE_MB = "256"
-"""GDAL's block cache for the run (its default is 5 % of the machine's memory, which a large
-scene fills): the windows of one row reuse their blocks, a few hundred MB is plenty. The
-environment variable GDAL_CACHEMAX, when set, wins."""
 DEFAULT_MODEL = Path("model/geoseg.pt")
 
 
@@ -107,7 +102,7 @@ def make_segmenter(args, config: HandlerConfig):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)  # before GDAL's first read
+    cap_gdal_cache()
     args = build_parser().parse_args(argv)
     if len(args.paths) < 2:
         return fail("give at least one INPUT and the OUTPUT")

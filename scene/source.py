@@ -8,6 +8,7 @@ rows and columns a window needs are read (never the whole raster).
 from __future__ import annotations
 
 import glob
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ import numpy as np
 from handler.decode import bands_to_rgb, raster_bands, valid_mask
 from handler.scaling import BandScaling, percentile_scaling, to_uint8
 from handler.tiling import reflect_index
+
+GDAL_CACHE_MB = "256"
+"""GDAL's block cache for windowed work (its default is 5 % of the machine's memory, which a large
+scene fills): windows reuse few blocks, a few hundred MB is plenty."""
 
 FALLBACK_SAMPLE_PIXELS = 4_000_000
 """Pixels read (decimated) to fit the percentile fallback over a whole scene."""
@@ -96,6 +101,12 @@ class SceneSource:
     def rgb(self, bands: np.ndarray) -> np.ndarray:
         """(B, h, w) raw bands -> (h, w, 3) uint8, by the scene's one scaling rule."""
         return bands_to_rgb(to_uint8(bands, self.scaling))
+
+
+def cap_gdal_cache() -> None:
+    """Set GDAL_CACHEMAX to :data:`GDAL_CACHE_MB` unless the environment sets it; call before
+    GDAL's first read."""
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
 
 
 def decimated_sample(dataset: Any, bands: list[int], pixels: int

@@ -22,7 +22,7 @@ from model.class_table import IGNORE_INDEX, ClassTable
 from scene.source import SceneSource, Window, open_raster
 from training.data import to_tensors
 from training.evaluate import Predictor
-from training.metrics import confusion_matrix
+from training.metrics import confusion_matrix, scores
 from training.point_validation import point_metrics
 from training.points import Points
 from training.raster_points import PointTrainingError, points_in_window
@@ -60,8 +60,6 @@ class PointValidation:
     def record(self, table: ClassTable) -> dict[str, Any]:
         """The epoch record's validation fields. ``val_miou`` / ``val_pixel_accuracy`` are the
         point estimates (the best checkpoint is chosen by them); ``val_dense_*`` sit beside."""
-        from training.metrics import scores
-
         found = point_metrics(self.true, self.pred, table.num_classes)
         per_class = {name: s for name, s in zip(table.names, found["per_class"])}
         out: dict[str, Any] = {

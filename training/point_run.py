@@ -3,7 +3,6 @@ the data they describe (class table, matched and split points, band scaling, val
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from common.cli import at_least, existing_file
 from handler.scaling import BandScaling
 from model.class_table import IGNORE_INDEX, ClassTable
-from scene.source import SceneError, list_rasters
+from scene.source import SceneError, cap_gdal_cache, list_rasters
 from training.evaluate import predictor
 from training.point_evaluation import ValidationRaster, pair_masks, validate_points
 from training.point_layer import (
@@ -36,9 +35,6 @@ from training.raster_points import (
 )
 
 DEFAULT_VAL_FRACTION = 0.2
-GDAL_CACHE_MB = "256"
-"""GDAL's block cache while training from rasters (its default is 5 % of the machine's memory);
-crops reread few blocks, a few hundred MB is plenty. GDAL_CACHEMAX, when set, wins."""
 
 Validation = Callable[[torch.nn.Module, torch.device, bool, Optional[Path], int], dict[str, Any]]
 """(model, device, progress, picture folder, max pictures) -> the epoch record's val_* fields."""
@@ -149,7 +145,7 @@ class PointData:
 def prepare_points(args: argparse.Namespace, table: Optional[ClassTable]) -> PointData:
     """Read the layer, choose the class table (``table``: from --classes), match the points to
     the rasters (their rejects printed one per line), split them, measure the band scaling."""
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    cap_gdal_cache()
     try:
         rasters = list(dict.fromkeys(list_rasters(args.images, "--images")))
         val_paths = list(dict.fromkeys(list_rasters(args.val_images, "--val-images"))

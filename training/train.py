@@ -595,7 +595,7 @@ def training_data(args: argparse.Namespace, group: Group = SINGLE
         data = points.config() | {"train_images": len(dataset),
                                   "val_images": len(points.validation_rasters()),
                                   "points_per_class": None}
-        return dataset, points.validation(device_is_cuda(group)), points.table, data
+        return dataset, points.validation(group.device.type == "cuda"), points.table, data
     table: ClassTable = load_table(args)
     check_alpha(args.alpha, table)
     train_source = open_source(args, "train", table)
@@ -604,10 +604,6 @@ def training_data(args: argparse.Namespace, group: Group = SINGLE
     data = {"train_images": len(train_source), "val_images": len(val_source)}
     return (training_dataset(args, train_source, table, annotations),
             dense_validation(args, val_source, table, group, annotations), table, data)
-
-
-def device_is_cuda(group: Group) -> bool:
-    return group.device.type == "cuda"
 
 
 def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any]:
