@@ -152,3 +152,11 @@ def test_a_folders_project_without_val_folder_is_refused(tmp_path, capsys):
     code = train_main(["--data", str(root), "--dataset", "folders", "--train-dirs", "tile1",
                        "--out", str(tmp_path / "x"), "--epochs", "1", *FAST])
     assert code == 2 and "no val/ folder" in capsys.readouterr().err
+
+
+def test_training_on_masks_loads_no_gis_library():
+    """The point-layer path alone needs GDAL, PROJ and GEOS: importing the trainer loads none."""
+    code = ("import sys, training.train; "
+            "print(sorted(m for m in ('rasterio', 'pyogrio', 'pyproj', 'shapely') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -46,6 +46,7 @@ from rasterio.windows import Window
 
 from handler.decode import valid_mask
 from model.class_table import ClassTable, ClassTableError
+from training.point_options import PointInputError
 from training.points import image_key
 
 ClassValue = Union[str, int, float, None]
@@ -74,7 +75,7 @@ ten ``tab10`` colours followed by their ten light variants. Classes beyond 20 ge
 :func:`default_colors` (golden-angle hues)."""
 
 
-class PointLayerError(ValueError):
+class PointLayerError(PointInputError):
     """A point layer or raster that cannot be used; the message is one line naming the file."""
 
 

@@ -36,17 +36,15 @@ from model.class_table import IGNORE_INDEX
 from scene.source import SceneSource, decimated_sample, open_raster
 from training.data import augment, to_tensors
 from training.point_layer import MatchResult
+from training.point_options import RANDOM_CROP_SHARE, PointInputError
 from training.point_validation import block_ids, spatial_block_split
 from training.points import Points, points_to_label
-
-RANDOM_CROP_SHARE = 0.2
-"""Default share of training crops placed at random rather than around a training point."""
 
 SCALING_SAMPLE_PIXELS = 4_000_000
 """Pixels read (decimated, over all training rasters together) to measure the band scaling."""
 
 
-class PointTrainingError(ValueError):
+class PointTrainingError(PointInputError):
     """Rasters and points that cannot make a training run; the message is one line."""
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -52,17 +52,21 @@ from training.evaluate import evaluate_source, predictor
 from training.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
-from training.point_run import (
-    POINT_ERRORS,
-    PointData,
-    Validation,
-    add_point_args,
-    point_arg_problem,
-    prepare_points,
-)
+from training.point_options import PointInputError, Validation, add_point_args, point_arg_problem
 from training.points import PointFileError, Points, georeferencing, image_key, read_point_annotations
-from training.raster_points import RasterPointDataset
 from training.regularizers import EXPAND_WEIGHT, WeakSupervisionLoss
+from training.self_training import (
+    PSEUDO_START,
+    PSEUDO_THRESHOLD,
+    PSEUDO_WEIGHT,
+    TEACHER_DECAY,
+    SelfTraining,
+    Teacher,
+    pseudo_weight_for,
+)
+
+if TYPE_CHECKING:  # the point-layer path loads the GIS stack only when it runs
+    from training.raster_points import RasterPointDataset
 
 AUX_WEIGHT = 0.4
 DEFAULT_POINTS_PER_CLASS = 10
@@ -74,7 +78,7 @@ RUN_FILES = ("last.pt", "best.pt")
 """A folder holding one of these holds a run: training into it needs --resume or --overwrite."""
 OUTPUT_FILES = (*RUN_FILES, "metrics.json", "metrics.csv")
 
-TrainingSet = PointSupervisedDataset | RasterPointDataset
+TrainingSet = Union[PointSupervisedDataset, "RasterPointDataset"]
 """Crops of a dataset with masks (simulated / file points, or dense), or of rasters + a point layer."""
 
 
@@ -119,6 +123,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "off with --plain and --dense)")
     weak.add_argument("--crf-warmup", type=at_least(0), default=1,
                       help="epochs of plain training before the Gated CRF loss is switched on")
+    weak.add_argument("--pseudo-labels", action="store_true",
+                      help="self-training: from --pseudo-start on, also train on the confident "
+                           "predictions of a moving average of the network (training/self_training.py)")
+    weak.add_argument("--pseudo-threshold", type=at_least(0.0, float), default=PSEUDO_THRESHOLD,
+                      help="softmax confidence the teacher needs to label a pixel")
+    weak.add_argument("--pseudo-weight", type=at_least(0.0, float), default=PSEUDO_WEIGHT,
+                      help="loss weight of the pseudo labels (ramped up over the first half "
+                           "of their epochs)")
+    weak.add_argument("--pseudo-start", type=at_least(0.0, float), default=PSEUDO_START,
+                      help="share of the epochs trained before pseudo labels are used")
+    weak.add_argument("--teacher-decay", type=at_least(0.0, float), default=TEACHER_DECAY,
+                      help="the teacher moves 1 - this of the way to the network every step")
     weak.add_argument("--plain", action="store_true",
                       help="partial focal CE on the clicked points only (no Gated CRF term; "
                            "refuses --expand / --crf-weight): the baseline of the comparison")
@@ -179,13 +195,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.crf_weight is None:
         args.crf_weight = 0.0 if args.plain or args.dense else DEFAULT_CRF_WEIGHT
     if weakly_supervised(args) and (args.plain or args.dense):
-        p.error(f"--expand / --crf-weight cannot go with {'--plain' if args.plain else '--dense'}")
+        p.error(f"--expand / --crf-weight / --pseudo-labels cannot go with "
+                f"{'--plain' if args.plain else '--dense'}")
+    if not 0.0 <= args.pseudo_threshold <= 1.0 or args.pseudo_start > 1.0 or args.teacher_decay >= 1.0:
+        p.error("--pseudo-threshold and --pseudo-start are shares in [0, 1]; --teacher-decay < 1")
     return args
 
 
 def weakly_supervised(args: argparse.Namespace) -> bool:
-    """Whether the run uses the unlabelled pixels (label expansion or the Gated CRF loss)."""
-    return args.expand != "none" or args.crf_weight > 0
+    """Whether the run uses the unlabelled pixels (label expansion, the Gated CRF loss or
+    pseudo labels): its crops then mark their padding, which none of these may label."""
+    return args.expand != "none" or args.crf_weight > 0 or args.pseudo_labels
 
 
 def out_folder_problem(args: argparse.Namespace) -> str | None:
@@ -222,9 +242,10 @@ def build_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.o
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     scaler: torch.amp.GradScaler, device: torch.device, bar_title: str,
-                    progress: bool) -> list[float]:
+                    progress: bool, self_training: SelfTraining | None = None) -> list[float]:
     """One pass over ``loader``: AMP and channels_last on CUDA, the aux head weighted by
-    AUX_WEIGHT when present. Returns the loss of each step."""
+    AUX_WEIGHT when present; ``self_training``: its pseudo-label term is added (when its weight
+    is not 0) and its teacher updated after every step. Returns the loss of each step."""
     cuda = device.type == "cuda"
     model.train()
     losses: list[float] = []
@@ -240,11 +261,15 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch
             loss = criterion(outputs["out"], labels, *extra)
             if "aux" in outputs:
                 loss = loss + AUX_WEIGHT * criterion(outputs["aux"], labels, *extra)
+            if self_training is not None and self_training.weight > 0:
+                loss = loss + self_training.loss(images, labels, outputs["out"])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if self_training is not None:
+            self_training.after_step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return losses
@@ -380,6 +405,7 @@ class RunState:
     best_miou: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
     trainer: torch.nn.Module | None = None
+    teacher: Teacher | None = None
 
     def training_network(self) -> torch.nn.Module:
         """What the optimizer steps train through: the DDP wrapper, or ``model``."""
@@ -411,7 +437,8 @@ def new_run_state(args: argparse.Namespace, table: ClassTable, device: torch.dev
     optimizer = build_optimizer(args, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    return RunState(model, optimizer, scheduler, scaler)
+    teacher = Teacher(model, args.teacher_decay) if args.pseudo_labels else None
+    return RunState(model, optimizer, scheduler, scaler, teacher=teacher)
 
 
 def resume(state: RunState, path: Path, args: argparse.Namespace, table: ClassTable) -> None:
@@ -434,6 +461,8 @@ def resume(state: RunState, path: Path, args: argparse.Namespace, table: ClassTa
         state.optimizer.load_state_dict(ckpt["optimizer"])
         state.scheduler.load_state_dict(ckpt["scheduler"])
         state.scaler.load_state_dict(ckpt["scaler"])
+        if state.teacher is not None:
+            state.teacher.load_state_dict(ckpt["teacher"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         state.start_epoch, state.best_miou = ckpt["epoch"] + 1, ckpt["best_miou"]
         state.history = ckpt["history"]
@@ -495,9 +524,13 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Tr
     draws = epoch_draws(len(dataset), steps * args.batch_size * group.world_size, args.seed, epoch)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=group.share(draws),
                         num_workers=args.num_workers, pin_memory=cuda)
+    self_training = None if state.teacher is None else SelfTraining(
+        state.teacher, args.pseudo_threshold,
+        pseudo_weight_for(args.pseudo_weight, args.pseudo_start, args.epochs, epoch), args.gamma,
+        None if args.alpha is None else torch.tensor(args.alpha, device=device))
     losses = train_one_epoch(state.training_network(), loader, criterion, state.optimizer,
                              state.scheduler, state.scaler, device, f"epoch {epoch + 1}/{args.epochs}",
-                             progress)
+                             progress, self_training)
     train_seconds = time.time() - t0
     state.model.eval()
     group.sync_state(state.model)  # every process scores exactly the weights rank 0 saves
@@ -508,6 +541,10 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Tr
         stats = dataset.cache.stats
         record["superpixels"] = {"computed": stats.computed, "cache_hits": stats.hits,
                                  "seconds_per_image": round(stats.seconds_per_image(), 3)}
+    if self_training is not None:
+        shares = self_training.labelled_share
+        record["pseudo_labels"] = {"weight": self_training.weight, "labelled_share": round(
+            group.mean(float(np.mean(shares)) if shares else 0.0), 4)}
     return record | {"epoch": epoch, "step": (epoch + 1) * steps,
             "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0)} | found | {
             "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
@@ -524,7 +561,8 @@ def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict
             "epoch": epoch, "best_miou": state.best_miou, "history": state.history,
             "crop_size": args.crop_size, "config": config,
             "band_scaling": config.get("band_scaling"),
-            "rng": {"torch": torch.get_rng_state()}}
+            "rng": {"torch": torch.get_rng_state()},
+            "teacher": state.teacher.state_dict() if state.teacher is not None else None}
 
 
 def run_config(args: argparse.Namespace, device: torch.device, data: dict[str, Any], steps: int,
@@ -587,8 +625,10 @@ def training_data(args: argparse.Namespace, group: Group = SINGLE
     """The training dataset, the validation, the class table and what the data options resolved
     to: rasters + a point layer (``--images``), or a dataset with dense masks (``--data``)."""
     if args.images is not None:
+        from training.point_run import prepare_points  # GDAL, PROJ and GEOS: only for --points
+
         given = ClassTable.load(args.classes) if args.classes else None
-        points: PointData = prepare_points(args, given)
+        points = prepare_points(args, given)
         check_alpha(args.alpha, points.table)
         pad = PADDING if weakly_supervised(args) else IGNORE_INDEX
         dataset = points.dataset(args, pad)
@@ -685,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
                 best = train(args, group)
             except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
                     ClassTableError, DeviceError, OptionError, DistributedError,
-                    *POINT_ERRORS) as exc:
+                    PointInputError) as exc:
                 return fail(group.tag(str(exc)))
             if best:
                 print(f"best val mIoU {100 * best['val_miou']:.2f}% at epoch {best['epoch'] + 1}; "
