@@ -1,5 +1,6 @@
 """Training with label expansion and the Gated CRF loss, and the ablation driver, end to end."""
 import json
+import shutil
 
 from training.ablation import main as ablation_main
 from training.train import main as train_main
@@ -44,3 +45,11 @@ def test_ablation_writes_a_table_with_final_and_best_epochs(tiny_landcoverai, tm
     assert table[0].startswith("| row | seeds | final-epoch mIoU %")
     assert len(table) == 4 and table[-1].startswith("| dense masks") and "| 1.00 |" in table[-1]
     assert (out / "p10-s0" / "metrics.json").is_file()
+
+    # --pool: the runs of several folders together; a repeated seed is one more run
+    again = tmp_path / "again"
+    shutil.copytree(out / "p10-s0", again / "p10-s0")
+    assert ablation_main([str(out), "--pool", str(again), "--rows", "p10", "dense"]) == 0
+    pooled = (out / "table.md").read_text().splitlines()
+    assert pooled[2].startswith("| 10 points, plain pfCE | 2 runs (seeds 0-0) |")
+    assert pooled[3].startswith("| dense masks | 0 |")

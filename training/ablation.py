@@ -39,10 +39,28 @@ ROWS: dict[str, Row] = {
     "p10-both": Row("10 points + superpixels + Gated CRF",
                     ("--points-per-class", "10", "--expand", "superpixels", "--crf-weight", "0.02")),
     "p50": Row("50 points, plain pfCE", ("--points-per-class", "50", "--plain")),
+    "p50-crf": Row("50 points + Gated CRF", ("--points-per-class", "50", "--crf-weight", "0.02")),
     "p50-both": Row("50 points + superpixels + Gated CRF",
                     ("--points-per-class", "50", "--expand", "superpixels", "--crf-weight", "0.02")),
     "dense": Row("dense masks", ("--dense",)),
 }
+ROWS.update({
+    "p10-st": Row("10 points + self-training", ("--points-per-class", "10", "--crf-weight", "0",
+                                                 "--pseudo-labels")),
+    "p10-crf-st": Row("10 points + Gated CRF + self-training",
+                      ("--points-per-class", "10", "--crf-weight", "0.02", "--pseudo-labels")),
+    "p10-crf-st0.6": Row("10 points + Gated CRF + self-training (threshold 0.6)",
+                         ("--points-per-class", "10", "--crf-weight", "0.02", "--pseudo-labels",
+                          "--pseudo-threshold", "0.6")),
+    "p10-crf-st0.8": Row("10 points + Gated CRF + self-training (threshold 0.8)",
+                         ("--points-per-class", "10", "--crf-weight", "0.02", "--pseudo-labels",
+                          "--pseudo-threshold", "0.8")),
+})
+CRF_SWEEP = ("0.01", "0.05", "0.1")
+"""Gated CRF weights of the sweep rows ``p10-crf<W>``, beside ``p10-crf`` (the default, 0.02)."""
+ROWS.update({f"p10-crf{w}": Row(f"10 points + Gated CRF {w}",
+                                ("--points-per-class", "10", "--crf-weight", w))
+             for w in CRF_SWEEP})
 
 
 def run_row(name: str, seed: int, out: Path, common: list[str], log: Path) -> Path:
@@ -78,10 +96,20 @@ def summarise(folders: list[Path]) -> dict[str, Any]:
 
 
 def _spread(values: list[float]) -> str:
+    """Mean in %, then [min, max] over two or three runs, or ± standard deviation and [min, max]
+    over more."""
     mean = 100 * statistics.fmean(values)
     if len(values) == 1:
         return f"{mean:.2f}"
-    return f"{mean:.2f} [{100 * min(values):.2f}, {100 * max(values):.2f}]"
+    sd = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 3 else ""
+    return f"{mean:.2f}{sd} [{100 * min(values):.2f}, {100 * max(values):.2f}]"
+
+
+def _seeds(seeds: list[int]) -> str:
+    """The seeds column: the seeds, or for pooled repeats "N runs (seeds A-B)"."""
+    if len(set(seeds)) == len(seeds):
+        return ", ".join(map(str, sorted(seeds)))
+    return f"{len(seeds)} runs (seeds {min(seeds)}-{max(seeds)})"
 
 
 def table(results: dict[str, dict[str, Any]], seeds: dict[str, list[int]]) -> str:
@@ -93,10 +121,40 @@ def table(results: dict[str, dict[str, Any]], seeds: dict[str, list[int]]) -> st
     for name, r in results.items():
         ratio = f"{statistics.fmean(r['final']) / reference:.2f}" if reference else "n/a"
         prep = r["preprocess_s_per_image"]
-        lines.append(f"| {ROWS[name].label} | {', '.join(map(str, seeds[name]))} | {_spread(r['final'])} "
+        lines.append(f"| {ROWS[name].label} | {_seeds(seeds[name])} | {_spread(r['final'])} "
                      f"| {_spread(r['best'])} | {ratio} | {r['seconds_per_step']:.3f} "
                      f"| {'-' if prep is None else f'{prep:.2f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def pooled_runs(folders: list[Path], row: str) -> tuple[list[Path], list[int]]:
+    """Every finished run of ``row`` in ``folders`` (``<row>-s<seed>`` holding metrics.json), and
+    their seeds (one per run, repeats included)."""
+    runs, seeds = [], []
+    for folder in folders:
+        for run in sorted(folder.glob(f"{row}-s*")):
+            seed = run.name[len(row) + 2:]
+            if seed.isdigit() and (run / "metrics.json").is_file():
+                runs.append(run)
+                seeds.append(int(seed))
+    return runs, seeds
+
+
+def report_pool(folders: list[Path], rows: list[str]) -> int:
+    """``--pool``: the table of every run of ``rows`` found in ``folders``; writes
+    ``table.md`` into the first folder."""
+    results: dict[str, dict[str, Any]] = {}
+    seeds: dict[str, list[int]] = {}
+    for name in rows:
+        runs, found = pooled_runs(folders, name)
+        if runs:
+            results[name], seeds[name] = summarise(runs), found
+    if not results:
+        return fail(f"no finished run of {', '.join(rows)} in {', '.join(map(str, folders))}", 1)
+    text = table(results, seeds)
+    (folders[0] / "table.md").write_text(text)
+    print(text)
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -115,7 +173,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                    choices=list(ROWS), help="rows that also run --more-seeds")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: tabulate the run folders already in OUT")
+    p.add_argument("--pool", nargs="*", type=Path, default=None, metavar="DIR",
+                   help="train nothing: tabulate every <row>-s<seed> run in OUT and these folders "
+                        "together (repeated runs of one seed count as separate runs: on CUDA "
+                        "they differ)")
     args = p.parse_args(args_in)
+    if args.pool is not None:
+        return report_pool([args.out, *args.pool], args.rows)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "ablation.log"
     results: dict[str, dict[str, Any]] = {}
