@@ -46,6 +46,10 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     stages = row["served"]["stages"]  # from TorchServe's counters and the handler's
     assert stages["requests"] > 0 and stages["in_torchserve"] > 0
     assert all(stages[k] > 0 for k in ("decode", "model", "encode"))
+    cpu = row["served"]["cpu_ms_per_request"]  # each process of the stack and locust, measured
+    assert all(cpu[k] > 0 for k in ("frontend", "worker", "locust"))
+    assert cpu["available"] > cpu["frontend"] + cpu["worker"] + cpu["locust"] > 0
+    assert row["bare"]["cpu_ms_per_tile"] > 0
     assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
     assert len((out / "results.md").read_text().splitlines()) == 3
     assert next(out.glob("*.png")).stat().st_size > 1000
