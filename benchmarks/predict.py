@@ -5,7 +5,8 @@ model, and peak memory on a very large scene.
     python -m benchmarks.predict --parts bare local   # or some of them
 
 - ``bare``: the exported model alone (the handler's tile predictor, the same micro-batch),
-  tiles/s on random 512 tiles;
+  tiles/s on random 512 tiles; with ``local``, each repeat times bare then local back to back,
+  and their ratio is taken per pair (median and range over the repeats);
 - ``local``: ``geoseg predict`` on a generated scene, tiles/s while segmenting (reading,
   tiling, stitching and writing parts included; the COG assembly after it is timed apart);
 - ``server``: ``geoseg predict --server`` against TorchServe with 1 and 2 workers;
@@ -139,19 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = export_random(args.arch, work / "model.pt")
         scene = write_large_scene(work / "scene.tif", args.side)
-        if "bare" in args.parts:
-            result["bare_tiles_per_s"] = summary(bare_tiles_per_second(model, config, 60, args.repeats))
+        bare: list[float] = []
+        runs: list[dict[str, Any]] = []
+        for _ in range(args.repeats):  # interleaved, so that a drift of the machine hits both
+            if "bare" in args.parts:
+                bare += bare_tiles_per_second(model, config, 60, 1)
+            if "local" in args.parts:
+                runs.append(run_predict([str(scene), str(work / "local.tif"), "--model", str(model)]))
+        if bare:
+            result["bare_tiles_per_s"] = summary(bare)
             print("bare", result["bare_tiles_per_s"], flush=True)
-        if "local" in args.parts:
-            runs = [run_predict([str(scene), str(work / "local.tif"), "--model", str(model)])
-                    for _ in range(args.repeats)]
+        if runs:
             result["local"] = {"tiles": runs[0]["tiles"],
                                "tiles_per_s": summary([r["tiles_per_s"] for r in runs]),
                                "wall_s": summary([r["wall_s"] for r in runs])}
             print("local", result["local"], flush=True)
-            if "bare_tiles_per_s" in result:
-                result["local_over_bare"] = (result["local"]["tiles_per_s"]["median"]
-                                             / result["bare_tiles_per_s"]["median"])
+        if bare and runs:
+            pairs = [r["tiles_per_s"] / b for r, b in zip(runs, bare)]
+            result["local_over_bare"] = summary(pairs) | {"pairs": pairs}
+            print("local / bare, each pair measured back to back", result["local_over_bare"], flush=True)
         if "server" in args.parts:
             result["server"] = {str(w): summary(serve_and_predict(model, scene, work, w, args.repeats))
                                 for w in (1, 2)}
