@@ -271,9 +271,16 @@ def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest
     """One setting: the bare ceiling, the served load at each user count, and the comparison
     with ``peer`` (the Flask peer's load at the same user counts; it does not depend on the
     setting, so a run measures it once and passes it to every setting). One result row per
-    user count, starting with ``labels`` (date, device, arch, image set)."""
-    bare = bare_tiles_per_s(model_path, device, settings)
+    user count, starting with ``labels`` (date, device, arch, image set).
+
+    The bare model is timed before and after the served runs and the ceiling is their mean
+    (``before`` and ``after`` kept beside it): on a noisy machine its speed drifts over minutes,
+    and a single measurement on one side moved served ÷ bare by up to 0.2 here."""
+    before = bare_tiles_per_s(model_path, device, settings)
     served = serve_and_load(model_path, device, settings, manifest, users, duration, workdir)
+    after = bare_tiles_per_s(model_path, device, settings)
+    bare = before | {"tiles_per_s": (before["tiles_per_s"] + after["tiles_per_s"]) / 2,
+                     "before": before["tiles_per_s"], "after": after["tiles_per_s"]}
     rows = []
     for i, load in enumerate(served):
         peer_i = peer[i] if peer else None
@@ -281,7 +288,8 @@ def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest
                **summarise(load, bare, peer_i)}
         rows.append(row)
         print(f"  users {load['users']}: {load['tiles_per_s']:.2f} tiles/s served, "
-              f"{bare['tiles_per_s']:.2f} bare (ratio {row['served_over_bare']:.2f}), "
+              f"{bare['tiles_per_s']:.2f} bare (before {bare['before']:.2f}, after "
+              f"{bare['after']:.2f}; ratio {row['served_over_bare']:.2f}), "
               f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}"
               + (f"; peer {peer_i['tiles_per_s']:.2f} tiles/s" if peer_i else ""), flush=True)
         if load.get("stages"):
