@@ -50,6 +50,8 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     assert all(cpu[k] > 0 for k in ("frontend", "worker", "locust"))
     assert cpu["available"] > cpu["frontend"] + cpu["worker"] + cpu["locust"] > 0
     assert row["bare"]["cpu_ms_per_tile"] > 0
+    bare = row["bare"]  # timed before and after the served runs; the ceiling is their mean
+    assert bare["tiles_per_s"] == (bare["before"] + bare["after"]) / 2 and bare["after"] > 0
     assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
     assert len((out / "results.md").read_text().splitlines()) == 3
     assert next(out.glob("*.png")).stat().st_size > 1000
