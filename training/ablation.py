@@ -43,6 +43,9 @@ ROWS: dict[str, Row] = {
     "p50-both": Row("50 points + superpixels + Gated CRF",
                     ("--points-per-class", "50", "--expand", "superpixels", "--crf-weight", "0.02")),
     "dense": Row("dense masks", ("--dense",)),
+    "dense-fp32": Row("dense masks, fp32 training", ("--dense", "--amp", "off")),
+    "p10-crf-fp32": Row("10 points + Gated CRF, fp32 training",
+                        ("--points-per-class", "10", "--crf-weight", "0.02", "--amp", "off")),
 }
 ROWS.update({
     "p10-st": Row("10 points + self-training", ("--points-per-class", "10", "--crf-weight", "0",

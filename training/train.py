@@ -69,6 +69,8 @@ if TYPE_CHECKING:  # the point-layer path loads the GIS stack only when it runs
     from training.raster_points import RasterPointDataset
 
 AUX_WEIGHT = 0.4
+AMP_DTYPES: dict[str, torch.dtype | None] = {"fp16": torch.float16, "bf16": torch.bfloat16,
+                                             "off": None}
 DEFAULT_POINTS_PER_CLASS = 10
 DEFAULT_CRF_WEIGHT = 0.02
 """Gated CRF weight of point training unless --plain: on dubai-aerial (2-core CPU, MobileNetV3,
@@ -161,6 +163,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=0,
                      help="seed of the initial weights, simulated points, crops and order")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--amp", choices=tuple(AMP_DTYPES), default="fp16",
+                     help="mixed precision of the training steps on CUDA (off: fp32 with "
+                          "TF32 convolutions); the CPU always trains in fp32")
     run.add_argument("--num-workers", type=at_least(0), default=0, help="data loader processes")
     run.add_argument("--threads", type=at_least(0), default=0,
                      help="CPU threads (0: torch default)")
@@ -242,10 +247,12 @@ def build_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.o
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     scaler: torch.amp.GradScaler, device: torch.device, bar_title: str,
-                    progress: bool, self_training: SelfTraining | None = None) -> list[float]:
-    """One pass over ``loader``: AMP and channels_last on CUDA, the aux head weighted by
-    AUX_WEIGHT when present; ``self_training``: its pseudo-label term is added (when its weight
-    is not 0) and its teacher updated after every step. Returns the loss of each step."""
+                    progress: bool, self_training: SelfTraining | None = None,
+                    amp: torch.dtype | None = torch.float16) -> list[float]:
+    """One pass over ``loader``: autocast to ``amp`` (None: off) and channels_last on CUDA, the
+    aux head weighted by AUX_WEIGHT when present; ``self_training``: its pseudo-label term is
+    added (when its weight is not 0) and its teacher updated after every step. Returns the loss
+    of each step."""
     cuda = device.type == "cuda"
     model.train()
     losses: list[float] = []
@@ -256,7 +263,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch
         if cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         extra = (images,) if isinstance(criterion, WeakSupervisionLoss) else ()
-        with torch.autocast(device.type, torch.float16, enabled=cuda):
+        with torch.autocast(device.type, amp or torch.float32, enabled=cuda and amp is not None):
             outputs = model(images)
             loss = criterion(outputs["out"], labels, *extra)
             if "aux" in outputs:
@@ -436,7 +443,7 @@ def new_run_state(args: argparse.Namespace, table: ClassTable, device: torch.dev
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(args, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and args.amp == "fp16")
     teacher = Teacher(model, args.teacher_decay) if args.pseudo_labels else None
     return RunState(model, optimizer, scheduler, scaler, teacher=teacher)
 
@@ -530,7 +537,7 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Tr
         None if args.alpha is None else torch.tensor(args.alpha, device=device))
     losses = train_one_epoch(state.training_network(), loader, criterion, state.optimizer,
                              state.scheduler, state.scaler, device, f"epoch {epoch + 1}/{args.epochs}",
-                             progress, self_training)
+                             progress, self_training, AMP_DTYPES[args.amp])
     train_seconds = time.time() - t0
     state.model.eval()
     group.sync_state(state.model)  # every process scores exactly the weights rank 0 saves
