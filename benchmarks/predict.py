@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -66,7 +67,9 @@ def write_large_scene(path: Path, side: int) -> Path:
     return path
 
 
-def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeats: int) -> list[float]:
+def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeats: int
+                          ) -> list[tuple[float, float]]:
+    """(tiles/s, ms of this process's CPU per tile) of the bare tile predictor, per repeat."""
     device = torch.device("cpu")
     network = load_artifact(model, device).network
     predict = tile_predictor(network, device, False, config.channels_last)
@@ -76,24 +79,31 @@ def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeat
     data = rng.integers(0, 256, (batch, config.tile_size, config.tile_size, 3), dtype=np.uint8)
     rates = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(tiles // batch):
             predict(data)
-        rates.append((tiles // batch) * batch / (time.perf_counter() - start))
+        done = (tiles // batch) * batch
+        rates.append((done / (time.perf_counter() - start),
+                      1000 * (time.process_time() - cpu_start) / done))
     return rates
 
 
 def run_predict(args: list[str]) -> dict[str, Any]:
-    """Run ``geoseg predict`` in a child process; its tiles/s line and peak RSS (MiB)."""
+    """Run ``geoseg predict`` in a child process; its summary line (tiles, seconds, ms of CPU
+    per tile while segmenting) and peak RSS (MiB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "scene.cli", *args, "--quiet", "--overwrite"],
                           capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
     line = proc.stderr.strip().splitlines()[-1]
-    tiles, seconds = int(line.split(": ")[1].split()[0]), float(line.split(" in ")[1].split()[0])
+    found = re.search(r": (\d+) tiles in ([\d.]+) s \([\d.]+ tiles/s, (\d+) ms of CPU per tile\)", line)
+    if found is None:
+        raise RuntimeError(f"geoseg predict's summary line not understood: {line!r}")
+    tiles, seconds, cpu_ms = int(found[1]), float(found[2]), float(found[3])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"tiles": tiles, "segment_s": seconds, "tiles_per_s": tiles / seconds,
+            "cpu_ms_per_tile": cpu_ms,
             "wall_s": wall, "peak_rss_mib": peak / 1024 if peak > before else None}
 
 
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = export_random(args.arch, work / "model.pt")
         scene = write_large_scene(work / "scene.tif", args.side)
-        bare: list[float] = []
+        bare: list[tuple[float, float]] = []
         runs: list[dict[str, Any]] = []
         for _ in range(args.repeats):  # interleaved, so that a drift of the machine hits both
             if "bare" in args.parts:
@@ -148,17 +158,22 @@ def main(argv: list[str] | None = None) -> int:
             if "local" in args.parts:
                 runs.append(run_predict([str(scene), str(work / "local.tif"), "--model", str(model)]))
         if bare:
-            result["bare_tiles_per_s"] = summary(bare)
+            result["bare_tiles_per_s"] = summary([rate for rate, _ in bare])
+            result["bare_cpu_ms_per_tile"] = summary([cpu for _, cpu in bare])
             print("bare", result["bare_tiles_per_s"], flush=True)
         if runs:
             result["local"] = {"tiles": runs[0]["tiles"],
                                "tiles_per_s": summary([r["tiles_per_s"] for r in runs]),
-                               "wall_s": summary([r["wall_s"] for r in runs])}
+                               "wall_s": summary([r["wall_s"] for r in runs]),
+                               "cpu_ms_per_tile": summary([r["cpu_ms_per_tile"] for r in runs])}
             print("local", result["local"], flush=True)
         if bare and runs:
-            pairs = [r["tiles_per_s"] / b for r, b in zip(runs, bare)]
+            pairs = [r["tiles_per_s"] / rate for r, (rate, _) in zip(runs, bare)]
             result["local_over_bare"] = summary(pairs) | {"pairs": pairs}
-            print("local / bare, each pair measured back to back", result["local_over_bare"], flush=True)
+            cpu_pairs = [cpu / r["cpu_ms_per_tile"] for r, (_, cpu) in zip(runs, bare)]
+            result["local_over_bare_by_cpu_time"] = summary(cpu_pairs) | {"pairs": cpu_pairs}
+            print("local / bare, each pair measured back to back", result["local_over_bare"],
+                  "; by CPU time per tile", result["local_over_bare_by_cpu_time"], flush=True)
         if "server" in args.parts:
             result["server"] = {str(w): summary(serve_and_predict(model, scene, work, w, args.repeats))
                                 for w in (1, 2)}

@@ -89,7 +89,8 @@ class SceneJob:
 @dataclass
 class SceneResult:
     """What a run did: tiles and windows segmented now (a resume skips finished ones),
-    seconds spent segmenting, and the class counts (256,) of the whole scene."""
+    seconds spent segmenting (wall clock, and ``cpu_seconds``: this process's CPU time over all
+    its threads in that phase), and the class counts (256,) of the whole scene."""
 
     job: SceneJob
     tiles: int
@@ -97,6 +98,7 @@ class SceneResult:
     seconds: float
     counts: np.ndarray = field(repr=False)
     summary: dict = field(repr=False, default_factory=dict)
+    cpu_seconds: float = 0.0
 
 
 def fingerprint(source: SceneSource, segmenter: Segmenter, tile: int, overlap: int,
@@ -144,11 +146,11 @@ def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_
         done = parts.done()
         todo = [w for w in windows if w.index not in done]
         total = sum(w.tiles for w in windows)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with tqdm(total=total, initial=total - sum(w.tiles for w in todo), unit="tile",
                   desc=job.input.name, disable=not show_progress, dynamic_ncols=True) as bar:
             segment_windows(source, todo, segmenter, lambda w, c: parts.save(w.index, c), bar)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         job.output.parent.mkdir(parents=True, exist_ok=True)
         counts = assemble(source, windows, parts, job.output, segmenter.table)
         summary = statistics(counts, source, segmenter.table)
@@ -161,7 +163,8 @@ def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_
 
         polygonize(job.output, job.vector, segmenter.table, min_area_m2, overwrite=True)
     parts.remove()
-    return SceneResult(job, sum(w.tiles for w in todo), len(todo), seconds, counts, summary)
+    return SceneResult(job, sum(w.tiles for w in todo), len(todo), seconds, counts, summary,
+                       cpu_seconds)
 
 
 def check_source(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,9 +126,11 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(work, tmp_path):
     again = subprocess.run([*args[:4], str(resumed), *args[4:], "--resume"], check=True,
                            timeout=300, capture_output=True, text=True)
     tiles_now = int(again.stderr.strip().splitlines()[-1].split(": ")[1].split()[0])
-    total = int(subprocess.run([*args[:4], str(tmp_path / "again.tif"), *args[4:]], check=True,
-                               capture_output=True, text=True, timeout=300)
-                .stderr.strip().splitlines()[-1].split(": ")[1].split()[0])
+    summary = subprocess.run([*args[:4], str(tmp_path / "again.tif"), *args[4:]], check=True,
+                             capture_output=True, text=True, timeout=300).stderr.strip().splitlines()[-1]
+    total = int(summary.split(": ")[1].split()[0])
+    cpu = re.search(r"tiles/s, (\d+) ms of CPU per tile\)$", summary)  # read by benchmarks.predict
+    assert cpu is not None and int(cpu[1]) > 0, summary
     assert tiles_now <= total - kept  # the finished windows were not segmented again
     assert resumed.read_bytes() == whole.read_bytes()
     assert not parts.exists()
