@@ -25,7 +25,7 @@ COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 
         compare-point-layer clean help
 
 help:
-	@echo "make setup      create .venv and install the pinned requirements"
+	@echo "make setup      create .venv (and .venv-kserve for the KServe SDK check) with the pinned requirements"
 	@echo "make test       run the whole test suite;  make test-unit: the fast unit tests alone"
 	@echo "make lint       ruff (style, imports) and mypy (types)"
 	@echo "make demo       synthetic data -> training from points -> export -> TorchServe -> one request"
@@ -42,10 +42,18 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-setup: $(BIN)/python
+# The KServe SDK pins packages the main environment cannot take: it gets its own, used only by
+# deploy/kserve/sdk_check.py in the tests.
+KSERVE_VENV := .venv-kserve
+
+$(KSERVE_VENV)/bin/python:
+	$(PYTHON) -m venv $(KSERVE_VENV)
+
+setup: $(BIN)/python $(KSERVE_VENV)/bin/python
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -r deploy/kserve/requirements-sdk.txt
 	@$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
 	@$(BIN)/python -c "from tools.server import java_home; h = java_home(); \
 	    print('java for TorchServe:', 'the system java (17+)' if h is None else h)"

@@ -340,6 +340,38 @@ def test_the_crd_schema_rejects_a_wrong_inference_service(isvc_validator):
         assert list(isvc_validator.iter_errors(broken)), broken
 
 
+KSERVE_SDK_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"
+
+
+def run_sdk_check(*paths: Path) -> subprocess.CompletedProcess:
+    """deploy/kserve/sdk_check.py in the KServe SDK's own environment (made by make setup)."""
+    assert KSERVE_SDK_PYTHON.exists(), ("the KServe SDK environment .venv-kserve is missing: "
+                                        "run make setup")
+    return subprocess.run([str(KSERVE_SDK_PYTHON), str(KSERVE / "sdk_check.py"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_inference_services_round_trip_through_the_kserve_sdk():
+    done = run_sdk_check(*INFERENCE_SERVICES)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(": ok\n") == len(INFERENCE_SERVICES)
+
+
+def test_the_kserve_sdk_check_catches_unknown_fields_and_missing_required_ones(tmp_path):
+    isvc = yaml.safe_load((KSERVE / "inferenceservice-custom.yaml").read_text())
+    misspelt = json_patch(isvc, [{"op": "add", "path": "/spec/predictor/minReplica", "value": 1}])
+    nameless = json_patch(isvc, [{"op": "remove", "path": "/spec/predictor/containers/0/name"}])
+    files = []
+    for name, doc in (("misspelt", misspelt), ("nameless", nameless)):
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(yaml.safe_dump(doc))
+    done = run_sdk_check(*files)
+    assert done.returncode == 1
+    misspelt_line, nameless_line = done.stdout.splitlines()
+    assert "spec.predictor.minReplica: not a field of the SDK's model" in misspelt_line
+    assert "the SDK refuses it" in nameless_line and "name" in nameless_line
+
+
 def test_kserve_storage_layout():
     """KServe's TorchServe runtime reads <storageUri>/config/config.properties and
     <storageUri>/model-store/*.mar (it starts torchserve with exactly these two paths)."""
