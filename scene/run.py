@@ -112,8 +112,15 @@ def fingerprint(source: SceneSource, segmenter: Segmenter, tile: int, overlap: i
 def segment_windows(source: SceneSource, windows: list[SceneWindow], segmenter: Segmenter,
                     save: Callable[[SceneWindow, np.ndarray], None],
                     progress: Optional[tqdm] = None) -> None:
-    """Read windows in order in this thread, segment them on ``segmenter.workers`` threads
-    (reading the next window while the model runs), ``save`` each kept class map here."""
+    """Segment ``windows`` in order and ``save`` each kept class map, on this thread.
+
+    One worker (a local model): the model runs on this thread and a helper thread reads the next
+    window meanwhile. With the forward pass on a helper thread instead, a 2-core machine kept
+    only 1.72 of its cores busy against 1.96 (benchmarks.predict, docs/predict.md). Several
+    workers (servers): this thread reads, ``segmenter.workers`` threads send the windows."""
+    if segmenter.workers == 1:
+        _segment_here(source, windows, segmenter, save, progress)
+        return
     limit = max(2, 2 * segmenter.workers)
     pending: dict[Future, SceneWindow] = {}
     with ThreadPoolExecutor(segmenter.workers) as pool:
@@ -132,6 +139,26 @@ def segment_windows(source: SceneSource, windows: list[SceneWindow], segmenter: 
             pending[pool.submit(segmenter, source, bands, valid)] = w
             drain(limit - 1)
         drain(0)
+
+
+def _segment_here(source: SceneSource, windows: list[SceneWindow], segmenter: Segmenter,
+                  save: Callable[[SceneWindow, np.ndarray], None],
+                  progress: Optional[tqdm] = None) -> None:
+    """:func:`segment_windows` for one worker: the next window is read on a helper thread (the
+    only one that touches the dataset until it returns) while this one runs the model."""
+    if not windows:
+        return
+    with ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(source.read, windows[0].read)
+        for i, w in enumerate(windows):
+            bands, valid = ahead.result()
+            if i + 1 < len(windows):
+                ahead = reader.submit(source.read, windows[i + 1].read)
+            classes = segmenter(source, bands, valid)
+            rows, cols = keep_in_read(w)
+            save(w, np.ascontiguousarray(classes[rows, cols]))
+            if progress is not None:
+                progress.update(w.tiles)
 
 
 def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_per_window: int,
