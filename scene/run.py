@@ -129,16 +129,23 @@ def segment_windows(source: SceneSource, windows: list[SceneWindow], segmenter: 
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     w = pending.pop(future)
-                    rows, cols = keep_in_read(w)
-                    save(w, np.ascontiguousarray(future.result()[rows, cols]))
-                    if progress is not None:
-                        progress.update(w.tiles)
+                    _save_kept(w, future.result(), save, progress)
 
         for w in windows:
             bands, valid = source.read(w.read)
             pending[pool.submit(segmenter, source, bands, valid)] = w
             drain(limit - 1)
         drain(0)
+
+
+def _save_kept(w: SceneWindow, classes: np.ndarray, save: Callable[[SceneWindow, np.ndarray], None],
+               progress: Optional[tqdm]) -> None:
+    """``save`` the part of a window's class map (h, w) uint8 that the window keeps (its read
+    area minus the context), and count its tiles."""
+    rows, cols = keep_in_read(w)
+    save(w, np.ascontiguousarray(classes[rows, cols]))
+    if progress is not None:
+        progress.update(w.tiles)
 
 
 def _segment_here(source: SceneSource, windows: list[SceneWindow], segmenter: Segmenter,
@@ -154,11 +161,7 @@ def _segment_here(source: SceneSource, windows: list[SceneWindow], segmenter: Se
             bands, valid = ahead.result()
             if i + 1 < len(windows):
                 ahead = reader.submit(source.read, windows[i + 1].read)
-            classes = segmenter(source, bands, valid)
-            rows, cols = keep_in_read(w)
-            save(w, np.ascontiguousarray(classes[rows, cols]))
-            if progress is not None:
-                progress.update(w.tiles)
+            _save_kept(w, segmenter(source, bands, valid), save, progress)
 
 
 def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_per_window: int,

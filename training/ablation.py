@@ -31,39 +31,33 @@ class Row:
     options: tuple[str, ...]
 
 
-ROWS: dict[str, Row] = {
-    "p10": Row("10 points, plain pfCE", ("--points-per-class", "10", "--plain")),
-    "p10-sp": Row("10 points + superpixels", ("--points-per-class", "10", "--expand", "superpixels",
-                                             "--crf-weight", "0")),
-    "p10-crf": Row("10 points + Gated CRF", ("--points-per-class", "10", "--crf-weight", "0.02")),
-    "p10-both": Row("10 points + superpixels + Gated CRF",
-                    ("--points-per-class", "10", "--expand", "superpixels", "--crf-weight", "0.02")),
-    "p50": Row("50 points, plain pfCE", ("--points-per-class", "50", "--plain")),
-    "p50-crf": Row("50 points + Gated CRF", ("--points-per-class", "50", "--crf-weight", "0.02")),
-    "p50-both": Row("50 points + superpixels + Gated CRF",
-                    ("--points-per-class", "50", "--expand", "superpixels", "--crf-weight", "0.02")),
-    "dense": Row("dense masks", ("--dense",)),
-    "dense-fp32": Row("dense masks, fp32 training", ("--dense", "--amp", "off")),
-    "p10-crf-fp32": Row("10 points + Gated CRF, fp32 training",
-                        ("--points-per-class", "10", "--crf-weight", "0.02", "--amp", "off")),
-}
-ROWS.update({
-    "p10-st": Row("10 points + self-training", ("--points-per-class", "10", "--crf-weight", "0",
-                                                 "--pseudo-labels")),
-    "p10-crf-st": Row("10 points + Gated CRF + self-training",
-                      ("--points-per-class", "10", "--crf-weight", "0.02", "--pseudo-labels")),
-    "p10-crf-st0.6": Row("10 points + Gated CRF + self-training (threshold 0.6)",
-                         ("--points-per-class", "10", "--crf-weight", "0.02", "--pseudo-labels",
-                          "--pseudo-threshold", "0.6")),
-    "p10-crf-st0.8": Row("10 points + Gated CRF + self-training (threshold 0.8)",
-                         ("--points-per-class", "10", "--crf-weight", "0.02", "--pseudo-labels",
-                          "--pseudo-threshold", "0.8")),
-})
+P10, P50 = ("--points-per-class", "10"), ("--points-per-class", "50")
+CRF = ("--crf-weight", "0.02")  # the shipped default, spelt out so the rows stay what they were
+SUPERPIXELS = ("--expand", "superpixels")
+SELF_TRAINING = ("--pseudo-labels",)
+FP32 = ("--amp", "off")
 CRF_SWEEP = ("0.01", "0.05", "0.1")
 """Gated CRF weights of the sweep rows ``p10-crf<W>``, beside ``p10-crf`` (the default, 0.02)."""
-ROWS.update({f"p10-crf{w}": Row(f"10 points + Gated CRF {w}",
-                                ("--points-per-class", "10", "--crf-weight", w))
-             for w in CRF_SWEEP})
+
+ROWS: dict[str, Row] = {
+    "p10": Row("10 points, plain pfCE", (*P10, "--plain")),
+    "p10-sp": Row("10 points + superpixels", (*P10, *SUPERPIXELS, "--crf-weight", "0")),
+    "p10-crf": Row("10 points + Gated CRF", (*P10, *CRF)),
+    "p10-both": Row("10 points + superpixels + Gated CRF", (*P10, *SUPERPIXELS, *CRF)),
+    "p50": Row("50 points, plain pfCE", (*P50, "--plain")),
+    "p50-crf": Row("50 points + Gated CRF", (*P50, *CRF)),
+    "p50-both": Row("50 points + superpixels + Gated CRF", (*P50, *SUPERPIXELS, *CRF)),
+    "dense": Row("dense masks", ("--dense",)),
+    "dense-fp32": Row("dense masks, fp32 training", ("--dense", *FP32)),
+    "p10-crf-fp32": Row("10 points + Gated CRF, fp32 training", (*P10, *CRF, *FP32)),
+    "p10-st": Row("10 points + self-training", (*P10, "--crf-weight", "0", *SELF_TRAINING)),
+    "p10-crf-st": Row("10 points + Gated CRF + self-training", (*P10, *CRF, *SELF_TRAINING)),
+    **{f"p10-crf-st{t}": Row(f"10 points + Gated CRF + self-training (threshold {t})",
+                             (*P10, *CRF, *SELF_TRAINING, "--pseudo-threshold", t))
+       for t in ("0.6", "0.8")},
+    **{f"p10-crf{w}": Row(f"10 points + Gated CRF {w}", (*P10, "--crf-weight", w))
+       for w in CRF_SWEEP},
+}
 
 
 def run_row(name: str, seed: int, out: Path, common: list[str], log: Path) -> Path:

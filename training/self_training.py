@@ -48,18 +48,17 @@ class Teacher:
     @torch.no_grad()
     def update(self) -> None:
         """teacher <- decay * teacher + (1 - decay) * student (parameters); buffers copied."""
-        for t, s in zip(self.network.parameters(), self.student.parameters()):
-            t.lerp_(s.detach(), 1.0 - self.decay)
-        for mine, theirs in zip(self.network.buffers(), self.student.buffers()):
-            mine.copy_(theirs)
+        # one fused call per list rather than one kernel per tensor: this runs after every step
+        torch._foreach_lerp_(list(self.network.parameters()),
+                             [p.detach() for p in self.student.parameters()], 1.0 - self.decay)
+        torch._foreach_copy_(list(self.network.buffers()), list(self.student.buffers()))
 
     @torch.no_grad()
     def pseudo_labels(self, images: Tensor, targets: Tensor, threshold: float) -> Tensor:
         """Teacher labels (N, H, W) int64 for ``images`` (N, 3, H, W): the teacher's class where
         its softmax maximum is >= ``threshold``, IGNORE_INDEX elsewhere and wherever ``targets``
         (N, H, W; packed or plain sparse) has a clicked label or marks crop padding."""
-        self.network.eval()
-        logits = self.network(images)["out"].float()
+        logits = self.network(images)["out"].float()  # in eval mode since __init__
         confidence, label = logits.softmax(dim=1).max(dim=1)
         clicked, _, valid = unpack_target(targets)
         keep = (confidence >= threshold) & (clicked == IGNORE_INDEX) & valid[:, 0]
@@ -83,13 +82,15 @@ class SelfTraining:
         self.weight = weight
         self.gamma = gamma
         self.alpha = alpha
-        self.labelled_share: list[float] = []
+        self.labelled_share: list[Tensor] = []
+        """Per step, the share of pixels pseudo-labelled (0-d tensors on the device: read them
+        after the epoch, so that no step waits for the device)."""
 
     def loss(self, images: Tensor, targets: Tensor, logits: Tensor) -> Tensor:
         """``weight`` x partial focal CE of the student's ``logits`` (N, C, H, W) against the
         teacher's pseudo labels for ``images``; records the share of pixels they label."""
         pseudo = self.teacher.pseudo_labels(images, targets, self.threshold)
-        self.labelled_share.append(float((pseudo != IGNORE_INDEX).float().mean()))
+        self.labelled_share.append((pseudo != IGNORE_INDEX).float().mean())
         return self.weight * partial_focal_ce(logits, pseudo, self.gamma, self.alpha)
 
     def after_step(self) -> None:

@@ -82,6 +82,8 @@ OUTPUT_FILES = (*RUN_FILES, "metrics.json", "metrics.csv")
 
 TrainingSet = Union[PointSupervisedDataset, "RasterPointDataset"]
 """Crops of a dataset with masks (simulated / file points, or dense), or of rasters + a point layer."""
+Criterion = Union[PartialFocalCELoss, WeakSupervisionLoss]
+"""The training loss: pfCE on labelled pixels, or with the terms on unlabelled ones."""
 
 
 class OptionError(ValueError):
@@ -384,7 +386,7 @@ def training_dataset(args: argparse.Namespace, source: SampleSource, table: Clas
                                 annotations=annotations, expansion=expansion, cache=cache)
 
 
-def training_criterion(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+def training_criterion(args: argparse.Namespace, device: torch.device) -> Criterion:
     """pfCE on the clicked points, or, for a weakly supervised run, :class:`WeakSupervisionLoss`
     (its Gated CRF weight is set per epoch by :func:`crf_weight_for`)."""
     if not weakly_supervised(args):
@@ -513,7 +515,7 @@ def dense_validation(args: argparse.Namespace, val_source: SampleSource, table: 
 
 
 def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: TrainingSet,
-              criterion: torch.nn.Module, steps: int, validate: Validation,
+              criterion: Criterion, steps: int, validate: Validation,
               device: torch.device, out: Path, group: Group = SINGLE) -> dict[str, Any]:
     """Train one epoch of ``steps`` optimizer steps, then validate (and write the validation
     pictures). Returns the epoch's record for the metrics.
@@ -534,7 +536,7 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Tr
     self_training = None if state.teacher is None else SelfTraining(
         state.teacher, args.pseudo_threshold,
         pseudo_weight_for(args.pseudo_weight, args.pseudo_start, args.epochs, epoch), args.gamma,
-        None if args.alpha is None else torch.tensor(args.alpha, device=device))
+        criterion.alpha)  # the class weights of the main loss, on the device already
     losses = train_one_epoch(state.training_network(), loader, criterion, state.optimizer,
                              state.scheduler, state.scaler, device, f"epoch {epoch + 1}/{args.epochs}",
                              progress, self_training, AMP_DTYPES[args.amp])
@@ -551,7 +553,7 @@ def run_epoch(epoch: int, args: argparse.Namespace, state: RunState, dataset: Tr
     if self_training is not None:
         shares = self_training.labelled_share
         record["pseudo_labels"] = {"weight": self_training.weight, "labelled_share": round(
-            group.mean(float(np.mean(shares)) if shares else 0.0), 4)}
+            group.mean(float(torch.stack(shares).mean()) if shares else 0.0), 4)}
     return record | {"epoch": epoch, "step": (epoch + 1) * steps,
             "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0)} | found | {
             "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
