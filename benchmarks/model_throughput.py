@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.allocator import keep_freed_memory
 from common.cli import fail, write_json
 from common.cli import parser as cli_parser
 from handler.inference import HandlerConfig
@@ -115,6 +116,7 @@ def device_name(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as the handler and geoseg predict do
     parser = cli_parser("python -m benchmarks.model_throughput", __doc__)
     parser.add_argument("--model", default="model/geoseg.pt", help="exported TorchScript file")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -5,7 +5,8 @@ model, and peak memory on a very large scene.
     python -m benchmarks.predict --parts bare local   # or some of them
 
 - ``bare``: the exported model alone (the handler's tile predictor, the same micro-batch),
-  tiles/s on random 512 tiles; with ``local``, each repeat times bare then local back to back,
+  tiles/s on random 512 tiles, in a fresh child process like ``geoseg predict``'s and for as
+  many tiles as the scene has; with ``local``, each repeat times bare then local back to back,
   and their ratio is taken per pair (median and range over the repeats);
 - ``local``: ``geoseg predict`` on a generated scene, tiles/s while segmenting (reading,
   tiling, stitching and writing parts included; the COG assembly after it is timed apart);
@@ -17,6 +18,7 @@ Results go to ``benchmarks/results/predict-<device>.json``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -37,8 +39,10 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from benchmarks.gpu import export_random_model
+from common.allocator import SWITCH, keep_freed_memory
 from common.cli import parser
 from handler.inference import HandlerConfig, tile_predictor, warm_up
+from handler.tiling import plan_tiles
 from model.artifact import load_artifact
 from training.synthetic import generate_scene
 
@@ -88,13 +92,22 @@ def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeat
     return rates
 
 
-def run_predict(args: list[str]) -> dict[str, Any]:
-    """Run ``geoseg predict`` in a child process; its summary line (tiles, seconds, ms of CPU
-    per tile while segmenting) and peak RSS (MiB)."""
+def bare_in_child(model: Path, tiles: int) -> tuple[float, float]:
+    """:func:`bare_tiles_per_second` for ``tiles`` tiles in a fresh child process, started as
+    ``geoseg predict``'s is, so both sides pay the same process start-up effects."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.predict", "--child-bare", str(model),
+                           "--child-tiles", str(tiles)], capture_output=True, text=True, check=True)
+    rate, cpu_ms = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rate, cpu_ms
+
+
+def run_predict(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``geoseg predict`` in a child process (``env``: added to this one's); its summary
+    line (tiles, seconds, ms of CPU per tile while segmenting) and peak RSS (MiB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "scene.cli", *args, "--quiet", "--overwrite"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     line = proc.stderr.strip().splitlines()[-1]
     found = re.search(r": (\d+) tiles in ([\d.]+) s \([\d.]+ tiles/s, (\d+) ms of CPU per tile\)", line)
@@ -139,8 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", nargs="+", default=["bare", "local", "server", "rss"],
                    choices=["bare", "local", "server", "rss"])
     p.add_argument("--out", type=Path, default=RESULTS / "predict-cpu.json")
+    p.add_argument("--compare-allocator", action="store_true",
+                   help=f"also time local mode with the C library's default allocator settings "
+                        f"({SWITCH}=0) in each repeat")
+    p.add_argument("--child-bare", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-tiles", type=int, default=121, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    keep_freed_memory()  # as geoseg predict does
     config = HandlerConfig()
+    if args.child_bare is not None:  # one bare measurement, for bare_in_child
+        print(json.dumps(bare_tiles_per_second(args.child_bare, config, args.child_tiles, 1)[0]))
+        return 0
     result: dict[str, Any] = {"machine": f"{platform.node()} {platform.processor() or 'cpu'}",
                               "cpus": len(os.sched_getaffinity(0)),
                               "arch": args.arch, "tile": config.tile_size,
@@ -150,13 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = export_random(args.arch, work / "model.pt")
         scene = write_large_scene(work / "scene.tif", args.side)
+        tiles = len(plan_tiles(args.side, args.side, config.tile_size, config.tile_overlap))
         bare: list[tuple[float, float]] = []
         runs: list[dict[str, Any]] = []
+        default_runs: list[dict[str, Any]] = []
         for _ in range(args.repeats):  # interleaved, so that a drift of the machine hits both
             if "bare" in args.parts:
-                bare += bare_tiles_per_second(model, config, 60, 1)
+                bare.append(bare_in_child(model, tiles))
             if "local" in args.parts:
                 runs.append(run_predict([str(scene), str(work / "local.tif"), "--model", str(model)]))
+            if args.compare_allocator:
+                default_runs.append(run_predict([str(scene), str(work / "local.tif"), "--model",
+                                                 str(model)], env={SWITCH: "0"}))
         if bare:
             result["bare_tiles_per_s"] = summary([rate for rate, _ in bare])
             result["bare_cpu_ms_per_tile"] = summary([cpu for _, cpu in bare])
@@ -167,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                                "wall_s": summary([r["wall_s"] for r in runs]),
                                "cpu_ms_per_tile": summary([r["cpu_ms_per_tile"] for r in runs])}
             print("local", result["local"], flush=True)
+        if default_runs:
+            result["local_default_allocator"] = {
+                "tiles_per_s": summary([r["tiles_per_s"] for r in default_runs]),
+                "cpu_ms_per_tile": summary([r["cpu_ms_per_tile"] for r in default_runs])}
+            print("local, default allocator", result["local_default_allocator"], flush=True)
+            if runs:
+                gains = [r["tiles_per_s"] / d["tiles_per_s"] for r, d in zip(runs, default_runs)]
+                result["kept_over_default_allocator"] = summary(gains) | {"pairs": gains}
+                print("local, kept ÷ default allocator", result["kept_over_default_allocator"])
         if bare and runs:
             pairs = [r["tiles_per_s"] / rate for r, (rate, _) in zip(runs, bare)]
             result["local_over_bare"] = summary(pairs) | {"pairs": pairs}

@@ -38,6 +38,7 @@ import yaml
 from benchmarks.cpu_budget import StackProcesses, children_cpu_seconds, cpu_budget
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import count_flops, device_name, measure
+from common.allocator import keep_freed_memory
 from common.cli import fail, parser
 from handler.inference import HandlerConfig, model_config_yaml
 from handler.metrics import STAGE_MS, STAGES
@@ -416,6 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as the handler does, so bare and served run alike
     args = parse_args(argv)
     model_path = Path(args.model).resolve()
     if not model_path.is_file():

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from common.allocator import keep_freed_memory
 from handler import metrics
 from handler.decode import decode_image
 from handler.encode import encode, mark_nodata
@@ -49,6 +50,7 @@ class GeoSegHandler(BaseHandler):
     """initialize / preprocess / inference / postprocess, with per-request error answers."""
 
     def initialize(self, context: Any) -> None:
+        keep_freed_memory()  # before the first forward pass: no page faults per request
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from common.allocator import keep_freed_memory
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
 from scene.source import SceneError, cap_gdal_cache, list_rasters
@@ -103,6 +104,7 @@ def make_segmenter(args, config: HandlerConfig):
 
 def main(argv: Optional[list[str]] = None) -> int:
     cap_gdal_cache()
+    keep_freed_memory()
     args = build_parser().parse_args(argv)
     if len(args.paths) < 2:
         return fail("give at least one INPUT and the OUTPUT")

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common.allocator import keep_freed_memory
 from common.cli import at_least, existing_path, fail, parser, positive
 from model.builder import ARCHITECTURES, PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
@@ -711,6 +712,7 @@ def launch_problem(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     args = parse_args(argv)
     if args.nproc is not None and not under_torchrun():
         problem = launch_problem(args)
