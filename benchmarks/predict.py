@@ -114,6 +114,8 @@ def run_predict(args: list[str], env: dict[str, str] | None = None) -> dict[str,
     if found is None:
         raise RuntimeError(f"geoseg predict's summary line not understood: {line!r}")
     tiles, seconds, cpu_ms = int(found[1]), float(found[2]), float(found[3])
+    if seconds <= 0:
+        raise RuntimeError(f"geoseg predict segmented too fast to time (use a larger --side): {line!r}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"tiles": tiles, "segment_s": seconds, "tiles_per_s": tiles / seconds,
             "cpu_ms_per_tile": cpu_ms,
@@ -146,6 +148,8 @@ def serve_and_predict(model: Path, scene: Path, work: Path, workers: int, repeat
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m benchmarks.predict", __doc__)
     p.add_argument("--arch", default="deeplabv3_mobilenet_v3_large")
+    p.add_argument("--model", type=Path, default=None,
+                   help="an exported model to time instead of a random-weight export of --arch")
     p.add_argument("--side", type=int, default=4608, help="scene side for bare/local/server")
     p.add_argument("--rss-side", type=int, default=20000, help="scene side for the memory run")
     p.add_argument("--repeats", type=int, default=3)
@@ -165,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result: dict[str, Any] = {"machine": f"{platform.node()} {platform.processor() or 'cpu'}",
                               "cpus": len(os.sched_getaffinity(0)),
-                              "arch": args.arch, "tile": config.tile_size,
+                              "arch": args.arch if args.model is None else str(args.model.name),
+                              "tile": config.tile_size,
                               "overlap": config.tile_overlap,
                               "micro_batch": config.micro_batch("cpu"), "side": args.side}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model = export_random(args.arch, work / "model.pt")
+        model = args.model or export_random(args.arch, work / "model.pt")
         scene = write_large_scene(work / "scene.tif", args.side)
         tiles = len(plan_tiles(args.side, args.side, config.tile_size, config.tile_overlap))
         bare: list[tuple[float, float]] = []

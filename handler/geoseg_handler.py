@@ -50,7 +50,7 @@ class GeoSegHandler(BaseHandler):
     """initialize / preprocess / inference / postprocess, with per-request error answers."""
 
     def initialize(self, context: Any) -> None:
-        keep_freed_memory()  # before the first forward pass: no page faults per request
+        kept = keep_freed_memory()  # before the first forward pass: no page faults per request
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available()
@@ -68,8 +68,8 @@ class GeoSegHandler(BaseHandler):
         warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True
-        logger.info("GeoSeg model %s on %s, classes %s, %s", artifact.arch, self.device,
-                    self.classes.names, self.config)
+        logger.info("GeoSeg model %s on %s, classes %s, %s, freed memory kept: %s", artifact.arch,
+                    self.device, self.classes.names, self.config, kept)
 
     def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
         """One Job (decoded image, output format) or RequestError per request, in order."""

@@ -129,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             rate = result.tiles / result.seconds if result.seconds else 0.0
             cpu = f", {1000 * result.cpu_seconds / result.tiles:.0f} ms of CPU per tile" \
                 if result.tiles else ""
-            print(f"{job.input} -> {job.output}: {result.tiles} tiles in {result.seconds:.1f} s "
+            print(f"{job.input} -> {job.output}: {result.tiles} tiles in {result.seconds:.2f} s "
                   f"({rate:.1f} tiles/s{cpu})", file=sys.stderr)
     except (SceneError, FileExistsError) as exc:
         return fail(str(exc), 1)

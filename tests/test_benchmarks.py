@@ -3,6 +3,7 @@ import json
 
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import main as throughput_main
+from benchmarks.predict import main as predict_main
 from benchmarks.responses import png_size
 from benchmarks.run import main as run_main
 from tests.standins import write_standin
@@ -134,3 +135,15 @@ def test_codec_benchmark_times_every_decoder_and_level(tmp_path):
     assert rows[("PNG", "torchvision.io cpu")]["fraction_of_values_differing_from_pillow"] == 0.0
     sizes = [e["bytes_per_tile"] for e in result["encode_png"]]
     assert len(sizes) == 2 and sizes[1] <= sizes[0]  # level 6 compresses at least as well as 1
+
+
+def test_predict_benchmark_pairs_bare_and_local_runs(tmp_path):
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "predict.json"
+    assert predict_main(["--model", str(model), "--side", "2048", "--repeats", "2", "--parts", "bare",
+                         "local", "--compare-allocator", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["local"]["tiles"] == 25  # 2048 px at tile 512, overlap 64: 5 x 5 tiles
+    for key in ("local_over_bare", "local_over_bare_by_cpu_time", "kept_over_default_allocator"):
+        assert len(result[key]["pairs"]) == 2 and all(r > 0 for r in result[key]["pairs"]), key
+    assert result["bare_tiles_per_s"]["median"] > 0
