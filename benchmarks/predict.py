@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ from common.cli import parser
 from handler.inference import HandlerConfig, tile_predictor, warm_up
 from handler.tiling import plan_tiles
 from model.artifact import load_artifact
+from scene.cli import SUMMARY
 from training.synthetic import generate_scene
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,9 +71,9 @@ def write_large_scene(path: Path, side: int) -> Path:
     return path
 
 
-def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeats: int
-                          ) -> list[tuple[float, float]]:
-    """(tiles/s, ms of this process's CPU per tile) of the bare tile predictor, per repeat."""
+def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int) -> tuple[float, float]:
+    """(tiles/s, ms of this process's CPU per tile) of the bare tile predictor over ``tiles``
+    tiles (rounded down to whole micro-batches), after the handler's warm-up."""
     device = torch.device("cpu")
     network = load_artifact(model, device).network
     predict = tile_predictor(network, device, False, config.channels_last)
@@ -81,15 +81,11 @@ def bare_tiles_per_second(model: Path, config: HandlerConfig, tiles: int, repeat
     warm_up(predict, batch, config.tile_size)
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (batch, config.tile_size, config.tile_size, 3), dtype=np.uint8)
-    rates = []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(tiles // batch):
-            predict(data)
-        done = (tiles // batch) * batch
-        rates.append((done / (time.perf_counter() - start),
-                      1000 * (time.process_time() - cpu_start) / done))
-    return rates
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(tiles // batch):
+        predict(data)
+    done = (tiles // batch) * batch
+    return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu_start) / done
 
 
 def bare_in_child(model: Path, tiles: int) -> tuple[float, float]:
@@ -110,8 +106,8 @@ def run_predict(args: list[str], env: dict[str, str] | None = None) -> dict[str,
                           capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     line = proc.stderr.strip().splitlines()[-1]
-    found = re.search(r": (\d+) tiles in ([\d.]+) s \([\d.]+ tiles/s, (\d+) ms of CPU per tile\)", line)
-    if found is None:
+    found = SUMMARY.search(line)
+    if found is None or found[3] is None:
         raise RuntimeError(f"geoseg predict's summary line not understood: {line!r}")
     tiles, seconds, cpu_ms = int(found[1]), float(found[2]), float(found[3])
     if seconds <= 0:
@@ -160,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"also time local mode with the C library's default allocator settings "
                         f"({SWITCH}=0) in each repeat")
     p.add_argument("--child-bare", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--child-tiles", type=int, default=121, help=argparse.SUPPRESS)
+    p.add_argument("--child-tiles", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     keep_freed_memory()  # as geoseg predict does
     config = HandlerConfig()
     if args.child_bare is not None:  # one bare measurement, for bare_in_child
-        print(json.dumps(bare_tiles_per_second(args.child_bare, config, args.child_tiles, 1)[0]))
+        print(json.dumps(bare_tiles_per_second(args.child_bare, config, args.child_tiles)))
         return 0
     result: dict[str, Any] = {"machine": f"{platform.node()} {platform.processor() or 'cpu'}",
                               "cpus": len(os.sched_getaffinity(0)),
@@ -181,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         bare: list[tuple[float, float]] = []
         runs: list[dict[str, Any]] = []
         default_runs: list[dict[str, Any]] = []
+        local = [str(scene), str(work / "local.tif"), "--model", str(model)]
         for _ in range(args.repeats):  # interleaved, so that a drift of the machine hits both
             if "bare" in args.parts:
                 bare.append(bare_in_child(model, tiles))
             if "local" in args.parts:
-                runs.append(run_predict([str(scene), str(work / "local.tif"), "--model", str(model)]))
+                runs.append(run_predict(local))
             if args.compare_allocator:
-                default_runs.append(run_predict([str(scene), str(work / "local.tif"), "--model",
-                                                 str(model)], env={SWITCH: "0"}))
+                default_runs.append(run_predict(local, env={SWITCH: "0"}))
         if bare:
             result["bare_tiles_per_s"] = summary([rate for rate, _ in bare])
             result["bare_cpu_ms_per_tile"] = summary([cpu for _, cpu in bare])

@@ -12,16 +12,23 @@ inputs, OUTPUT is a folder (``<stem>.tif`` each) and --vector / --stats / --prev
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from common.allocator import keep_freed_memory
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
 from scene.source import SceneError, cap_gdal_cache, list_rasters
 
+if TYPE_CHECKING:  # scene.run (torch) is imported when a run starts
+    from scene.run import SceneResult
+
 DEFAULT_MODEL = Path("model/geoseg.pt")
+SUMMARY = re.compile(r": (\d+) tiles in ([\d.]+) s \([\d.]+ tiles/s(?:, (\d+) ms of CPU per tile)?\)$")
+"""The last line ``geoseg predict`` writes per scene (stderr), as :func:`summary_line` makes it:
+groups tiles, seconds segmenting, ms of CPU per tile (absent when no tile was segmented)."""
 
 
 def build_parser():
@@ -102,6 +109,14 @@ def make_segmenter(args, config: HandlerConfig):
     return LocalSegmenter(args.model, device, config)
 
 
+def summary_line(result: SceneResult) -> str:
+    """``INPUT -> OUTPUT: N tiles in S s (R tiles/s, C ms of CPU per tile)`` (see :data:`SUMMARY`)."""
+    rate = result.tiles / result.seconds if result.seconds else 0.0
+    cpu = f", {1000 * result.cpu_seconds / result.tiles:.0f} ms of CPU per tile" if result.tiles else ""
+    return (f"{result.job.input} -> {result.job.output}: {result.tiles} tiles in "
+            f"{result.seconds:.2f} s ({rate:.1f} tiles/s{cpu})")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     cap_gdal_cache()
     keep_freed_memory()
@@ -126,11 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for job in jobs:
             result = map_scene(job, segmenter, config, args.tiles_per_window, args.resume,
                                not args.quiet, args.min_area or 0.0)
-            rate = result.tiles / result.seconds if result.seconds else 0.0
-            cpu = f", {1000 * result.cpu_seconds / result.tiles:.0f} ms of CPU per tile" \
-                if result.tiles else ""
-            print(f"{job.input} -> {job.output}: {result.tiles} tiles in {result.seconds:.2f} s "
-                  f"({rate:.1f} tiles/s{cpu})", file=sys.stderr)
+            print(summary_line(result), file=sys.stderr)
     except (SceneError, FileExistsError) as exc:
         return fail(str(exc), 1)
     except KeyboardInterrupt:
