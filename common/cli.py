@@ -50,6 +50,12 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def warn(message: str) -> None:
+    """Print ``warning: message`` on one line to stderr (something the user should know, but
+    the command goes on)."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def _path_check(text: str, ok: Callable[[Path], bool], missing: str) -> Path:
     path = Path(text)
     if not ok(path):

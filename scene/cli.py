@@ -8,7 +8,8 @@ polygons, statistics and a preview.
 The raster is read in windows of whole tiles (never whole), tiled like the server (edges
 reflected), and the result equals the server's answer for the whole image. With several
 inputs, OUTPUT is a folder (``<stem>.tif`` each) and --vector / --stats / --preview need a
-``{stem}`` in their path. An interrupted run continues with --resume.
+``{stem}`` in their path. An interrupted run continues with --resume (which leaves finished
+outputs as they are); its kept parts are not discarded without --overwrite.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Optional
 from common.allocator import keep_freed_memory
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
-from scene.source import SceneError, cap_gdal_cache, list_rasters
+from scene.parts import PartStore
+from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster
 
 if TYPE_CHECKING:  # scene.run (torch) is imported when a run starts
     from scene.run import SceneResult
@@ -58,7 +60,8 @@ def build_parser():
     p.add_argument("--stats", help="per-class pixels, fraction and area as JSON")
     p.add_argument("--preview", help="the input with the classes blended over it, .png or .jpg, "
                                      "at most 2048 pixels across")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (a finished output is left as it is)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -84,14 +87,56 @@ def plan_jobs(inputs: list[Path], output: Path, vector: Optional[str], stats: Op
             for p in inputs]
 
 
-def check_outputs(jobs, overwrite: bool, resume: bool) -> None:
-    if overwrite or resume:
-        return
+def check_inputs(jobs, vector: Optional[str], min_area: Optional[float]) -> None:
+    """Refuse, before anything is segmented, an input that cannot give the requested outputs:
+    ``--vector`` needs a CRS (areas in m²) and a known format, ``--min-area`` a projected CRS."""
+    from handler.decode import pixel_area_m2
+    from scene.vectors import driver_for
+
+    if vector:
+        try:
+            driver_for(Path(vector))
+        except ValueError as exc:
+            raise SceneError(f"--vector {exc}") from None
     for job in jobs:
-        for path in (job.output, job.vector, job.stats, job.preview):
-            problem = refuse_overwrite(path, False) if path else None
-            if problem:
-                raise SceneError(problem)
+        dataset = open_raster(job.input)
+        try:
+            crs, transform = dataset.crs, dataset.transform
+        finally:
+            dataset.close()
+        if job.vector and crs is None:
+            raise SceneError(f"{job.input} has no CRS, so --vector cannot give its polygons "
+                             "a place or an area; georeference it or drop --vector")
+        if job.vector and min_area and pixel_area_m2(crs, transform) is None:
+            raise SceneError(f"{job.input}: --min-area needs a projected CRS (e.g. UTM), the "
+                             f"raster's is {crs.to_string()}; reproject it or drop --min-area")
+
+
+def check_outputs(jobs, overwrite: bool, resume: bool) -> list:
+    """The jobs to run. Without ``overwrite``: kept parts of an interrupted run need
+    ``resume``; an existing output is refused, except that ``resume`` skips (with a note) a
+    job whose outputs all exist and which has no kept parts (it finished)."""
+    todo = []
+    for job in jobs:
+        outputs = [p for p in (job.output, job.vector, job.stats, job.preview) if p]
+        parts = PartStore(job.output).folder
+        if overwrite:
+            todo.append(job)
+        elif parts.exists():
+            if not resume:
+                raise SceneError(f"{parts} holds the parts of an interrupted run; pass --resume "
+                                 "to continue it or --overwrite to start again")
+            todo.append(job)
+        elif resume and all(p.exists() for p in outputs):
+            print(f"{job.output} exists and is complete: nothing to resume "
+                  "(pass --overwrite to make it again)", file=sys.stderr)
+        else:
+            for path in outputs:
+                problem = refuse_overwrite(path, False)
+                if problem:
+                    raise SceneError(problem)
+            todo.append(job)
+    return todo
 
 
 def make_segmenter(args, config: HandlerConfig):
@@ -128,13 +173,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.overlap < args.tile:
         return fail(f"--overlap must be below --tile ({args.overlap} >= {args.tile})")
     try:
-        from scene.run import check_source, map_scene
+        from scene.run import map_scene
 
         inputs = list_rasters(args.paths[:-1])
         jobs = plan_jobs(inputs, Path(args.paths[-1]), args.vector, args.stats, args.preview)
-        check_outputs(jobs, args.overwrite, args.resume)
-        for job in jobs:
-            check_source(job.input)
+        check_inputs(jobs, args.vector, args.min_area)
+        jobs = check_outputs(jobs, args.overwrite, args.resume)
+        if not jobs:
+            return 0
         config = HandlerConfig(tile_size=args.tile, tile_overlap=args.overlap,
                                tile_batch_size=args.tile_batch)
         segmenter = make_segmenter(args, config)

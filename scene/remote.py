@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
+from common.cli import warn
 from handler.scaling import BandScaling
 from model.class_table import ClassTable
 from scene.source import SceneError, SceneSource
@@ -34,12 +36,39 @@ RETRIES = 8
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 30.0
 TIMEOUT_S = 600.0
+PING_TIMEOUT_S = 5.0
+"""Seconds a server has to answer ``GET /ping`` before the run starts."""
 
 
 def endpoint(server: str) -> str:
     """``http://host:port`` -> its GeoSeg prediction URL (a full URL is kept as given)."""
     server = server.rstrip("/")
     return server if "/predictions/" in server else server + "/predictions/geoseg"
+
+
+def ping_url(server: str) -> str:
+    """``http://host:port/ping`` for a server or prediction URL (TorchServe's health check)."""
+    parts = urllib.parse.urlsplit(endpoint(server))
+    return f"{parts.scheme}://{parts.netloc}/ping"
+
+
+def ping(server: str, token: Optional[str] = None, timeout_s: float = PING_TIMEOUT_S
+         ) -> Optional[str]:
+    """Why ``server`` cannot take windows (it does not answer ``GET /ping``, or answers that it
+    is unhealthy), or None when it is up. A refusal for want of a token counts as up: the
+    prediction requests say what is wrong with the token."""
+    url = ping_url(server)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return None
+        return f"GET /ping answered {exc.code}: {_error_text(exc)}"
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as exc:
+        return f"no answer to GET /ping ({getattr(exc, 'reason', exc)})"
 
 
 def read_token(path: Optional[str | Path]) -> Optional[str]:
@@ -80,13 +109,27 @@ class ServerSegmenter:
                  retries: int = RETRIES, timeout_s: float = TIMEOUT_S) -> None:
         if not servers:
             raise ValueError("at least one server")
-        self.urls = [endpoint(s) for s in servers]
+        self.urls = self._answering([endpoint(s) for s in servers], token)
         self.workers = max(1, concurrency)
         self.token, self.retries, self.timeout_s = token, retries, timeout_s
         self._next = itertools.cycle(range(len(self.urls)))
         self._lock = threading.Lock()
         self.retried = 0
         self.table = self._class_table()
+
+    @staticmethod
+    def _answering(urls: list[str], token: Optional[str]) -> list[str]:
+        """``urls`` of the servers that answer ``/ping``; a warning names each one that does
+        not, and ServerError (one line) says so when none does."""
+        problems = {url: ping(url, token) for url in urls}
+        up = [url for url in urls if problems[url] is None]
+        down = [f"{url.split('/predictions/')[0]} is down: {problems[url]}"
+                for url in urls if problems[url]]
+        if not up:
+            raise ServerError(f"{'; '.join(down)}; start it (geoseg serve) or check --server")
+        for line in down:
+            warn(f"{line}; its windows go to the other servers")
+        return up
 
     def _class_table(self) -> ClassTable:
         """The served model's classes, from the JSON answer for a tiny image."""
