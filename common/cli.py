@@ -5,13 +5,19 @@
   (:func:`fail`; the :func:`parser`'s own errors; the argparse types :func:`existing_file`,
   :func:`existing_dir`, :func:`existing_path`, :func:`at_least`, :func:`positive`;
   :func:`blocked_path` for an output under a file);
-- nothing a user relies on is overwritten without ``--overwrite`` (:func:`refuse_overwrite`).
+- nothing a user relies on is overwritten without ``--overwrite`` (:func:`refuse_overwrite`);
+- libraries' warnings (rasterio's NotGeoreferencedWarning, torch's deprecations, GDAL's log
+  lines) stay out of the user's terminal once a command has parsed its arguments
+  (:func:`hide_library_warnings`): the commands say what matters in their own words
+  (``warning: ...`` / ``note: ...`` lines, :func:`warn`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,8 +36,30 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
+LIBRARIES = ("rasterio", "pyogrio", "fiona", "pyproj", "shapely", "affine", "PIL", "torch",
+             "torchvision", "numpy", "skimage", "sklearn", "tqdm")
+"""Packages whose warnings a command's user does not see."""
+
+
+def hide_library_warnings() -> None:
+    """Silence what libraries tell programmers: warnings raised in :data:`LIBRARIES`, every
+    deprecation / future warning, and the GDAL messages rasterio and pyogrio log below ERROR.
+    Called when a command parses its arguments; it says what matters itself."""
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for name in LIBRARIES:
+        warnings.filterwarnings("ignore", module=rf"{name}(\.|$)")
+    for name in ("rasterio", "pyogrio", "fiona"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line ``error: ...`` on stderr, exit code 2."""
+    """argparse whose usage errors are one line ``error: ...`` on stderr, exit code 2, and
+    which hides library warnings (:func:`hide_library_warnings`) when it parses."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        hide_library_warnings()
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see {self.prog} --help)")

@@ -87,9 +87,10 @@ def plan_jobs(inputs: list[Path], output: Path, vector: Optional[str], stats: Op
             for p in inputs]
 
 
-def check_inputs(jobs, vector: Optional[str], min_area: Optional[float]) -> None:
+def check_inputs(jobs, vector: Optional[str], min_area: Optional[float]) -> list[str]:
     """Refuse, before anything is segmented, an input that cannot give the requested outputs:
-    ``--vector`` needs a CRS (areas in m²) and a known format, ``--min-area`` a projected CRS."""
+    ``--vector`` needs a CRS (areas in m²) and a known format, ``--min-area`` a projected CRS.
+    Returns the notes to print once every check has passed (inputs without a CRS)."""
     from handler.decode import pixel_area_m2
     from scene.vectors import driver_for
 
@@ -98,18 +99,23 @@ def check_inputs(jobs, vector: Optional[str], min_area: Optional[float]) -> None
             driver_for(Path(vector))
         except ValueError as exc:
             raise SceneError(f"--vector {exc}") from None
+    notes = []
     for job in jobs:
         dataset = open_raster(job.input)
         try:
             crs, transform = dataset.crs, dataset.transform
         finally:
             dataset.close()
+        if crs is None:
+            notes.append(f"note: {job.input} has no CRS: its map is in pixel coordinates, "
+                         "with no place on Earth or area in m²")
         if job.vector and crs is None:
             raise SceneError(f"{job.input} has no CRS, so --vector cannot give its polygons "
                              "a place or an area; georeference it or drop --vector")
         if job.vector and min_area and pixel_area_m2(crs, transform) is None:
             raise SceneError(f"{job.input}: --min-area needs a projected CRS (e.g. UTM), the "
                              f"raster's is {crs.to_string()}; reproject it or drop --min-area")
+    return notes
 
 
 def check_outputs(jobs, overwrite: bool, resume: bool) -> list:
@@ -177,8 +183,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         inputs = list_rasters(args.paths[:-1])
         jobs = plan_jobs(inputs, Path(args.paths[-1]), args.vector, args.stats, args.preview)
-        check_inputs(jobs, args.vector, args.min_area)
+        notes = check_inputs(jobs, args.vector, args.min_area)
         jobs = check_outputs(jobs, args.overwrite, args.resume)
+        print(*notes, sep="\n", file=sys.stderr, end="\n" if notes else "")
         if not jobs:
             return 0
         config = HandlerConfig(tile_size=args.tile, tile_overlap=args.overlap,

@@ -131,3 +131,16 @@ def test_a_server_that_is_down_is_named_at_once(work, tmp_path, capsys):
     line = one_line(capsys.readouterr().err)
     assert code != 0 and dead in line and "ping" in line
     assert not (tmp_path / "o.tif").exists()
+
+
+# 5. Library warnings stay out of the user's terminal; the command says what matters itself.
+
+def test_a_plain_image_gives_a_note_and_no_library_warning(work, tmp_path, capsys, recwarn):
+    a = plain_jpeg(tmp_path / "a.jpg")
+    assert predict_main([str(a), str(tmp_path / "o.tif"), "--model", str(work / "standin.pt"),
+                         *FLAGS]) == 0
+    err = capsys.readouterr().err
+    assert [str(w.message) for w in recwarn] == []
+    assert "Warning" not in err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "a.jpg" in notes[0] and "no CRS" in notes[0], err
