@@ -144,3 +144,77 @@ def test_a_plain_image_gives_a_note_and_no_library_warning(work, tmp_path, capsy
     assert "Warning" not in err
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "a.jpg" in notes[0] and "no CRS" in notes[0], err
+
+
+# 6. Point CSVs with the usual column names; errors name the command-line option.
+
+def point_scene(tmp_path: Path) -> tuple[Path, list[tuple[float, float, str]]]:
+    """A 64 x 64 UTM 40N scene and three points on it (UTM x, y, class)."""
+    from tests.scenes import ORIGIN, PIXEL_M
+
+    raster = write_scene(tmp_path / "scene.tif", scene_bands(64, 64, collar=0))
+    points = [(ORIGIN[0] + (c + 0.5) * PIXEL_M, ORIGIN[1] - (r + 0.5) * PIXEL_M, name)
+              for r, c, name in ((10, 12, "water"), (30, 40, "road"), (50, 20, "building"))]
+    return raster, points
+
+
+@pytest.mark.parametrize("header", ["lon,lat", "Longitude,Latitude", "X,Y", "LNG,lat"])
+def test_csv_columns_of_longitude_and_latitude(tmp_path, header):
+    from pyproj import Transformer
+
+    from training.point_layer import match_points, read_point_layer, resolve_classes
+
+    raster, points = point_scene(tmp_path)
+    to_lonlat = Transformer.from_crs("EPSG:32640", "EPSG:4326", always_xy=True)
+    rows = [f"{lon:.9f},{lat:.9f},{name}"
+            for (x, y, name) in points for lon, lat in [to_lonlat.transform(x, y)]]
+    path = tmp_path / "clicks.csv"
+    path.write_text(f"{header},class\n" + "\n".join(rows) + "\n")
+    layer = read_point_layer(path, csv_crs="EPSG:4326")
+    table, mapping = resolve_classes(layer.values(), None)
+    result = match_points(layer, [raster], table, mapping)
+    assert not result.rejected and result.num_usable == 3
+    assert sorted(result.points[0][:, :2].tolist()) == [[10, 12], [30, 40], [50, 20]]
+
+
+def test_csv_columns_of_easting_and_northing(tmp_path):
+    from training.point_layer import read_point_layer
+
+    _, points = point_scene(tmp_path)
+    path = tmp_path / "clicks.csv"
+    path.write_text("Easting,Northing,class\n" + "".join(f"{x},{y},{n}\n" for x, y, n in points))
+    layer = read_point_layer(path, csv_crs="EPSG:32640")
+    assert [(f.x, f.y) for f in layer.features] == [(x, y) for x, y, _ in points]
+
+
+def test_two_candidate_coordinate_columns_are_refused(tmp_path):
+    from training.point_layer import PointLayerError, read_point_layer
+
+    path = tmp_path / "clicks.csv"
+    path.write_text("x,lon,y,class\n1,2,3,water\n")
+    with pytest.raises(PointLayerError, match="x, lon could each be"):
+        read_point_layer(path, csv_crs="EPSG:4326")
+
+
+def test_point_errors_name_the_command_line_option(tmp_path, capsys):
+    from training.train import main as train_main
+
+    raster, points = point_scene(tmp_path)
+    path = tmp_path / "clicks.csv"
+    path.write_text("lon,lat,class\n" + "".join(f"{x},{y},{n}\n" for x, y, n in points))
+    base = ["--images", str(raster), "--points", str(path), "--out", str(tmp_path / "run"),
+            "--no-progress", "--epochs", "1"]
+    for extra in ([], ["--csv-crs", "EPSG:99999999"]):
+        assert train_main([*base, *extra]) != 0
+        line = one_line(capsys.readouterr().err)
+        assert "--csv-crs" in line and "csv_crs" not in line, line
+
+
+def test_pixel_csv_headers_are_matched_case_insensitively(tmp_path):
+    from model.class_table import ClassTable
+    from training.points import read_points_csv
+
+    path = tmp_path / "points.csv"
+    path.write_text("Image,X,Y,Class\ntile_1.png,3,4,water\n")
+    points = read_points_csv(path, ClassTable.load())
+    assert points["tile_1"].tolist() == [[4, 3, 3]]

@@ -7,7 +7,9 @@ attribute of their choice. This module turns such a layer into GeoSeg's sparse l
    and an optional ``image`` value. Vector files are read with pyogrio (GDAL), so a GeoJSON
    without a ``crs`` member is RFC 7946 longitude/latitude and an older one with a ``crs``
    member is read in that CRS. CSV files are read here: ``x,y,<class>`` in the CRS given as
-   ``csv_crs``, or ``image,x,y,<class>`` in pixel coordinates of the named image.
+   ``csv_crs`` (``--csv-crs``), or ``image,x,y,<class>`` in pixel coordinates of the named
+   image; the coordinate columns may also be named as in :data:`X_COLUMNS` / :data:`Y_COLUMNS`
+   (``lon,lat``, ``easting,northing``..., any case).
 2. :func:`resolve_classes` decides the class table and maps every raw value to a class id.
 3. :func:`match_points` reprojects the points to each raster and finds their pixels, reading
    only 1x1 windows of the rasters' validity masks; every point ends either usable or rejected
@@ -60,6 +62,10 @@ _INTEGER = re.compile(r"-?[0-9]+")
 
 SUMMARY_RASTERS = 8
 """Rasters named one by one in :meth:`MatchResult.summary`; beyond, only their number."""
+
+X_COLUMNS = ("x", "lon", "lng", "long", "longitude", "easting", "east")
+Y_COLUMNS = ("y", "lat", "latitude", "northing", "north")
+"""CSV column names taken, case-insensitively, for a point's x (east) and y (north)."""
 
 IMAGE_FIELD = "image"
 """Attribute (or CSV column) naming the raster a point belongs to; matched case-insensitively."""
@@ -206,7 +212,7 @@ def read_point_layer(path: str | Path, class_field: str | None = None, csv_crs: 
     path = Path(path)
     if not path.is_file():
         raise PointLayerError(f"{path}: no such file")
-    fallback = _parse_crs(csv_crs, f"{path}: csv_crs") if csv_crs else None
+    fallback = _parse_crs(csv_crs, f"{path}: --csv-crs") if csv_crs else None
     if path.suffix.lower() in (".csv", ".txt"):
         return _read_csv(path, class_field, fallback)
     return _read_vector(path, class_field, fallback, layer)
@@ -242,7 +248,7 @@ def _pick_field(fields: Sequence[str], wanted: str | None, where: str) -> str:
         return found[0]
     what = "several class fields (" + ", ".join(found) + ")" if found else "no class field"
     raise PointLayerError(f"{where}: {what} among the fields {', '.join(fields) or '(none)'}; "
-                          f"name it with class_field (--class-field)")
+                          f"name it with --class-field")
 
 
 def _clean_value(value: object) -> ClassValue:
@@ -280,15 +286,15 @@ def _read_csv(path: Path, class_field: str | None, crs: CRS | None) -> PointLaye
             if not any(fields):
                 raise PointLayerError(f"{path}:1: empty CSV; expected a header such as x,y,class")
             lower = {f.lower(): f for f in fields}
-            if "x" not in lower or "y" not in lower:
-                raise PointLayerError(f"{path}:1: a point CSV needs columns x and y "
-                                      f"(got {', '.join(fields)})")
-            x_col, y_col, image_col = lower["x"], lower["y"], lower.get(IMAGE_FIELD)
+            x_col, y_col = (_coordinate_column(path, fields, names) for names in (X_COLUMNS, Y_COLUMNS))
+            image_col = lower.get(IMAGE_FIELD)
             others = [f for f in fields if f not in (x_col, y_col, image_col)]
             value_col = _pick_field(others, class_field, f"{path}:1")
             if crs is None and image_col is None:
-                raise PointLayerError(f"{path}: CSV x,y need a CRS (csv_crs / --csv-crs, e.g. EPSG:32640), "
-                                      f"or an image column for pixel coordinates")
+                example = "EPSG:4326" if x_col.lower() not in ("x", "easting", "east") else "EPSG:32640"
+                raise PointLayerError(f"{path}: the CSV's {x_col},{y_col} need a CRS: pass "
+                                      f"--csv-crs (e.g. {example}), or give an image column for "
+                                      f"pixel coordinates")
             features = [_csv_feature(path, reader.line_num, row, x_col, y_col, value_col, image_col)
                         for row in _stripped_rows(reader)]
     except UnicodeDecodeError as exc:
@@ -297,6 +303,19 @@ def _read_csv(path: Path, class_field: str | None, crs: CRS | None) -> PointLaye
         raise PointLayerError(f"{path}: cannot read as CSV ({_first_line(exc)})") from None
     return PointLayer(path=path, class_field=value_col, crs=crs, features=tuple(features),
                       pixel_coordinates=crs is None, id_kind="line")
+
+
+def _coordinate_column(path: Path, fields: Sequence[str], names: Sequence[str]) -> str:
+    """The one column of ``fields`` named as one of ``names`` (case-insensitive)."""
+    found = [f for f in fields if f.lower() in names]
+    if len(found) == 1:
+        return found[0]
+    axis = "x (east)" if names == X_COLUMNS else "y (north)"
+    if found:
+        raise PointLayerError(f"{path}:1: columns {', '.join(found)} could each be the {axis} "
+                              f"coordinate; keep one")
+    raise PointLayerError(f"{path}:1: a point CSV needs an {axis} column named one of "
+                          f"{', '.join(names)} (got {', '.join(fields)})")
 
 
 def _stripped_rows(reader: csv.DictReader[str]) -> Iterable[dict[str, str]]:
@@ -309,10 +328,11 @@ def _csv_feature(path: Path, line: int, row: dict[str, str], x_col: str, y_col: 
     try:
         x, y = float(row[x_col]), float(row[y_col])
     except ValueError:
-        raise PointLayerError(f"{path}:{line}: x and y must be numbers, got x={row[x_col]!r}, "
-                              f"y={row[y_col]!r}") from None
+        raise PointLayerError(f"{path}:{line}: {x_col} and {y_col} must be numbers, got "
+                              f"{x_col}={row[x_col]!r}, {y_col}={row[y_col]!r}") from None
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise PointLayerError(f"{path}:{line}: x and y must be finite, got x={x}, y={y}")
+        raise PointLayerError(f"{path}:{line}: {x_col} and {y_col} must be finite, got "
+                              f"{x_col}={x}, {y_col}={y}")
     value = _clean_value(row[value_col])
     if isinstance(value, str) and _INTEGER.fullmatch(value):
         value = int(value)
@@ -326,7 +346,8 @@ def _read_vector(path: Path, class_field: str | None, fallback: CRS | None,
         layers = pyogrio.list_layers(path)
         if layer is None and len(layers) > 1:
             names = ", ".join(str(n) for n in layers[:, 0])
-            raise PointLayerError(f"{path}: holds {len(layers)} layers ({names}); pick one with layer=")
+            raise PointLayerError(f"{path}: holds {len(layers)} layers ({names}); save the "
+                                  "points as a file of their own (one layer)")
         meta, fids, geoms, data = pyogrio.raw.read(path, layer=layer, return_fids=True, force_2d=True)
     except PointLayerError:
         raise
@@ -354,7 +375,7 @@ def _layer_crs(path: Path, text: str | None, fallback: CRS | None) -> CRS | None
     crs = _parse_crs(text, f"{path}: layer CRS")
     if fallback is not None and not crs.equals(fallback):
         raise PointLayerError(f"{path}: the layer carries its own CRS ({crs.to_string()}), "
-                              f"which differs from csv_crs ({fallback.to_string()})")
+                              f"which differs from --csv-crs ({fallback.to_string()})")
     return crs
 
 

@@ -5,7 +5,8 @@ label is a uint8 (H, W) array holding the class id at each point and 255 elsewhe
 
 Readers (every bad row is reported with file and line, never dropped):
 
-- CSV with header ``image,x,y,class`` (x = column, y = row, in pixels; class = id or name);
+- CSV with header ``image,x,y,class`` (x = column, y = row, in pixels; class = id or name;
+  names matched case-insensitively, ``col`` / ``column`` and ``row`` taken for x and y);
 - GeoJSON FeatureCollection of Point features with properties ``image`` and ``class``;
   coordinates are map coordinates when the image is georeferenced (converted with its affine
   transform), pixel (x, y) otherwise; a top-level ``"geoseg:coordinates": "pixel"`` forces pixels;
@@ -107,14 +108,12 @@ def read_points_csv(path: str | Path, table: ClassTable,
     """Read ``image,x,y,class`` rows; returns points per image key (see :func:`image_key`)."""
     path = Path(path)
     rows: dict[str, list[tuple[int, int, int]]] = {}
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        need = {"image", "x", "y", "class"}
-        if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
-            raise PointFileError(f"{path}:1: header must name the columns image,x,y,class "
-                                 f"(got {','.join(reader.fieldnames or [])})")
-        for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        columns = _pixel_csv_columns(path, [(f or "").strip() for f in reader.fieldnames or []])
+        for raw in reader:
+            row = {columns.get(k.strip().lower(), ""): (v or "").strip()
+                   for k, v in raw.items() if k is not None}
             where = f"{path}:{reader.line_num}"
             try:
                 col, r = float(row["x"]), float(row["y"])
@@ -127,6 +126,25 @@ def read_points_csv(path: str | Path, table: ClassTable,
             rows.setdefault(key, []).append(
                 _check_point(where, key, col, r, row["class"], table, image_sizes))
     return _group(rows)
+
+
+PIXEL_CSV_COLUMNS = {"image": ("image",), "x": ("x", "col", "column"), "y": ("y", "row"),
+                     "class": ("class",)}
+"""The columns of a pixel CSV and the names (any case) each may go by."""
+
+
+def _pixel_csv_columns(path: Path, fields: list[str]) -> dict[str, str]:
+    """Lower-cased header name -> its column (image, x, y, class); PointFileError naming the
+    missing or doubled ones."""
+    columns: dict[str, str] = {}
+    for column, names in PIXEL_CSV_COLUMNS.items():
+        found = [f for f in fields if f.lower() in names]
+        if len(found) != 1:
+            problem = "misses" if not found else f"has {len(found)} ({', '.join(found)}) of"
+            raise PointFileError(f"{path}:1: header {problem} the column {column} "
+                                 f"(image,x,y,class; got {','.join(fields) or 'nothing'})")
+        columns[found[0].lower()] = column
+    return columns
 
 
 _FEATURE_RE = re.compile(r'"type"\s*:\s*"Feature"')
