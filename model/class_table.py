@@ -6,16 +6,18 @@ A table is JSON::
      "classes": [{"id": 0, "name": "background", "color": [214, 204, 163]}, ...],
      "ignore_colors": [[155, 155, 155]]}
 
-Ids are 0..C-1 in order. ``color`` is RGB (0-255); it paints predictions and, for datasets with
-colour-coded masks, is the mask colour of the class. ``ignore_colors`` are mask colours that
-mean "no label" (mapped to :data:`IGNORE_INDEX`).
+Ids are 0..C-1 in order. ``color`` is RGB (0-255): the display colour that paints predictions,
+pictures, legends and colour tables. A class may add ``mask_color``, the colour that codes it in
+a dataset's colour-coded masks (read by :meth:`ClassTable.mask_from_colors`); without it the
+display colour is also the mask colour (tables written before ``mask_color`` existed).
+``ignore_colors`` are mask colours that mean "no label" (mapped to :data:`IGNORE_INDEX`).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,12 +33,14 @@ class ClassTableError(ValueError):
 
 @dataclass(frozen=True)
 class ClassTable:
-    """Ordered land-cover classes with display / mask colours."""
+    """Ordered land-cover classes with display colours (``colors``) and the colours that code
+    them in colour-coded masks (``mask_colors``; None: the display colours)."""
 
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     ignore_colors: tuple[tuple[int, int, int], ...] = ()
     name: str = "classes"
+    mask_colors: Optional[tuple[tuple[int, int, int], ...]] = None
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -44,9 +48,13 @@ class ClassTable:
             raise ClassTableError("a class table needs at least one class")
         if len(self.names) != len(self.colors):
             raise ClassTableError("names and colors differ in length")
+        if self.mask_colors is None:
+            object.__setattr__(self, "mask_colors", self.colors)
+        elif len(self.mask_colors) != len(self.names):
+            raise ClassTableError("names and mask colors differ in length")
         if len(self.names) >= IGNORE_INDEX:
             raise ClassTableError(f"at most {IGNORE_INDEX - 1} classes are supported")
-        for c in (*self.colors, *self.ignore_colors):
+        for c in (*self.colors, *self.mask_codes, *self.ignore_colors):
             if len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c):
                 raise ClassTableError(f"colour {list(c)} is not three integers in 0..255")
         object.__setattr__(self, "_by_name", {n.lower(): i for i, n in enumerate(self.names)})
@@ -54,6 +62,12 @@ class ClassTable:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def mask_codes(self) -> tuple[tuple[int, int, int], ...]:
+        """The colour of each class in colour-coded masks (its display colour unless the table
+        gives a ``mask_color``)."""
+        return self.mask_colors if self.mask_colors is not None else self.colors
 
     def class_id(self, value: str | int) -> int:
         """Resolve a class given as id (int or digit string) or name (case-insensitive).
@@ -83,13 +97,13 @@ class ClassTable:
     def mask_from_colors(self, rgb: np.ndarray) -> np.ndarray:
         """Map a colour-coded mask (H, W, 3) uint8 to class ids (H, W) uint8.
 
-        Class colours map to their ids, ignore colours to 255. Raises ClassTableError naming the
+        Mask colours (:attr:`mask_codes`) map to their ids, ignore colours to 255. Raises ClassTableError naming the
         first colour that is in neither list.
         """
         code = _pack_rgb(rgb)
         out = np.full(code.shape, IGNORE_INDEX, dtype=np.uint8)
         known = np.zeros(code.shape, dtype=bool)
-        for idx, color in enumerate(self.colors):
+        for idx, color in enumerate(self.mask_codes):
             hit = code == _pack_rgb(np.asarray(color, dtype=np.uint8))
             out[hit] = idx
             known |= hit
@@ -103,15 +117,26 @@ class ClassTable:
             )
         return out
 
+    def colorize_mask(self, labels: np.ndarray) -> np.ndarray:
+        """Paint class ids in the mask colours (the inverse of :meth:`mask_from_colors`):
+        (H, W) ids -> (H, W, 3) uint8; 255 paints the first ignore colour (black without one)."""
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: self.num_classes] = np.asarray(self.mask_codes, dtype=np.uint8)
+        if self.ignore_colors:
+            lut[IGNORE_INDEX] = self.ignore_colors[0]
+        return lut[labels.astype(np.uint8)]
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "classes": [
-                {"id": i, "name": n, "color": list(c)}
-                for i, (n, c) in enumerate(zip(self.names, self.colors))
-            ],
-            "ignore_colors": [list(c) for c in self.ignore_colors],
-        }
+        """The JSON form; ``mask_color`` only for classes whose mask colour differs from their
+        display colour (so a table without one round-trips unchanged)."""
+        classes: list[dict[str, Any]] = []
+        for i, (n, c, m) in enumerate(zip(self.names, self.colors, self.mask_codes)):
+            entry: dict[str, Any] = {"id": i, "name": n, "color": list(c)}
+            if tuple(m) != tuple(c):
+                entry["mask_color"] = list(m)
+            classes.append(entry)
+        return {"name": self.name, "classes": classes,
+                "ignore_colors": [list(c) for c in self.ignore_colors]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassTable:
@@ -123,6 +148,8 @@ class ClassTable:
             return cls(
                 names=tuple(str(c["name"]) for c in classes),
                 colors=tuple(tuple(int(v) for v in c["color"]) for c in classes),  # type: ignore[misc]
+                mask_colors=tuple(tuple(int(v) for v in c.get("mask_color", c["color"]))  # type: ignore[misc]
+                                  for c in classes),
                 ignore_colors=tuple(tuple(int(v) for v in c) for c in data.get("ignore_colors", [])),  # type: ignore[misc]
                 name=str(data.get("name", "classes")),
             )
