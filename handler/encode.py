@@ -11,16 +11,22 @@ mask); its palette entry is black.
 - ``json``: per-class pixel count, fraction and, for projected GeoTIFF input, area in m^2,
   no-data pixels left out (counted in ``nodata_pixels``);
 - ``overlay``: the input image with the class colours blended over it, as JPEG (no-data pixels
-  shown unblended).
+  shown unblended), with a legend of the class colours in its lower left corner (when the
+  picture is at least twice the legend's size: :func:`add_legend`).
+
+Legends (:func:`legend_box`, :func:`legend_strip`) are drawn with Pillow's built-in bitmap font
+(no font file, the same pixels everywhere) and cached per class table, so the overlay pays a
+copy of a few thousand pixels for its legend.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 from typing import Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from handler.decode import GeoReference
 from model.class_table import IGNORE_INDEX, ClassTable
@@ -128,10 +134,103 @@ def overlay_rgb(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> np.n
     return np.clip(blend, 0, 255).astype(np.uint8)
 
 
+LEGEND_SWATCH = 12
+"""Side in pixels of a legend's colour swatch (before scaling); the bitmap font is 11 px tall."""
+LEGEND_ROW = 15
+"""Height in pixels of one legend line (before scaling)."""
+LEGEND_PAD = 4
+"""Pixels around a legend's entries and between a swatch and its name (before scaling)."""
+
+
+def _legend_entries(names: tuple[str, ...]) -> tuple[ImageFont.ImageFont, list[int]]:
+    """Pillow's bitmap font and the width in pixels of each entry (swatch, gap, name)."""
+    font = ImageFont.load_default_imagefont()
+    return font, [LEGEND_SWATCH + LEGEND_PAD + int(font.getbbox(n)[2]) for n in names]
+
+
+def _draw_entry(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, x: int, y: int, name: str,
+                color: tuple[int, int, int]) -> None:
+    """A swatch (black outline, class colour inside) and the class name, top left at (x, y)."""
+    top = y + (LEGEND_ROW - LEGEND_SWATCH) // 2
+    draw.rectangle((x, top, x + LEGEND_SWATCH - 1, top + LEGEND_SWATCH - 1), fill=color,
+                   outline=(0, 0, 0))
+    draw.text((x + LEGEND_SWATCH + LEGEND_PAD, y + 1), name, fill=(0, 0, 0), font=font)
+
+
+@functools.lru_cache(maxsize=32)
+def _box(names: tuple[str, ...], colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    font, widths = _legend_entries(names)
+    w, h = max(widths) + 2 * LEGEND_PAD, len(names) * LEGEND_ROW + LEGEND_PAD
+    im = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle((0, 0, w - 1, h - 1), outline=(90, 90, 90))
+    for k, (name, color) in enumerate(zip(names, colors)):
+        _draw_entry(draw, font, LEGEND_PAD, LEGEND_PAD // 2 + k * LEGEND_ROW, name, color)
+    out = np.asarray(im)
+    out.setflags(write=False)
+    return out
+
+
+def legend_box(table: ClassTable, scale: int = 1) -> np.ndarray:
+    """(h, w, 3) uint8, read-only: a white box, one line per class (colour swatch and name),
+    enlarged ``scale`` times (nearest neighbour). About 84 x 79 px for five classes at scale 1."""
+    box = _box(tuple(table.names), tuple(tuple(c) for c in table.colors))
+    return box if scale == 1 else box.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def legend_strip(table: ClassTable, width: int, scale: int = 1) -> np.ndarray:
+    """(h, width, 3) uint8: the class swatches and names left to right on white, wrapped onto
+    more lines when ``width`` is too narrow (an entry wider than the strip is cut off)."""
+    font, widths = _legend_entries(tuple(table.names))
+    inner = max(1, width // scale - 2 * LEGEND_PAD)
+    rows: list[list[int]] = [[]]
+    used = 0
+    for k, w in enumerate(widths):
+        if rows[-1] and used + w > inner:
+            rows.append([])
+            used = 0
+        rows[-1].append(k)
+        used += w + 3 * LEGEND_PAD
+    im = Image.new("RGB", (max(1, width // scale), len(rows) * LEGEND_ROW + LEGEND_PAD),
+                   (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    for r, row in enumerate(rows):
+        x = LEGEND_PAD
+        for k in row:
+            _draw_entry(draw, font, x, LEGEND_PAD // 2 + r * LEGEND_ROW, table.names[k],
+                        table.colors[k])
+            x += widths[k] + 3 * LEGEND_PAD
+    strip = np.asarray(im).repeat(scale, axis=0).repeat(scale, axis=1)
+    out = np.full((strip.shape[0], width, 3), 255, np.uint8)
+    out[:, :strip.shape[1]] = strip
+    return out
+
+
+def legend_scale(height: int, width: int) -> int:
+    """How many times to enlarge a legend on an (height, width) picture: 1 up to about 1000 px
+    on the longest side, then one more per 700 px (3 on a 2048 px preview)."""
+    return max(1, round(max(height, width) / 700))
+
+
+def add_legend(picture: np.ndarray, table: ClassTable, margin: int = 6) -> np.ndarray:
+    """``picture`` (H, W, 3) uint8 with :func:`legend_box` (scaled by :func:`legend_scale`)
+    copied into its lower left corner, ``margin`` px from the edges. A picture less than twice
+    the legend's size in either direction is returned unchanged: the legend would hide it."""
+    h, w = picture.shape[:2]
+    box = legend_box(table, legend_scale(h, w))
+    bh, bw = box.shape[:2]
+    if 2 * bh > h or 2 * bw > w:
+        return picture
+    out = picture if picture.flags.writeable else picture.copy()
+    out[h - margin - bh:h - margin, margin:margin + bw] = box
+    return out
+
+
 def encode_overlay(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> bytes:
-    """:func:`overlay_rgb` as JPEG (quality 90)."""
+    """:func:`overlay_rgb` with :func:`add_legend`, as JPEG (quality 90)."""
     buf = io.BytesIO()
-    Image.fromarray(overlay_rgb(rgb, classes, table)).save(buf, format="JPEG", quality=90)
+    picture = add_legend(overlay_rgb(rgb, classes, table), table)
+    Image.fromarray(picture).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 

@@ -2,10 +2,16 @@
 preview.
 
 The class raster is one uint8 band (255 = no data) with the class colours as its colour table,
-the input's CRS and transform, nodata 255, the class names as band metadata (``CLASS_<id>``)
-and as GDAL category names in the PAM sidecar ``<output>.aux.xml`` (which GDAL and QGIS read
-beside the file). It is assembled from the finished windows into a tiled GeoTIFF, then copied
-by GDAL's COG driver (DEFLATE, 512-pixel blocks, nearest-neighbour overviews).
+the input's CRS and transform, nodata 255 and the class names as band metadata (``CLASS_<id>``).
+It is assembled from the finished windows into a tiled GeoTIFF, then copied by GDAL's COG driver
+(DEFLATE, 512-pixel blocks, nearest-neighbour overviews).
+
+A TIFF palette always has 256 entries and no alpha, so GDAL reads ids the table does not use as
+opaque black, and QGIS would list 256 classes. The PAM sidecar ``<output>.aux.xml``, which GDAL
+and QGIS read beside the file and which takes precedence over the TIFF's palette, therefore
+holds a colour table of exactly the classes (ids 0..C-1) and their names as category names;
+255 is left to the nodata value (drawn transparent). Without the sidecar the file still shows
+in the class colours.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from handler.decode import pixel_area_m2
 from handler.encode import (
     BAND_DESCRIPTION,
     NODATA,
+    add_legend,
     class_counts,
     class_tags,
     overlay_rgb,
@@ -36,7 +43,8 @@ PREVIEW_SIDE = 2048
 
 
 def colormap(table: ClassTable) -> dict[int, tuple[int, int, int, int]]:
-    """GDAL colour table: each class's colour, no data transparent black."""
+    """The TIFF palette: each class's colour, no data transparent black (GDAL fills the other
+    entries of the 256 with black)."""
     entries = {i: (*c, 255) for i, c in enumerate(table.colors)}
     entries[NODATA] = (0, 0, 0, 0)
     return entries
@@ -73,12 +81,16 @@ def assemble(source: SceneSource, windows: list[SceneWindow], parts: PartStore, 
 
 
 def write_category_names(out: Path, table: ClassTable) -> Path:
-    """The PAM sidecar ``<out>.aux.xml``: band description and GDAL category names (index =
-    class id; 255 named "no data"), which GDAL-based viewers show instead of numbers."""
-    names = list(table.names) + [""] * (NODATA - table.num_classes) + ["no data"]
-    categories = "".join(f"<Category>{escape(n)}</Category>" for n in names)
-    xml = ('<PAMDataset>\n  <PAMRasterBand band="1">\n    <Description>'
-           f'{BAND_DESCRIPTION}</Description>\n    <CategoryNames>{categories}</CategoryNames>\n'
+    """The PAM sidecar ``<out>.aux.xml``: band description, GDAL category names and a colour
+    table, both of exactly the classes (index = class id), which GDAL-based viewers (QGIS's
+    paletted renderer and legend) show instead of 256 numbered entries."""
+    categories = "".join(f"\n      <Category>{escape(n)}</Category>" for n in table.names)
+    entries = "".join(f'\n      <Entry c1="{r}" c2="{g}" c3="{b}" c4="255"/>'
+                      for r, g, b in table.colors)
+    xml = ('<PAMDataset>\n  <PAMRasterBand band="1">\n'
+           f'    <Description>{BAND_DESCRIPTION}</Description>\n'
+           f'    <CategoryNames>{categories}\n    </CategoryNames>\n'
+           f'    <ColorTable>{entries}\n    </ColorTable>\n'
            '  </PAMRasterBand>\n</PAMDataset>\n')
     sidecar = out.with_name(out.name + ".aux.xml")
     sidecar.write_text(xml)
@@ -97,7 +109,8 @@ def statistics(counts: np.ndarray, source: SceneSource, table: ClassTable) -> di
 
 def write_preview(source: SceneSource, cog: Path, out: Path, table: ClassTable) -> None:
     """The input with the class colours blended over it, at most :data:`PREVIEW_SIDE` pixels
-    on its longest side; PNG or JPEG by ``out``'s extension."""
+    on its longest side, with the class legend in its lower left corner (handler.encode
+    add_legend, as on the served overlay); PNG or JPEG by ``out``'s extension."""
     import rasterio
     from PIL import Image
 
@@ -107,7 +120,7 @@ def write_preview(source: SceneSource, cog: Path, out: Path, table: ClassTable) 
     bands = source.dataset.read(source.bands, out_shape=(len(source.bands), *shape))
     with rasterio.open(cog) as classes_src:
         classes = classes_src.read(1, out_shape=shape)
-    picture = Image.fromarray(overlay_rgb(source.rgb(bands), classes, table))
+    picture = Image.fromarray(add_legend(overlay_rgb(source.rgb(bands), classes, table), table))
     if out.suffix.lower() in (".jpg", ".jpeg"):
         picture.save(out, quality=90)
     else:
