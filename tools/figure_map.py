@@ -3,7 +3,8 @@
     python -m tools.figure_map SCENE.tif CLASSES.tif POLYGONS.gpkg OUT.png [--width 480]
 
 The class map is read with its colour table; the polygons (any layer pyogrio reads, in the
-raster's CRS) are drawn as outlines in their class colour. For the README and the docs.
+raster's CRS) are drawn as outlines in their class colour; below, the legend of the classes
+(names from the map's ``CLASS_<id>`` band metadata). For the README and the docs.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from PIL import Image, ImageDraw
 from common.cli import at_least, existing_file, fail, parser
 from handler.decode import bands_to_rgb, raster_bands
 from handler.scaling import to_uint8
-from training.visualize import titled_panels
+from model.class_table import ClassTable
+from training.visualize import titled_panels, with_legend
 
 TITLES = ("photo", "class map (geoseg predict)", "polygons (--vector)")
 
@@ -69,14 +71,26 @@ def class_colours(path: Path) -> dict[int, tuple[int, int, int]]:
         return {int(v): tuple(rgba[:3]) for v, rgba in src.colormap(1).items()}
 
 
+def class_table(path: Path) -> ClassTable:
+    """The classes of a map written by geoseg predict: names from its ``CLASS_<id>`` band
+    metadata, colours from its colour table."""
+    with rasterio.open(path) as src:
+        tags, colours = src.tags(1), src.colormap(1)
+    ids = sorted(int(k[6:]) for k in tags if k.startswith("CLASS_") and k[6:].isdigit()
+                 and int(k[6:]) != 255)
+    return ClassTable(names=tuple(tags[f"CLASS_{i}"] for i in ids),
+                      colors=tuple(tuple(colours[i][:3]) for i in ids))
+
+
 def figure(scene: Path, classes: Path, polygons: Path, width: int) -> np.ndarray:
-    """Three panels with titles: (h + 16, 3 width + 8, 3) uint8 (h: the scene's aspect)."""
+    """Three panels with titles above the class legend: (h + 16 + L, 3 width + 8, 3) uint8 (h:
+    the scene's aspect, L: the legend's height)."""
     with rasterio.open(scene) as src:
         height = max(1, round(src.height * width / src.width))
     photo, to_pixel = read_photo(scene, (width, height))
     panels = [photo, read_classes(classes, (width, height)),
               draw_polygons(photo, polygons, to_pixel, class_colours(classes))]
-    return titled_panels(panels, TITLES)
+    return with_legend(titled_panels(panels, TITLES), class_table(classes))
 
 
 def main(argv: list[str] | None = None) -> int:

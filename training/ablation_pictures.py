@@ -5,8 +5,9 @@
 
 One row per validation image: image | clicked points (``--points-per-class`` simulated as the
 runs' pictures show them) | the points expanded over SLIC superpixels (``--expand superpixels``)
-| prediction of ``--plain`` | prediction of ``--best`` | ground truth. Predictions come from
-each run's ``last.pt`` (the final epoch, the honest figure of the ablation table).
+| prediction of ``--plain`` | prediction of ``--best`` | ground truth; the class legend below.
+Predictions come from each run's ``last.pt`` (the final epoch, the honest figure of the ablation
+table).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from training.dataset_args import add_data_args, load_table, open_source
 from training.evaluate import predictor
 from training.expansion import ExpansionConfig, expand_points
 from training.points import points_to_label, simulate_points
-from training.visualize import draw_points, titled_panels
+from training.visualize import draw_points, titled_panels, with_legend
 
 TITLES = ("image", "points", "expanded labels", "plain pfCE", "best", "ground truth")
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         out[y:y + r.shape[0], :r.shape[1]] = r
         y += r.shape[0] + 4
+    out = with_legend(out, table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(out).save(args.out)
     print(f"wrote {args.out} ({out.shape[1]}x{out.shape[0]})")

@@ -26,7 +26,7 @@ from training.metrics import confusion_matrix, scores
 from training.point_validation import point_metrics
 from training.points import Points
 from training.raster_points import PointTrainingError, points_in_window
-from training.visualize import comparison_picture, save_picture
+from training.visualize import RasterCanvas, save_picture
 
 WHOLE_RASTER_PIXELS = 1024 * 1024
 """Validation rasters up to this many pixels are predicted in one pass."""
@@ -36,6 +36,9 @@ EVAL_TILE = 512
 
 EVAL_MARGIN = 64
 """Context in pixels added on every side of a cell (and dropped from its prediction)."""
+
+PICTURE_SIDE = 512
+"""Longest side in pixels of each panel of a validation picture."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,9 @@ def validate_points(predict: Predictor, rasters: Sequence[ValidationRaster], tab
                     max_pictures: int = 0, progress: bool = True) -> PointValidation:
     """Predict every validation raster where needed (module doc); score the held-out points,
     and the masks when given. The first ``max_pictures`` rasters also get a picture
-    ``<picture_dir>/<stem>.png`` (image | held-out points | prediction | mask) of their first
-    predicted cell."""
+    ``<picture_dir>/<stem>.png`` (image | held-out points | prediction | mask, and the legend) of
+    the whole raster, shrunk to at most :data:`PICTURE_SIDE` px a side; cells not predicted show
+    black."""
     from rasterio.windows import Window as RioWindow
 
     true: list[np.ndarray] = []
@@ -161,8 +165,11 @@ def validate_points(predict: Predictor, rasters: Sequence[ValidationRaster], tab
         with SceneSource(raster.path, scaling) as source:
             cells = cells_to_predict(source.height, source.width, raster.points,
                                      raster.mask is not None)
-            for n, (y0, x0, h, w) in enumerate(cells):
-                image, ids = predict_cell(predict, source, y0, x0, h, w)
+            canvas = None
+            if picture_dir is not None and k < max_pictures:
+                canvas = RasterCanvas(source.height, source.width, PICTURE_SIDE)
+            for y0, x0, h, w in cells:
+                _, ids = predict_cell(predict, source, y0, x0, h, w)
                 inside = points_in_window(raster.points, y0, x0, h, w)
                 true.append(inside[:, 2])
                 pred.append(ids[inside[:, 0], inside[:, 1]].astype(np.int64))
@@ -170,9 +177,12 @@ def validate_points(predict: Predictor, rasters: Sequence[ValidationRaster], tab
                 if raster.mask is not None and dense is not None:
                     truth = read_mask(raster.mask, RioWindow(x0, y0, w, h), table)
                     dense += confusion_matrix(ids, truth, table.num_classes)
-                if picture_dir is not None and k < max_pictures and n == 0:
-                    save_picture(picture_dir / f"{raster.path.stem}.png",
-                                 comparison_picture(image, inside, ids, truth, table))
+                if canvas is not None:
+                    canvas.paste(y0, x0, ids, truth)
+            if canvas is not None and picture_dir is not None:
+                bands = source.dataset.read(source.bands, out_shape=(len(source.bands), *canvas.shape))
+                save_picture(picture_dir / f"{raster.path.stem}.png",
+                             canvas.picture(source.rgb(bands), raster.points, table))
     empty = np.zeros(0, dtype=np.int64)
     return PointValidation(np.concatenate(true) if true else empty,
                            np.concatenate(pred) if pred else empty, dense)
