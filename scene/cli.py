@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
+
 from common.allocator import keep_freed_memory
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
 from scene.parts import PartStore
-from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster
+from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster, reading_note
 
 if TYPE_CHECKING:  # scene.run (torch) is imported when a run starts
     from scene.run import SceneResult
@@ -145,6 +147,27 @@ def check_outputs(jobs, overwrite: bool, resume: bool) -> list:
     return todo
 
 
+def reading_notes(jobs, segmenter, server: bool) -> list[str]:
+    """How each input that is not 8-bit RGB is read (:func:`scene.source.reading_note`)."""
+    if segmenter.scaling is not None:
+        scaling = "the model's band statistics"
+    elif server:
+        scaling = ("the served model's band statistics (each window's own 2-98 % stretch if it "
+                   "has none)")
+    else:
+        scaling = "one 2-98 % stretch per band over the whole scene (the model has no band statistics)"
+    notes = []
+    for job in jobs:
+        dataset = open_raster(job.input)
+        try:
+            note = reading_note(str(job.input), np.dtype(dataset.dtypes[0]), dataset.count, scaling)
+        finally:
+            dataset.close()
+        if note:
+            notes.append(note)
+    return notes
+
+
 def make_segmenter(args, config: HandlerConfig):
     if args.server:
         from scene.remote import ServerSegmenter, read_token
@@ -191,6 +214,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         config = HandlerConfig(tile_size=args.tile, tile_overlap=args.overlap,
                                tile_batch_size=args.tile_batch)
         segmenter = make_segmenter(args, config)
+        for note in reading_notes(jobs, segmenter, bool(args.server)):
+            print(note, file=sys.stderr)
         for job in jobs:
             result = map_scene(job, segmenter, config, args.tiles_per_window, args.resume,
                                not args.quiet, args.min_area or 0.0)

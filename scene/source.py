@@ -103,6 +103,21 @@ class SceneSource:
         return bands_to_rgb(to_uint8(bands, self.scaling))
 
 
+def reading_note(what: str, dtype: np.dtype | str, count: int, scaling: str) -> Optional[str]:
+    """One line ``note: ...`` on how a raster that is not 8-bit RGB is read (``what`` names it,
+    ``scaling`` says how values that are not 8-bit reach 0-255), or None for 8-bit RGB(A)."""
+    ways = []
+    if np.dtype(dtype) != np.uint8:
+        ways.append(f"its {np.dtype(dtype)} values are scaled to 0-255 by {scaling}")
+    if count == 1:
+        ways.append("its one band is read as grey (repeated into R, G, B)")
+    elif count == 2:
+        ways.append("its first band is read as grey (repeated into R, G, B), the second as alpha")
+    elif count > 4:
+        ways.append(f"its first 3 of {count} bands are read as R, G, B")
+    return f"note: {what}: {'; '.join(ways)}" if ways else None
+
+
 def cap_gdal_cache() -> None:
     """Set GDAL_CACHEMAX to :data:`GDAL_CACHE_MB` unless the environment sets it; call before
     GDAL's first read."""

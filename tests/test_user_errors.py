@@ -218,3 +218,141 @@ def test_pixel_csv_headers_are_matched_case_insensitively(tmp_path):
     path.write_text("Image,X,Y,Class\ntile_1.png,3,4,water\n")
     points = read_points_csv(path, ClassTable.load())
     assert points["tile_1"].tolist() == [[4, 3, 3]]
+
+
+# 8, 10. A point-layer run says how it reads its rasters, warns of a class with few points,
+# and records what it really used.
+
+FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "32",
+        "--steps-per-epoch", "1", "--epochs", "1", "--seed", "0", "--no-progress",
+        "--max-pictures", "0", "--device", "cpu", "--val-block", "16"]
+
+
+def run_main(main, argv: list[str]) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``main(argv)`` (argparse's SystemExit included)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def grey16_points(folder: Path, extra: str = "") -> tuple[Path, Path]:
+    """A 96 x 96 single-band uint16 UTM scene and a CSV of 6 points per class on it (plus
+    ``extra`` rows)."""
+    from tests.scenes import ORIGIN, PIXEL_M
+
+    bands = (scene_bands(96, 96, collar=0)[:1].astype(np.uint16) * 40)
+    raster = write_scene(folder / "grey16.tif", bands, nodata=None)
+    rng = np.random.default_rng(0)
+    names = ["background", "building", "woodland", "water", "road"]
+    rows = [f"{ORIGIN[0] + (c + 0.5) * PIXEL_M},{ORIGIN[1] - (r + 0.5) * PIXEL_M},{names[k % 5]}"
+            for k, (r, c) in enumerate(rng.integers(0, 96, (30, 2)))]
+    points = folder / "clicks.csv"
+    points.write_text("x,y,class\n" + "\n".join(rows) + "\n" + extra)
+    return raster, points
+
+
+@pytest.fixture(scope="module")
+def grey16_run(tmp_path_factory) -> tuple[Path, int, str, str]:
+    """A one-step point-layer run on a 16-bit single-band raster whose layer holds one point
+    of a misspelt class ("lava"): its folder, exit code, stdout and stderr."""
+    from tests.scenes import ORIGIN, PIXEL_M
+    from training.train import main as train_main
+
+    work = tmp_path_factory.mktemp("grey16")
+    raster, points = grey16_points(work, f"{ORIGIN[0] + 40.25 * PIXEL_M},"
+                                         f"{ORIGIN[1] - 20.25 * PIXEL_M},lava\n")
+    out = work / "run"
+    code, stdout, stderr = run_main(train_main, ["--images", str(raster), "--points", str(points),
+                                                 "--csv-crs", "EPSG:32640", "--out", str(out),
+                                                 *FAST])
+    return out, code, stdout, stderr
+
+
+def test_a_class_with_few_points_is_a_loud_warning(grey16_run):
+    _, code, stdout, stderr = grey16_run
+    assert code == 0, stdout + stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert any("'lava'" in w and "1 point" in w and "--classes" in w for w in warnings), stderr
+
+
+def test_16_bit_single_band_rasters_say_how_they_are_read(grey16_run, work, tmp_path):
+    _, code, stdout, stderr = grey16_run
+    notes = [line for line in (stdout + stderr).splitlines() if line.startswith("note: ")]
+    assert any("uint16" in n and "grey" in n for n in notes), stdout + stderr
+
+    raster, _ = grey16_points(tmp_path)
+    code, _, err = run_main(predict_main, [str(raster), str(tmp_path / "o.tif"), "--model",
+                                           str(work / "standin.pt"), *FLAGS])
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "uint16" in notes[0] and "grey" in notes[0], err
+    assert "stretch" in notes[0]  # the stand-in has no band statistics
+
+
+def test_metrics_record_what_the_run_used(grey16_run):
+    import json
+
+    out, code, stdout, stderr = grey16_run
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["amp"] == "off" and config["device"] == "cpu"
+    assert config.get("dataset") is None
+
+
+def test_a_bad_pretrained_value_is_refused_before_the_points_are_read(tmp_path):
+    from training.train import main as train_main
+
+    raster, _ = grey16_points(tmp_path)
+    broken = tmp_path / "broken.csv"
+    broken.write_text("a,b\n1,2\n")
+    code, stdout, stderr = run_main(train_main, [
+        "--images", str(raster), "--points", str(broken), "--out", str(tmp_path / "run"),
+        "--pretrained", "ImageNet1k", *FAST])
+    line = one_line(stderr)
+    assert code != 0 and "--pretrained" in line and "ImageNet1k" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+# 7, 10. Points far from every raster: both extents in the one line, and no run folder left.
+
+def test_points_far_from_the_rasters_give_both_extents(tmp_path):
+    from tests.scenes import ORIGIN
+    from training.train import main as train_main
+
+    raster, _ = grey16_points(tmp_path)
+    far = tmp_path / "far.csv"
+    far.write_text("x,y,class\n" + "".join(f"{ORIGIN[0] - 5000 + 10 * k},{ORIGIN[1] + 3000},water\n"
+                                           for k in range(3)))
+    out = tmp_path / "run"
+    code, stdout, stderr = run_main(train_main, ["--images", str(raster), "--points", str(far),
+                                                 "--csv-crs", "EPSG:32640", "--out", str(out),
+                                                 *FAST])
+    line = one_line(stderr)
+    assert code != 0 and "no usable points" in line
+    assert "points' bounds" in line and "rasters' bounds" in line, line
+    assert "295000" in line and "300000" in line and "EPSG:32640" in line, line
+    assert not out.exists()
+
+
+# 9. A model that predicts one class everywhere is named as such.
+
+def test_a_model_that_predicts_one_class_is_a_warning(tiny_landcoverai, tmp_path, monkeypatch):
+    import training.train as train_module
+
+    def one_class(*args, **kwargs):
+        cm = np.zeros((5, 5), np.int64)
+        cm[:, 2] = [10, 20, 30, 40, 50]  # every pixel predicted "woodland"
+        return cm
+
+    monkeypatch.setattr(train_module, "evaluate_source", one_class)
+    code, stdout, stderr = run_main(train_module.main, [
+        "--data", str(tiny_landcoverai), "--out", str(tmp_path / "run"), *FAST[:-2]])
+    assert code == 0, stdout + stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "woodland" in warnings[0] and "one class" in warnings[0], stderr

@@ -37,6 +37,7 @@ import numpy as np
 import pyogrio
 import pyogrio.errors
 import rasterio
+import rasterio.warp
 import shapely
 import shapely.errors
 from pyproj import CRS, Transformer
@@ -694,4 +695,43 @@ def require_usable(result: MatchResult) -> MatchResult:
     counts = [f"{n} {reason}" for reason, n in result.counts().items() if reason != "usable"]
     raise PointLayerError(f"no usable points: {len(result.layer)} in {result.layer.path}"
                           + (" (" + ", ".join(counts) + ")" if counts else "")
-                          + f" on {len(result.rasters)} raster(s)")
+                          + f" on {len(result.rasters)} raster(s)" + outside_extents(result))
+
+
+def outside_extents(result: MatchResult) -> str:
+    """``; the points' bounds ... and the rasters' bounds ... in <CRS>`` for the points outside
+    every raster (map coordinates), both in the first georeferenced raster's CRS; "" when no
+    point is outside or the extents cannot be compared."""
+    outside = {r.feature_id for r in result.rejected if r.reason == Reason.OUTSIDE}
+    if not outside or result.layer.pixel_coordinates:
+        return ""
+    target, boxes = None, []
+    for path in result.rasters:
+        with _open_raster(path) as src:
+            if src.crs is None:
+                continue
+            target = target or src.crs
+            boxes.append(rasterio.warp.transform_bounds(src.crs, target, *src.bounds))
+    if target is None:
+        return ""
+    xs = np.array([f.x for f in result.layer.features if f.fid in outside], dtype=np.float64)
+    ys = np.array([f.y for f in result.layer.features if f.fid in outside], dtype=np.float64)
+    if result.layer.crs is not None:
+        to_target = Transformer.from_crs(result.layer.crs, CRS.from_user_input(target.to_wkt()),
+                                         always_xy=True)
+        xs, ys = (np.asarray(v, dtype=np.float64) for v in to_target.transform(xs, ys))
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    if not finite.any():
+        return ""
+    digits = 6 if target.is_geographic else 1
+
+    def bounds(x0: float, y0: float, x1: float, y1: float) -> str:
+        return f"x {x0:.{digits}f} to {x1:.{digits}f}, y {y0:.{digits}f} to {y1:.{digits}f}"
+
+    xs, ys = xs[finite], ys[finite]
+    boxes_arr = np.array(boxes)
+    rasters = bounds(boxes_arr[:, 0].min(), boxes_arr[:, 1].min(), boxes_arr[:, 2].max(),
+                     boxes_arr[:, 3].max())
+    return (f"; the points' bounds ({bounds(xs.min(), ys.min(), xs.max(), ys.max())}) and the "
+            f"rasters' bounds ({rasters}) in the rasters' CRS {target.to_string()} do not meet: "
+            f"check the layer's CRS (--csv-crs for a CSV)")

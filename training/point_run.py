@@ -10,9 +10,10 @@ from typing import Any, Optional
 
 import torch
 
+from common.cli import warn
 from handler.scaling import BandScaling
 from model.class_table import IGNORE_INDEX, ClassTable
-from scene.source import SceneError, cap_gdal_cache, list_rasters
+from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster, reading_note
 from training.evaluate import predictor
 from training.point_evaluation import ValidationRaster, pair_masks, validate_points
 from training.point_layer import (
@@ -31,6 +32,37 @@ from training.raster_points import (
     split_points,
     training_scaling,
 )
+
+MIN_CLASS_POINTS = 3
+"""A class that the layer's own values make (no --classes) with fewer points than this is
+warned about: most often a misspelt name, which would otherwise become a class of its own."""
+
+
+def rare_classes(values: list[Any], table: ClassTable, mapping: dict[Any, int]) -> dict[str, int]:
+    """Classes of ``table`` with some, but fewer than :data:`MIN_CLASS_POINTS`, of the layer's ``values``
+    (mapped by ``mapping``), with their counts."""
+    counts = [0] * table.num_classes
+    for value in values:
+        if value in mapping:
+            counts[mapping[value]] += 1
+    return {name: n for name, n in zip(table.names, counts) if 0 < n < MIN_CLASS_POINTS}
+
+
+def reading_notes(rasters: list[Path], scaling: Optional[BandScaling]) -> list[str]:
+    """One ``note:`` line per kind of raster that is not 8-bit RGB (how it is read)."""
+    kinds: dict[tuple[str, int], list[Path]] = {}
+    for path in rasters:
+        with open_raster(path) as src:
+            kinds.setdefault((src.dtypes[0], src.count), []).append(path)
+    rule = ("one 2-98 % stretch per band over all the training rasters that are not 8-bit, "
+            "stored in the model")
+    notes = []
+    for (dtype, count), paths in kinds.items():
+        what = str(paths[0]) if len(paths) == 1 else f"{len(paths)} rasters ({paths[0].name}...)"
+        note = reading_note(what, dtype, count, rule)
+        if note:
+            notes.append(note)
+    return notes
 
 
 @dataclass
@@ -86,7 +118,13 @@ def prepare_points(args: argparse.Namespace, table: Optional[ClassTable]) -> Poi
         raise PointTrainingError(str(exc)) from None
     rasters += [p for p in val_paths if p not in rasters]
     layer = read_point_layer(args.points, args.class_field, args.csv_crs)
+    given = table is not None
     table, mapping = resolve_classes(layer.values(), table)
+    if not given:
+        for name, count in rare_classes(layer.values(), table, mapping).items():
+            warn(f"class {name!r} has only {count} point{'s' if count != 1 else ''} (fewer than "
+                 f"{MIN_CLASS_POINTS}): a misspelt class name? It is trained as a class of its "
+                 f"own; pass --classes with the class table to refuse unknown names")
     match = require_usable(match_points(layer, rasters, table, mapping))
     print(match.report(), flush=True)
     block = args.val_block or int(default_block_size(1.0, args.crop_size))
@@ -94,5 +132,8 @@ def prepare_points(args: argparse.Namespace, table: Optional[ClassTable]) -> Poi
                          [rasters.index(p) for p in val_paths])
     print(split.summary(table.names), flush=True)
     masks = pair_masks(val_paths, args.val_masks) if args.val_masks else {}
-    return PointData(table, match, split, training_scaling(rasters), masks)
+    scaling = training_scaling(rasters)
+    for note in reading_notes(rasters, scaling):
+        print(note, flush=True)
+    return PointData(table, match, split, scaling, masks)
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.allocator import keep_freed_memory
-from common.cli import at_least, existing_path, fail, parser, positive
+from common.cli import at_least, existing_path, fail, parser, positive, warn
 from model.builder import ARCHITECTURES, PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import IGNORE_INDEX, ClassTable, ClassTableError
@@ -192,7 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="BatchNorm statistics over the global batch (SyncBatchNorm; CUDA, "
                           "several processes only)")
     args = p.parse_args(argv)
-    problem = point_arg_problem(args)
+    problem = pretrained_problem(args) or point_arg_problem(args)
     if problem:
         p.error(problem)
     if args.images is None and args.data is None:
@@ -208,6 +208,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 <= args.pseudo_threshold <= 1.0 or args.pseudo_start > 1.0 or args.teacher_decay >= 1.0:
         p.error("--pseudo-threshold and --pseudo-start are shares in [0, 1]; --teacher-decay < 1")
     return args
+
+
+PRETRAINED_NAMES = ("none", "imagenet")
+
+
+def pretrained_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--pretrained`` names no weights (one line), or None; ``none`` / ``imagenet`` are
+    taken in any case. Checked before any data is read."""
+    if args.pretrained.lower() in PRETRAINED_NAMES:
+        args.pretrained = args.pretrained.lower()
+        return None
+    if Path(args.pretrained).is_file():
+        return None
+    return (f"--pretrained {args.pretrained}: expected none, imagenet or a weights file "
+            f"(.pth), and {args.pretrained} does not exist")
+
+
+def single_class_warning(record: dict[str, Any], table: ClassTable) -> str | None:
+    """A warning when the validation predictions of ``record`` (its ``val_confusion``, rows true,
+    columns predicted) all fall in one class, else None."""
+    confusion = np.asarray(record.get("val_confusion") or [], dtype=np.int64)
+    if confusion.ndim != 2 or not confusion.sum():
+        return None
+    predicted = np.flatnonzero(confusion.sum(axis=0))
+    if len(predicted) != 1:
+        return None
+    return (f"the model predicts one class ({table.names[int(predicted[0])]}) for every "
+            f"validation {'point' if 'val_points' in record else 'pixel'}: it has not learned "
+            f"the others yet; train longer (--epochs, --steps-per-epoch), check the points of "
+            f"each class, or try another --lr")
 
 
 def weakly_supervised(args: argparse.Namespace) -> bool:
@@ -581,6 +611,9 @@ def run_config(args: argparse.Namespace, device: torch.device, data: dict[str, A
     ``data``: what the data options resolved to (image counts, point counts...)."""
     options = {k: str(v) if isinstance(v, Path) else
                [str(x) for x in v] if isinstance(v, list) else v for k, v in vars(args).items()}
+    options["amp"] = args.amp if device.type == "cuda" else "off"  # the CPU trains in fp32
+    if args.images is not None:  # rasters + a point layer: no dataset layout
+        options["dataset"] = None
     return options | data | {"device": str(device), "steps_per_epoch": steps,
                       "classes": list(table.names), "processes": group.world_size,
                       "backend": group.backend,
@@ -605,6 +638,14 @@ def log_epoch(record: dict[str, Any], epochs: int) -> None:
                f"acc {100 * record['val_pixel_accuracy']:.2f}%")
     print(f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  {val}  "
           f"({record['seconds']:.0f} s)", flush=True)
+
+
+def remove_if_empty(out: Path) -> None:
+    """Remove the run folder ``out`` that this run created, when a failed start left it empty."""
+    try:
+        out.rmdir()
+    except OSError:
+        pass  # not empty (or gone): leave it
 
 
 def remove_previous_run(out: Path) -> None:
@@ -694,6 +735,10 @@ def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any
             save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch), improved)
             write_metrics(out, config, state.history)
             log_epoch(record, args.epochs)
+    if group.is_main and state.history:
+        problem = single_class_warning(state.history[-1], table)
+        if problem:
+            warn(problem)
     return best_record
 
 
@@ -729,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     try:
         with group.quiet_unless_main():
+            created = not Path(args.out).exists()
             problem = out_folder_problem(args)
             if problem:
                 return fail(group.tag(problem))
@@ -737,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
             except (DatasetError, PointFileError, PretrainedWeightsError, CheckpointError,
                     ClassTableError, DeviceError, OptionError, DistributedError,
                     PointInputError) as exc:
+                if created and group.is_main:
+                    remove_if_empty(Path(args.out))
                 return fail(group.tag(str(exc)))
             if best:
                 print(f"best val mIoU {100 * best['val_miou']:.2f}% at epoch {best['epoch'] + 1}; "
