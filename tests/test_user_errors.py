@@ -356,3 +356,50 @@ def test_a_model_that_predicts_one_class_is_a_warning(tiny_landcoverai, tmp_path
     assert code == 0, stdout + stderr
     warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "woodland" in warnings[0] and "one class" in warnings[0], stderr
+
+
+# 4. geoseg serve finds the project's config wherever it is run from.
+
+def test_serve_outside_the_repository_uses_the_projects_config(work, tmp_path, monkeypatch):
+    import subprocess
+
+    import tools.serve as serve
+    from tools.server import BASE_CONFIG
+
+    started: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):
+        started.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.chdir(tmp_path)  # no config.properties here
+    monkeypatch.setattr(serve, "build_archive", lambda model, store: Path(store) / "geoseg.mar")
+    monkeypatch.setattr(serve, "require_torchserve", lambda: "torchserve")
+    monkeypatch.setattr(serve, "java_env", lambda: {})
+    monkeypatch.setattr(serve.subprocess, "run", fake_run)
+    monkeypatch.setattr(serve, "wait_ready", lambda *a, **k: None)
+    assert serve.main(["--model", str(work / "standin.pt")]) == 0
+    config = Path(started[0][started[0].index("--ts-config") + 1])
+    assert config.is_absolute() and config == BASE_CONFIG and config.is_file()
+
+
+def test_serve_without_the_projects_config_says_so(work, tmp_path, monkeypatch, capsys):
+    import tools.serve as serve
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(serve, "BASE_CONFIG", tmp_path / "gone" / "config.properties")
+    monkeypatch.setattr(serve, "build_archive", lambda *a: pytest.fail("built an archive"))
+    assert serve.main(["--model", str(work / "standin.pt")]) != 0
+    line = one_line(capsys.readouterr().err)
+    assert "config.properties" in line and "--config" in line
+
+
+# 11. TorchServe's gRPC ports listen on loopback only, in every config.
+
+@pytest.mark.parametrize("name", ["config.properties", "config.prod.properties"])
+def test_grpc_ports_are_bound_to_loopback(name):
+    from tools.server import ROOT, read_properties
+
+    config = read_properties(ROOT / name)
+    assert config["grpc_inference_address"] == "127.0.0.1"
+    assert config["grpc_management_address"] == "127.0.0.1"

@@ -1,9 +1,10 @@
 """``geoseg serve`` / ``geoseg stop``: TorchServe in the background on loopback.
 
 ``serve`` builds ``<model-store>/geoseg.mar`` from the exported model, starts TorchServe as a
-daemon with the given config (default ``config.properties``: inference on 127.0.0.1:8080,
-management on :8081, metrics on :8082), writes its logs under ``logs/`` and waits until the
-model answers. ``stop`` stops it (``torchserve --stop``).
+daemon with the given config (default: the project's ``config.properties``, found beside the
+installed package whatever the current folder: inference on 127.0.0.1:8080, management on
+:8081, metrics on :8082), writes its logs under ``logs/`` and waits until the model answers.
+``stop`` stops it (``torchserve --stop``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Optional
 
 from common.cli import existing_file, fail, parser
 from tools.archive import ArchiveError, build_archive
-from tools.server import ServerError, java_env, read_key, require_torchserve, wait_ready
+from tools.server import BASE_CONFIG, ServerError, java_env, read_key, require_torchserve, wait_ready
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -23,11 +24,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--model", type=existing_file, default=Path("model/geoseg.pt"),
                    help="exported TorchScript file (geoseg export)")
     p.add_argument("--model-store", default="model_store", help="folder for geoseg.mar")
-    p.add_argument("--config", type=existing_file, default=Path("config.properties"),
-                   help="TorchServe config (config.prod.properties turns token auth on)")
+    p.add_argument("--config", type=existing_file, default=None,
+                   help="TorchServe config (default: the project's config.properties; its "
+                        "config.prod.properties turns token auth on)")
     p.add_argument("--logs", default="logs", help="folder for TorchServe's logs and metrics")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the model")
     args = p.parse_args(argv)
+    config = args.config or BASE_CONFIG
+    if not config.is_file():
+        return fail(f"the project's TorchServe config is not at {config} (a copy of GeoSeg "
+                    f"installed without it?); pass --config config.properties", 1)
     try:
         archive = build_archive(args.model, args.model_store)
         print(f"wrote {archive}")
@@ -35,7 +41,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         env = {**java_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
         with open(logs / "torchserve.out", "ab") as out:
-            proc = subprocess.run([require_torchserve(), "--start", "--ncs", "--ts-config", str(args.config),
+            proc = subprocess.run([require_torchserve(), "--start", "--ncs", "--ts-config", str(config),
                                    "--model-store", args.model_store, "--models", "geoseg=geoseg.mar"],
                                   env=env, stdout=out, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
