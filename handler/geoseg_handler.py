@@ -25,7 +25,7 @@ from handler import metrics
 from handler.decode import decode_image
 from handler.encode import encode, mark_nodata
 from handler.errors import REASON_PHRASES, RequestError
-from handler.inference import HandlerConfig, tile_predictor, warm_up
+from handler.inference import HandlerConfig, config_predictor, warm_up
 from handler.request import Job, choose_format, choose_margin, image_bytes
 from handler.scaling import BandScaling
 from handler.tiling import plan_tiles, segment_images
@@ -64,7 +64,7 @@ class GeoSegHandler(BaseHandler):
         half = self.config.half_precision and self.device.type == "cuda"
         if half:
             self.model = self.model.half()
-        self.predict = tile_predictor(self.model, self.device, half, self.config.channels_last)
+        self.predict = config_predictor(self.model, self.device, self.config)
         warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from handler.tiling import TilePredictor
+from handler.tiling import BLENDS, TilePredictor
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,10 @@ class HandlerConfig:
     """The handler's settings: the ``handler:`` section of model-config.yaml, every key
     optional. These defaults are the only copy (model/model-config.yaml does not repeat them).
 
-    ``tile_size`` / ``tile_overlap``: pixels; ``tile_batch_size``: tiles per forward pass,
+    ``tile_size`` / ``tile_overlap``: pixels (overlap at most half the tile); ``tile_blend``:
+    how tiles are joined (``handler.tiling.BLENDS``: ``taper`` blends neighbours' class
+    probabilities across the overlap, ``centre`` splits it with a hard line, cheaper but with
+    seams where tiles disagree); ``tile_batch_size``: tiles per forward pass,
     pooled across the requests of a TorchServe batch, 0 for the device's default
     (:meth:`micro_batch`); every forward pass has exactly this many tiles (the last one is
     padded) so that an image's answer does not depend on what it was batched with;
@@ -30,6 +33,7 @@ class HandlerConfig:
 
     tile_size: int = 512
     tile_overlap: int = 64
+    tile_blend: str = "taper"
     tile_batch_size: int = 0       # 0: 1 on CPU, 16 on CUDA (see micro_batch)
     max_pixels: int = 100_000_000  # a whole LandCover.ai orthophoto is about 90 Mpx
     half_precision: bool = True    # CUDA only
@@ -44,7 +48,8 @@ class HandlerConfig:
         if unknown:
             raise ValueError(f"model-config.yaml handler section: unknown keys {unknown}")
         config = cls(**values)
-        if config.tile_size < 16 or not 0 <= config.tile_overlap < config.tile_size \
+        if config.tile_size < 16 or not 0 <= 2 * config.tile_overlap <= config.tile_size \
+                or config.tile_blend not in BLENDS \
                 or config.tile_batch_size < 0 or config.max_pixels < 1:
             raise ValueError(f"model-config.yaml handler section: bad values {config}")
         return config
@@ -87,8 +92,10 @@ def model_config_yaml(torchserve: Mapping[str, Any], handler: HandlerConfig | No
 
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,
-                   channels_last: bool = False) -> TilePredictor:
-    """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids. Only uint8 crosses the host-device link.
+                   channels_last: bool = False, scores: bool = False) -> TilePredictor:
+    """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids (argmax on the device: only uint8 crosses the
+    host-device link), or with ``scores`` (B, K, t, t) float32 class probabilities (softmax in
+    float32 on the device), which ``handler.tiling`` blends across tile overlaps.
 
     ``half`` applies on CUDA only (``model`` must already be in half precision);
     ``channels_last`` on any device. Call :func:`warm_up` before the first answer counts.
@@ -103,6 +110,8 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             logits = model(x)["out"]
+            if scores:
+                return logits.float().softmax(1).cpu().numpy()
         return logits.argmax(1).to(torch.uint8).cpu().numpy()
 
     return predict
@@ -112,6 +121,15 @@ WARM_UP_PASSES = 3
 """TorchScript's profiling executor runs a module's first calls unoptimised and then switches to
 a fused graph with other rounding; on an H100 (ResNet-50, fp16) the first call's argmax differed
 from later ones. Warming up at the served shape keeps every answer on the final graph."""
+
+
+def config_predictor(model: torch.nn.Module, device: torch.device, config: HandlerConfig
+                     ) -> TilePredictor:
+    """:func:`tile_predictor` as ``config`` asks for it: half precision (CUDA only; ``model``
+    already converted), channels-last, and scores where tiles are blended."""
+    half = config.half_precision and device.type == "cuda"
+    return tile_predictor(model, device, half, config.channels_last,
+                          scores=config.tile_blend == "taper")
 
 
 def warm_up(predict: TilePredictor, micro_batch: int, tile: int) -> None:

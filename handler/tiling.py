@@ -1,9 +1,22 @@
-"""Overlapping tiles in, one class map out: each tile writes only its centre.
+"""Overlapping tiles in, one class map out, without seams.
 
-Along each axis, tiles of side ``tile`` start every ``tile - overlap`` pixels, the last one
-flush with the end. Neighbouring tiles split their shared strip at its middle, so each output
-pixel comes from the tile in which it lies furthest from a border: no seams, and memory stays
-one uint8 class map plus one micro-batch of tiles.
+Along each axis, tiles of side ``tile`` start every ``tile - overlap`` pixels on a regular
+grid; the last one may reach past the image's end into reflected pixels, so every pair of
+neighbours overlaps by exactly ``overlap`` pixels and no pixel lies in more than two tiles per
+axis (``overlap`` at most half the tile).
+
+Two ways to join the tiles, chosen by what the predictor returns:
+
+* class scores (B, K, tile, tile), the default (``HandlerConfig.tile_blend = "taper"``): each
+  tile's scores are weighted by a cosine taper that falls from 1 to 0 across each overlap strip
+  it shares with a neighbour (its neighbour's weight rises by as much), summed, and the argmax
+  of the sum is the class. Two tiles that disagree hand over gradually, so no straight line
+  appears where one tile's share ends (docs/predict.md measures the seam index);
+* class ids (B, tile, tile): each tile writes only its centre, neighbours splitting their
+  shared strip at its middle (the hard split, cheaper, with visible seams where tiles
+  disagree).
+
+Memory stays O(pixels): a class map plus, while blending, the scores of one row of tiles.
 
 Scene edges get context too: the image is extended by ``margin`` pixels (default
 :func:`edge_margin`, half the overlap) on every side by reflection, and the grid covers that
@@ -27,7 +40,12 @@ from typing import Optional
 import numpy as np
 
 TilePredictor = Callable[[np.ndarray], np.ndarray]
-"""(B, tile, tile, 3) uint8 RGB -> (B, tile, tile) uint8 class ids."""
+"""(B, tile, tile, 3) uint8 RGB -> (B, K, tile, tile) float32 class scores (blended with a
+taper) or (B, tile, tile) uint8 class ids (hard split between tiles)."""
+
+BLENDS = ("taper", "centre")
+"""How tiles are joined: scores blended with a cosine taper, or class ids split at the middle of
+each overlap strip."""
 
 
 @dataclass(frozen=True)
@@ -53,23 +71,50 @@ def edge_margin(overlap: int) -> int:
 
 def axis_spans(length: int, tile: int, overlap: int, margin: Optional[int] = None) -> list[Span]:
     """The tiles along one axis of ``length`` pixels with ``margin`` reflected pixels added at
-    both ends (None: :func:`edge_margin`); see the module docstring."""
+    both ends (None: :func:`edge_margin`); see the module docstring. Each span's keep range is
+    its share under the hard split (the middles of its overlap strips)."""
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"need tile >= 1 and 0 <= overlap < tile (got {tile}, {overlap})")
+    if 2 * overlap > tile:
+        raise ValueError(f"need overlap <= tile / 2 (got {overlap} for tile {tile})")
     margin = edge_margin(overlap) if margin is None else margin
     if margin < 0 or 2 * margin >= tile:
         raise ValueError(f"need 0 <= margin < tile / 2 (got {margin} for tile {tile})")
     if length <= tile:
         start = -min(margin, (tile - length) // 2)
         return [(start, (0, length))]
-    extent = length + 2 * margin
     stride = tile - overlap
-    starts = list(range(0, extent - tile, stride)) + [extent - tile]
-    bounds = [0] + [(starts[i + 1] + starts[i] + tile) // 2 for i in range(len(starts) - 1)] \
-        + [extent]
-    spans = [(s - margin, (max(0, bounds[i] - margin), min(length, bounds[i + 1] - margin)))
-             for i, s in enumerate(starts)]
+    count = -(-(length + 2 * margin - tile) // stride) + 1
+    starts = [k * stride - margin for k in range(count)]
+    bounds = [0] + [s + overlap // 2 for s in starts[1:]] + [length]
+    spans = [(s, (bounds[i], min(length, bounds[i + 1]))) for i, s in enumerate(starts)]
     return [(s, (a, b)) for s, (a, b) in spans if a < b]
+
+
+def taper_weights(spans: Sequence[Span], tile: int) -> list[np.ndarray]:
+    """Per span of :func:`axis_spans`, its (tile,) float32 weights along the axis: 1, except
+    across each strip shared with a neighbour, where it falls from 1 to 0 as the neighbour's
+    rises from 0 to 1 (cos^2 / sin^2 of the position in the strip, so the two sum to 1; a tile's
+    own edge pixel gets weight 0)."""
+    weights = []
+    for i, (start, _) in enumerate(spans):
+        w = np.ones(tile, dtype=np.float64)
+        if i > 0:
+            shared = spans[i - 1][0] + tile - start
+            w[:shared] *= _rising(shared)
+        if i + 1 < len(spans):
+            shared = start + tile - spans[i + 1][0]
+            w[tile - shared:] *= 1.0 - _rising(shared)
+        weights.append(w.astype(np.float32))
+    return weights
+
+
+def _rising(n: int) -> np.ndarray:
+    """sin^2 over the (n,) pixels of a strip: exactly 0 on its first pixel (the rising tile's
+    own edge, next to its zero padding) and exactly 1 on its last."""
+    if n == 1:
+        return np.array([0.5])
+    return np.sin(0.5 * np.pi * np.arange(n) / (n - 1)) ** 2
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int,
@@ -114,11 +159,75 @@ def paste(out: np.ndarray, t: Tile, classes: np.ndarray) -> None:
     out[y0:y1, x0:x1] = classes[y0 - t.y:y1 - t.y, x0 - t.x:x1 - t.x]
 
 
+class _Stitcher:
+    """One image's class map, assembled from its tiles in plan order (row by row).
+
+    Class-id tiles write their kept centres. Score tiles are weighted by their taper and summed
+    into the scores of the current row of tiles, (K, band, W) float32; when the next row starts,
+    the rows above it can no longer change and are turned into class ids."""
+
+    def __init__(self, height: int, width: int, tile: int, overlap: int,
+                 margin: Optional[int]) -> None:
+        self.out = np.zeros((height, width), dtype=np.uint8)
+        self.tile = tile
+        self.rows = axis_spans(height, tile, overlap, margin)
+        self.cols = axis_spans(width, tile, overlap, margin)
+        self.row_weights = taper_weights(self.rows, tile)
+        self.col_weights = taper_weights(self.cols, tile)
+        self.scores: Optional[np.ndarray] = None   # (K, band rows, W), from image row band_y0
+        self.band_y0 = 0
+        self.row = -1
+
+    def tiles(self) -> list[tuple[int, int, Tile]]:
+        """(row index, column index, tile) of every tile, in plan order."""
+        return [(r, c, Tile(y, x, ky, kx)) for r, (y, ky) in enumerate(self.rows)
+                for c, (x, kx) in enumerate(self.cols)]
+
+    def add(self, r: int, c: int, t: Tile, answer: np.ndarray) -> None:
+        """Take tile ``t``'s answer: (tile, tile) class ids or (K, tile, tile) scores."""
+        if answer.ndim == 2:
+            paste(self.out, t, answer)
+            return
+        if r != self.row:
+            self._next_row(r, answer.shape[0])
+        assert self.scores is not None
+        h, w = self.out.shape
+        y0, y1 = max(0, t.y), min(h, t.y + self.tile)
+        x0, x1 = max(0, t.x), min(w, t.x + self.tile)
+        weight = np.outer(self.row_weights[r], self.col_weights[c])
+        part = (answer * weight)[:, y0 - t.y:y1 - t.y, x0 - t.x:x1 - t.x]
+        self.scores[:, y0 - self.band_y0:y1 - self.band_y0, x0:x1] += part
+
+    def _next_row(self, r: int, classes: int) -> None:
+        h, w = self.out.shape
+        top = max(0, self.rows[r][0])
+        bottom = min(h, self.rows[r][0] + self.tile)
+        scores = np.zeros((classes, bottom - top, w), dtype=np.float32)
+        if self.scores is not None:
+            self._finish(top)
+            carried = self.scores[:, top - self.band_y0:]
+            scores[:, :carried.shape[1]] = carried
+        self.scores, self.band_y0, self.row = scores, top, r
+
+    def _finish(self, until: int) -> None:
+        """Class ids of the band's rows above ``until`` (image coordinates)."""
+        if self.scores is not None and until > self.band_y0:
+            rows = self.scores[:, :until - self.band_y0]
+            self.out[self.band_y0:until] = rows.argmax(0).astype(np.uint8)
+
+    def result(self) -> np.ndarray:
+        """The (H, W) uint8 class map, once every tile was added."""
+        self._finish(self.out.shape[0])
+        self.scores = None
+        return self.out
+
+
 def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: int,
                    overlap: int, micro_batch: int,
                    margins: Optional[Sequence[Optional[int]]] = None) -> list[np.ndarray]:
     """Class maps (H, W) uint8 for several RGB images (H, W, 3) uint8 at once.
 
+    ``predict`` returns scores (blended) or class ids (hard split): see the module docstring.
     ``margins``: per image, the context reflected at its borders (None: :func:`edge_margin`;
     0 for a window that already carries its context, as ``geoseg predict --server`` sends).
     The tiles of all images are pooled and sent to ``predict`` in micro-batches of exactly
@@ -128,17 +237,17 @@ def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
     answer would then depend on its companions.
     """
     margins = list(margins) if margins is not None else [None] * len(images)
-    outputs = [np.zeros(img.shape[:2], dtype=np.uint8) for img in images]
-    jobs = [(k, t) for k, img in enumerate(images)
-            for t in plan_tiles(img.shape[0], img.shape[1], tile, overlap, margins[k])]
+    stitchers = [_Stitcher(img.shape[0], img.shape[1], tile, overlap, margins[k])
+                 for k, img in enumerate(images)]
+    jobs = [(k, r, c, t) for k, s in enumerate(stitchers) for r, c, t in s.tiles()]
     for chunk in _chunks(jobs, max(1, micro_batch)):
         batch = np.zeros((max(1, micro_batch), tile, tile, 3), dtype=np.uint8)
-        for slot, (k, t) in enumerate(chunk):
+        for slot, (k, _, _, t) in enumerate(chunk):
             batch[slot] = cut(images[k], t, tile)
-        classes = predict(batch)
-        for (k, t), c in zip(chunk, classes):
-            paste(outputs[k], t, c)
-    return outputs
+        answers = predict(batch)
+        for (k, r, c, t), answer in zip(chunk, answers):
+            stitchers[k].add(r, c, t, answer)
+    return [s.result() for s in stitchers]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from handler.encode import mark_nodata
-from handler.inference import HandlerConfig, tile_predictor, warm_up
+from handler.inference import HandlerConfig, config_predictor, warm_up
 from handler.scaling import BandScaling
 from handler.tiling import segment_images
 from model.artifact import load_artifact
@@ -61,7 +61,7 @@ class LocalSegmenter:
         half = config.half_precision and self.device.type == "cuda"
         network = artifact.network.half() if half else artifact.network
         self.micro_batch = config.micro_batch(self.device)
-        self.predict = tile_predictor(network, self.device, half, config.channels_last)
+        self.predict = config_predictor(network, self.device, config)
         warm_up(self.predict, self.micro_batch, config.tile_size)
 
     def __call__(self, source: SceneSource, bands: np.ndarray,

@@ -1,12 +1,14 @@
 """The windows a scene is mapped in: blocks of whole tiles of the handler's tiling.
 
-The scene's tiles (``handler.tiling.axis_spans``, edges reflected) are grouped into blocks of
-``tiles_per_window`` x ``tiles_per_window``. A window is read with the full extent of its
-tiles and segmented on its own with no added margin; its tiling then coincides with the
-scene's (same tile origins, same midpoints between them), and only the pixels its tiles keep
-in the scene's tiling are written. So the mosaic of windows equals one request for the whole
-scene, pixel for pixel, and each window is an independent job (a request to a server, a part
-on disk for ``--resume``).
+The scene's tiles (``handler.tiling.axis_spans``, edges reflected, a regular grid) are grouped
+into blocks of ``tiles_per_window`` x ``tiles_per_window``. A block's window writes the scene
+from the first pixel of its first tile to the first pixel of the next block's; a pixel there
+may also lie in the last tile of the block before (their overlap strip, where tiles are
+blended), so a window is read with that tile too, and segmented on its own with no added
+margin. Its tiling then coincides with the scene's (same tile origins, same taper weights on
+the pixels it writes), so the mosaic of windows equals one request for the whole scene, pixel
+for pixel, and each window is an independent job (a request to a server, a part on disk for
+``--resume``).
 """
 from __future__ import annotations
 
@@ -27,13 +29,19 @@ class SceneWindow:
     tiles: int
 
 
-def _groups(spans: list[Span], size: int, tile: int) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
-    """((read_from, read_to), (keep_from, keep_to), tiles) for consecutive groups of ``size`` spans."""
+def _groups(spans: list[Span], size: int, tile: int, length: int
+            ) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
+    """((read_from, read_to), (keep_from, keep_to), tiles) for consecutive groups of ``size``
+    spans along an axis of ``length`` pixels: a group keeps from its first tile's start (0 for
+    the first) to the next group's, and reads from the previous group's last tile on."""
     groups = []
+    starts = [s for s, _ in spans]
     for i in range(0, len(spans), size):
-        chunk = spans[i:i + size]
-        groups.append(((chunk[0][0], chunk[-1][0] + tile), (chunk[0][1][0], chunk[-1][1][1]),
-                       len(chunk)))
+        first, last = max(0, i - 1), min(len(spans), i + size) - 1
+        keep_from = 0 if i == 0 else starts[i]
+        keep_to = length if last == len(spans) - 1 else starts[last + 1]
+        groups.append(((starts[first], starts[last] + tile), (keep_from, keep_to),
+                       last - first + 1))
     return groups
 
 
@@ -42,8 +50,8 @@ def plan_windows(height: int, width: int, tile: int, overlap: int,
     """The windows of a ``height`` x ``width`` scene, row by row."""
     if tiles_per_window < 1:
         raise ValueError("tiles_per_window must be at least 1")
-    rows = _groups(axis_spans(height, tile, overlap), tiles_per_window, tile)
-    cols = _groups(axis_spans(width, tile, overlap), tiles_per_window, tile)
+    rows = _groups(axis_spans(height, tile, overlap), tiles_per_window, tile, height)
+    cols = _groups(axis_spans(width, tile, overlap), tiles_per_window, tile, width)
     return [SceneWindow(r * len(cols) + c, Window(ry[0], ry[1], cx[0], cx[1]),
                         Window(ky[0], ky[1], kx[0], kx[1]), nr * nc)
             for r, (ry, ky, nr) in enumerate(rows) for c, (cx, kx, nc) in enumerate(cols)]
