@@ -112,7 +112,8 @@ class ForestPredictor:
     def __init__(self, forest: Any, stack: FeatureStack, timings: Timings) -> None:
         self.forest, self.stack, self.timings = forest, stack, timings
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, margin: Optional[int] = None) -> torch.Tensor:
+        """``margin`` is ignored: the forest's features see no tiles."""
         image = image_from_tensor(x[0])
         t0 = time.perf_counter()
         features = pixel_features(image, self.stack)
@@ -148,21 +149,18 @@ def samples_from_source(source: SampleSource, points_per_class: int, seed: int, 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-CELL = 512
-"""Side in pixels of the cells a raster's training features are computed in (as validation)."""
-MARGIN = 64
-"""Context in pixels around a cell (4 x the largest sigma), reflected at the raster's edges."""
-
-
 def samples_from_rasters(rasters: Sequence[Path], points: Sequence[Points], scaling: Any,
                          stack: FeatureStack, timings: Timings, progress: bool = True
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Features (K, F) float32 and class ids (K,) int64 of the training ``points[j]`` (K_j, 3)
     (row, col, class id) of ``rasters[j]``, read as the network sees them (``scaling``: the run's
     ``handler.scaling.BandScaling`` or None). A raster of up to 1 Mpx is read whole, a larger
-    one in :data:`CELL` px cells holding points with :data:`MARGIN` px of context."""
-    from scene.source import SceneSource, Window
-    from training.point_evaluation import cells_to_predict
+    one in the windows validation predicts (``training.point_evaluation.windows_to_predict``:
+    ``geoseg predict``'s windows holding points, each read with at least a tile overlap of
+    context around what it keeps)."""
+    from handler.inference import HandlerConfig
+    from scene.source import SceneSource
+    from training.point_evaluation import windows_to_predict
     from training.raster_points import points_in_window
 
     xs, ys = [], []
@@ -170,15 +168,18 @@ def samples_from_rasters(rasters: Sequence[Path], points: Sequence[Points], scal
     for raster, raster_points in tqdm(pairs, desc="features", unit="raster", disable=not progress,
                                       leave=False):
         with SceneSource(raster, scaling) as source:
-            for y0, x0, h, w in cells_to_predict(source.height, source.width, raster_points, False):
-                inside = points_in_window(raster_points, y0, x0, h, w)
+            for window in windows_to_predict(source.height, source.width, raster_points, False,
+                                             HandlerConfig()):
+                keep, read = window.keep, window.read
+                inside = points_in_window(raster_points, keep.y0, keep.x0, keep.y1 - keep.y0,
+                                          keep.x1 - keep.x0)
                 if not len(inside):
                     continue
-                m = 0 if (h, w) == (source.height, source.width) else MARGIN
-                bands, _ = source.read(Window(y0 - m, y0 + h + m, x0 - m, x0 + w + m))
+                bands, _ = source.read(read)
                 image = source.rgb(bands)
                 t0 = time.perf_counter()
-                shifted = inside + np.array([m, m, 0], dtype=np.int64)
+                offset = [keep.y0 - read.y0, keep.x0 - read.x0, 0]
+                shifted = inside + np.array(offset, dtype=np.int64)
                 x, y = features_at(pixel_features(image, stack), shifted)
                 timings.features += time.perf_counter() - t0
                 xs.append(x)

@@ -195,7 +195,7 @@ def test_the_maps_colour_table_and_category_names_hold_only_the_classes(tmp_path
 # ------------------------------------------------------------------------ whole validation rasters
 
 
-def red_threshold(x: torch.Tensor) -> torch.Tensor:
+def red_threshold(x: torch.Tensor, margin: int | None = None) -> torch.Tensor:
     """A pixel-wise stand-in network: class = red channel > 0.5, (1, 3, H, W) -> (1, H, W)."""
     return (x[:, 0] > 0.5).long()
 

@@ -147,8 +147,9 @@ def test_geoseg_peer_forest_help(capsys):
 
 def test_large_rasters_give_their_points_features_from_cells_with_context(geo_layer, tmp_path,
                                                                          monkeypatch):
-    """Rasters above training.point_evaluation's whole-raster size are read in cells with
-    context (here: cells of 32 px): the same points, and nearly the same forest and scores."""
+    """Rasters above training.point_evaluation's whole-raster size are read in the windows of
+    geoseg predict's plan, with context: the same points, and nearly the same forest and
+    scores."""
     import training.point_evaluation
 
     geo, layer = geo_layer
@@ -157,7 +158,6 @@ def test_large_rasters_give_their_points_features_from_cells_with_context(geo_la
                *map(str, sorted((geo / "val-masks").iterdir())), *FAST]
     assert peer_forest.main([*options, "--out", str(tmp_path / "whole")]) == 0
     monkeypatch.setattr(training.point_evaluation, "WHOLE_RASTER_PIXELS", 32 * 32)
-    monkeypatch.setattr(training.point_evaluation, "EVAL_TILE", 32)
     assert peer_forest.main([*options, "--out", str(tmp_path / "cells")]) == 0
     whole, cells = (json.loads((tmp_path / run / peer_forest.RESULT_FILE).read_text())
                     for run in ("whole", "cells"))

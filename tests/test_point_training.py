@@ -275,7 +275,7 @@ def test_spatial_split_keeps_blocks_whole_and_named_rasters_apart():
 # -------------------------------------------------------------------------------- validation
 
 
-def threshold_predictor(x: torch.Tensor) -> torch.Tensor:
+def threshold_predictor(x: torch.Tensor, margin: int | None = None) -> torch.Tensor:
     """A pixel-wise stand-in network: class = red channel > 0.5 (1, 3, H, W) -> (1, H, W)."""
     return (x[:, 0] > 0.5).long()
 

@@ -64,14 +64,16 @@ def test_change_rates_count_differing_pairs_per_line():
 def test_seam_index_finds_a_line_on_the_tile_grid_and_ignores_others():
     rng = np.random.default_rng(0)
     noise = (rng.random((256, 256)) < 0.05).astype(np.uint8)    # about 10 % of pairs differ
-    middles, _ = strip_lines(256, TILE, OVERLAP)
+    (middles, _, _), _ = strip_lines(256, TILE, OVERLAP)
     seamed = noise.copy()
     seamed[:, middles[1] + 1:] += 2                               # every pair differs there
     assert seam_index(noise, TILE, OVERLAP).worst < 1.5
-    assert seam_index(seamed, TILE, OVERLAP).columns > 5
+    found = seam_index(seamed, TILE, OVERLAP)
+    assert found.worst_columns > 5 and found.columns > 2.5 and found.rows < 1.5
     off_grid = noise.copy()
-    off_grid[:, middles[1] + 9:] += 2                             # an edge between tile lines
-    assert seam_index(off_grid, TILE, OVERLAP).columns < 1.5
+    off_grid[:, middles[1] + 4:] += 2                             # an edge between tile lines
+    found = seam_index(off_grid, TILE, OVERLAP)
+    assert found.columns < 1.5 and found.worst_columns < 1.5
 
 
 def test_taper_weights_sum_to_one_and_vanish_at_a_tiles_own_edge():
@@ -90,11 +92,11 @@ def test_tiles_that_disagree_leave_no_seam_with_the_default_taper():
     handler's default (the taper) does not. Red if the default blend or the taper break."""
     model = TileContextRule()
     image, truth = diagonal_stripes()
-    assert seam_index(truth, TILE, OVERLAP).worst < 1.2
+    assert seam_index(truth, TILE, OVERLAP).worst < 1.1
     hard = seam_index(scene_map("centre", model, image), TILE, OVERLAP)
-    assert hard.worst > 4, hard                       # the stand-in does make tiles disagree
+    assert hard.worst > 3, hard                       # the stand-in does make tiles disagree
     blended = seam_index(scene_map(HandlerConfig().tile_blend, model, image), TILE, OVERLAP)
-    assert blended.worst < 2, blended                 # measured 1.68 (hard split: 6.67)
+    assert blended.worst <= 1.5, blended              # measured 1.12 (hard split: 4.62)
 
 
 def test_a_model_without_tile_context_gives_the_same_map_either_way():
@@ -137,3 +139,56 @@ def test_window_pooling_refuses_an_even_or_empty_kernel(kernel):
     branch = net.net.classifier[0].convs[-1]
     with pytest.raises(ValueError):
         WindowImagePooling(branch, kernel)
+
+
+def test_one_tiler_for_validation_the_handler_and_predict(tmp_path, monkeypatch):
+    """Validation (whole images and windows of large rasters), the handler and
+    ``geoseg predict`` all tile with handler.tiling and a HandlerConfig: with a model whose
+    answers depend on the tile grid, the three maps are equal for each overlap, and a change of
+    overlap changes all three."""
+    import rasterio
+
+    import training.point_evaluation as point_evaluation
+    from model.artifact import save_artifact
+    from model.class_table import ClassTable
+    from model.export import export_meta
+    from scene.run import LocalSegmenter, SceneJob, map_scene
+    from tests.scenes import write_scene
+    from training.data import to_tensors
+    from training.evaluate import predictor
+    from training.metrics import confusion_matrix
+    from training.point_evaluation import ValidationRaster, validate_points
+
+    model = TileContextRule().eval()
+    model_path = tmp_path / "context.pt"
+    save_artifact(torch.jit.script(model), export_meta(ClassTable.load(), "context-standin"),
+                  model_path)
+    image, truth = diagonal_stripes((150, 200))
+    raster = write_scene(tmp_path / "scene.tif", np.moveaxis(image, -1, 0).copy(), nodata=None)
+    mask = write_scene(tmp_path / "mask.tif", truth[None].copy(), nodata=None)
+    rows, cols = np.mgrid[:150, :200]
+    everywhere = np.stack([rows.ravel(), cols.ravel(), truth.ravel()], axis=1).astype(np.int64)
+    table = ClassTable.load()
+    maps = {}
+    for overlap in (8, 24):
+        config = HandlerConfig(tile_size=TILE, tile_overlap=overlap, channels_last=False)
+        served = segment_images([image], config_predictor(model, torch.device("cpu"), config),
+                                TILE, overlap, config.micro_batch("cpu"))[0]
+        predict = predictor(model, torch.device("cpu"), config=config)
+        validated = predict(to_tensors(image, truth)[0][None])[0].numpy()
+        monkeypatch.setattr(point_evaluation, "WHOLE_RASTER_PIXELS", 50 * 50)   # windows
+        found = validate_points(predict, [ValidationRaster(raster, everywhere, mask)], table,
+                                progress=False, config=config)
+        monkeypatch.undo()
+        # every pixel is a point and the mask is the truth: the windows' confusion counts must
+        # be the served map's
+        np.testing.assert_array_equal(found.dense, confusion_matrix(served, truth, 5))
+        out = tmp_path / f"map-{overlap}.tif"
+        map_scene(SceneJob(raster, out), LocalSegmenter(model_path, "cpu", config), config,
+                  tiles_per_window=2, show_progress=False)
+        with rasterio.open(out) as src:
+            mapped = src.read(1)
+        np.testing.assert_array_equal(validated, served)
+        np.testing.assert_array_equal(mapped, served)
+        maps[overlap] = served
+    assert (maps[8] != maps[24]).mean() > 0.01

@@ -16,6 +16,8 @@ import torch
 from tqdm import tqdm
 
 from common.cli import at_least, blocked_path, existing_file, fail, parser, refuse_overwrite
+from handler.inference import HandlerConfig, tile_predictor
+from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable, ClassTableError
@@ -26,14 +28,28 @@ from training.metrics import SegmentationScores, confusion_matrix, scores
 from training.points import Points, simulate_points
 from training.visualize import comparison_picture, save_picture
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) float [0, 1] -> (1, H, W) ids
+Predictor = Callable[..., torch.Tensor]
+"""(1, 3, H, W) float in [0, 1] -> (1, H, W) class ids. A predictor that tiles takes an optional
+keyword ``margin``: the context reflected at the image's edges (None: the handler's default;
+0 for a window of a larger raster that carries its own context, as ``geoseg predict`` reads)."""
 
 
-def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False) -> Predictor:
-    """Wrap a network returning ``{"out": logits}`` into an argmax predictor on ``device``."""
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device.type, torch.float16, enabled=amp):
-            return model(x.to(device))["out"].argmax(1).cpu()
+def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False,
+              config: Optional[HandlerConfig] = None) -> Predictor:
+    """Wrap a network returning ``{"out": logits}`` (eval mode) into a predictor that segments
+    an image exactly as the TorchServe handler and ``geoseg predict`` do: ``handler.tiling``'s
+    tiles of ``config`` (None: ``HandlerConfig()``, the served defaults), blended the same way,
+    so validation scores what a user gets. ``amp``: float16 autocast (CUDA)."""
+    config = config or HandlerConfig()
+    scores = tile_predictor(model, device, scores=config.tile_blend == "taper")
+    micro_batch = config.tile_batch_size or 1   # a padded batch of 16 would cost 16 tiles each
+
+    def predict(x: torch.Tensor, margin: Optional[int] = None) -> torch.Tensor:
+        image = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+        with torch.autocast(device.type, torch.float16, enabled=amp):
+            (ids,) = segment_images([image], scores, config.tile_size, config.tile_overlap,
+                                    micro_batch, [margin])
+        return torch.from_numpy(ids)[None]
     return predict
 
 

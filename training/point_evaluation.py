@@ -1,10 +1,10 @@
 """Validation of a point-trained model on rasters of any size, from held-out points (and masks).
 
-Each validation raster is predicted where it is needed: whole when it has at most
-:data:`WHOLE_RASTER_PIXELS` pixels (as :func:`training.evaluate.evaluate_source` predicts an
-image), else in :data:`EVAL_TILE` px cells with :data:`EVAL_MARGIN` px of context on every side
-(reflected at the raster's edges), only the cells that hold validation points, or all cells
-when a dense mask is given. The predictions at the held-out points give the point scores
+Each validation raster is predicted where it is needed, the way ``geoseg predict`` maps a scene:
+whole when it has at most :data:`WHOLE_RASTER_PIXELS` pixels (as one request to the server),
+else in ``scene.windows`` windows of the handler's tiling (``HandlerConfig``: the same tiles,
+overlap and blend), only the windows that hold validation points, or all of them when a dense
+mask is given. The predictions at the held-out points give the point scores
 (:func:`training.point_validation.point_metrics`); a mask gives the dense confusion matrix too.
 """
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import Any, Optional
 import numpy as np
 from tqdm import tqdm
 
+from handler.inference import HandlerConfig
 from handler.scaling import BandScaling
 from model.class_table import IGNORE_INDEX, ClassTable
 from scene.source import SceneSource, Window, open_raster
+from scene.windows import SceneWindow, keep_in_read, plan_windows
 from training.data import to_tensors
 from training.evaluate import Predictor
 from training.metrics import confusion_matrix, scores
@@ -29,13 +31,10 @@ from training.raster_points import PointTrainingError, points_in_window
 from training.visualize import RasterCanvas, save_picture
 
 WHOLE_RASTER_PIXELS = 1024 * 1024
-"""Validation rasters up to this many pixels are predicted in one pass."""
+"""Validation rasters up to this many pixels are predicted as one image."""
 
-EVAL_TILE = 512
-"""Side in pixels of the cells a larger validation raster is predicted in."""
-
-EVAL_MARGIN = 64
-"""Context in pixels added on every side of a cell (and dropped from its prediction)."""
+TILES_PER_WINDOW = 2
+"""A larger raster is predicted in windows of 2 x 2 tiles (``geoseg predict --tiles-per-window``)."""
 
 PICTURE_SIDE = 512
 """Longest side in pixels of each panel of a validation picture."""
@@ -118,41 +117,45 @@ def read_mask(path: Path, window: Optional[Any], table: ClassTable) -> np.ndarra
     return ids.astype(np.uint8)
 
 
-def cells_to_predict(height: int, width: int, points: Points, everything: bool
-                     ) -> list[tuple[int, int, int, int]]:
-    """(y0, x0, h, w) of the cells to predict: the whole raster when small, else the
-    :data:`EVAL_TILE` cells holding points (all cells when ``everything``)."""
+def windows_to_predict(height: int, width: int, points: Points, everything: bool,
+                       config: HandlerConfig) -> list[SceneWindow]:
+    """The windows to predict: the whole raster when small, else the windows of
+    ``geoseg predict``'s plan whose kept area holds points (all of them when ``everything``)."""
     if height * width <= WHOLE_RASTER_PIXELS:
-        return [(0, 0, height, width)]
+        whole = Window(0, height, 0, width)
+        return [SceneWindow(0, whole, whole, 1)]
+    windows = plan_windows(height, width, config.tile_size, config.tile_overlap,
+                           TILES_PER_WINDOW)
     if everything:
-        keys = {(y, x) for y in range(0, height, EVAL_TILE) for x in range(0, width, EVAL_TILE)}
-    else:
-        keys = {(int(r) // EVAL_TILE * EVAL_TILE, int(c) // EVAL_TILE * EVAL_TILE)
-                for r, c in points[:, :2]}
-    return [(y, x, min(EVAL_TILE, height - y), min(EVAL_TILE, width - x)) for y, x in sorted(keys)]
+        return windows
+    return [w for w in windows
+            if len(points_in_window(points, w.keep.y0, w.keep.x0, w.keep.y1 - w.keep.y0,
+                                    w.keep.x1 - w.keep.x0))]
 
 
-def predict_cell(predict: Predictor, source: SceneSource, y0: int, x0: int, h: int, w: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The image (h, w, 3) uint8 and predicted ids (h, w) uint8 of a cell; a cell smaller than
-    the raster is predicted with :data:`EVAL_MARGIN` px of context around it."""
-    whole = (y0, x0, h, w) == (0, 0, source.height, source.width)
-    m = 0 if whole else EVAL_MARGIN
-    bands, _ = source.read(Window(y0 - m, y0 + h + m, x0 - m, x0 + w + m))
+def predict_window(predict: Predictor, source: SceneSource, window: SceneWindow
+                   ) -> np.ndarray:
+    """Predicted ids (h, w) uint8 of the area ``window`` keeps: a whole raster as one image (its
+    edges reflected, as the server does), a window of a larger one from its read extent, which
+    carries its own context (margin 0, as ``geoseg predict`` segments it)."""
+    whole = window.read == Window(0, source.height, 0, source.width)
+    bands, _ = source.read(window.read)
     image = source.rgb(bands)
     x, _ = to_tensors(image, np.zeros(image.shape[:2], np.uint8))
-    pred = predict(x.unsqueeze(0))[0].numpy().astype(np.uint8)
-    return image[m:m + h, m:m + w], pred[m:m + h, m:m + w]
+    ids = predict(x.unsqueeze(0)) if whole else predict(x.unsqueeze(0), margin=0)
+    rows, cols = keep_in_read(window)
+    return ids[0].numpy().astype(np.uint8)[rows, cols]
 
 
 def validate_points(predict: Predictor, rasters: Sequence[ValidationRaster], table: ClassTable,
                     scaling: Optional[BandScaling] = None, picture_dir: Optional[Path] = None,
-                    max_pictures: int = 0, progress: bool = True) -> PointValidation:
+                    max_pictures: int = 0, progress: bool = True,
+                    config: Optional[HandlerConfig] = None) -> PointValidation:
     """Predict every validation raster where needed (module doc); score the held-out points,
     and the masks when given. The first ``max_pictures`` rasters also get a picture
     ``<picture_dir>/<stem>.png`` (image | held-out points | prediction | mask, and the legend) of
-    the whole raster, shrunk to at most :data:`PICTURE_SIDE` px a side; cells not predicted show
-    black."""
+    the whole raster, shrunk to at most :data:`PICTURE_SIDE` px a side; windows not predicted
+    show black."""
     from rasterio.windows import Window as RioWindow
 
     true: list[np.ndarray] = []
@@ -163,13 +166,15 @@ def validate_points(predict: Predictor, rasters: Sequence[ValidationRaster], tab
     bar = tqdm(rasters, desc="validate", unit="raster", disable=not progress, leave=False)
     for k, raster in enumerate(bar):
         with SceneSource(raster.path, scaling) as source:
-            cells = cells_to_predict(source.height, source.width, raster.points,
-                                     raster.mask is not None)
+            windows = windows_to_predict(source.height, source.width, raster.points,
+                                         raster.mask is not None, config or HandlerConfig())
             canvas = None
             if picture_dir is not None and k < max_pictures:
                 canvas = RasterCanvas(source.height, source.width, PICTURE_SIDE)
-            for y0, x0, h, w in cells:
-                _, ids = predict_cell(predict, source, y0, x0, h, w)
+            for window in windows:
+                ids = predict_window(predict, source, window)
+                keep = window.keep
+                y0, x0, h, w = keep.y0, keep.x0, keep.y1 - keep.y0, keep.x1 - keep.x0
                 inside = points_in_window(raster.points, y0, x0, h, w)
                 true.append(inside[:, 2])
                 pred.append(ids[inside[:, 0], inside[:, 1]].astype(np.int64))
