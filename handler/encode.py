@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -31,8 +33,6 @@ from PIL import Image, ImageDraw, ImageFont
 from handler.decode import GeoReference
 from model.class_table import IGNORE_INDEX, ClassTable
 
-CONTENT_TYPES = {"png": "image/png", "geotiff": "image/tiff", "json": "application/json",
-                 "overlay": "image/jpeg"}
 OVERLAY_ALPHA = 0.45
 NODATA = IGNORE_INDEX
 """Class id of a pixel with no data in the input."""
@@ -234,17 +234,41 @@ def encode_overlay(rgb: np.ndarray, classes: np.ndarray, table: ClassTable) -> b
     return buf.getvalue()
 
 
+Encoder = Callable[[np.ndarray, np.ndarray, ClassTable, Optional[GeoReference]], bytes]
+"""(classes (H, W) uint8, rgb (H, W, 3) uint8, class table, georeference or None) -> body."""
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A response format: its ``name``, other names a client may ask for (``aliases``), the
+    ``Accept`` media types that choose it, the ``content_type`` it is answered with, and its
+    ``encoder``."""
+
+    name: str
+    content_type: str
+    encoder: Encoder
+    aliases: tuple[str, ...] = ()
+    accept: tuple[str, ...] = ()
+
+
+FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
+    OutputFormat("png", "image/png", lambda c, rgb, t, g: encode_png(c, t),
+                 accept=("image/png", "image/*", "*/*")),
+    OutputFormat("geotiff", "image/tiff", lambda c, rgb, t, g: encode_geotiff(c, t, g),
+                 aliases=("tiff", "tif"), accept=("image/tiff", "image/geotiff")),
+    OutputFormat("json", "application/json",
+                 lambda c, rgb, t, g: json.dumps(class_summary(c, t, g)).encode(),
+                 accept=("application/json",)),
+    OutputFormat("overlay", "image/jpeg", lambda c, rgb, t, g: encode_overlay(rgb, c, t),
+                 aliases=("jpeg", "jpg"), accept=("image/jpeg",)),
+)}
+"""Every response format, the one table that request parsing and encoding read."""
+
+
 def encode(fmt: str, classes: np.ndarray, rgb: np.ndarray, table: ClassTable,
            georef: Optional[GeoReference]) -> tuple[bytes, str]:
-    """(body, content type) of ``classes`` in format ``fmt`` (a key of CONTENT_TYPES)."""
-    if fmt == "png":
-        body = encode_png(classes, table)
-    elif fmt == "geotiff":
-        body = encode_geotiff(classes, table, georef)
-    elif fmt == "json":
-        body = json.dumps(class_summary(classes, table, georef)).encode()
-    elif fmt == "overlay":
-        body = encode_overlay(rgb, classes, table)
-    else:
+    """(body, content type) of ``classes`` in format ``fmt`` (a key of :data:`FORMATS`)."""
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
-    return body, CONTENT_TYPES[fmt]
+    found = FORMATS[fmt]
+    return found.encoder(classes, rgb, table, georef), found.content_type

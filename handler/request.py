@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from handler.decode import DecodedImage
+from handler.encode import FORMATS
 from handler.errors import RequestError
 
-FORMAT_NAMES = ("png", "geotiff", "json", "overlay")
-FORMAT_ALIASES = {"tiff": "geotiff", "tif": "geotiff", "jpeg": "overlay", "jpg": "overlay"}
-ACCEPT_TYPES = {"image/png": "png", "image/tiff": "geotiff", "image/geotiff": "geotiff",
-                "application/json": "json", "image/jpeg": "overlay", "*/*": "png",
-                "image/*": "png"}
+FORMAT_NAMES = tuple(FORMATS)
+FORMAT_ALIASES = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
+ACCEPT_TYPES = {mime: f.name for f in FORMATS.values() for mime in f.accept}
 FORM_FIELDS = {"file", "format"}
 PART_OVERHEAD = 2048
 """Bytes one multipart part may spend on its boundary and headers (name, filename, type)."""

@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from handler.decode import GEOTIFF_TAGS, decode_image, to_uint8
-from handler.encode import CONTENT_TYPES, class_summary, encode
+from handler.encode import FORMATS, class_summary, encode
 from handler.errors import RequestError
 from handler.request import choose_format, image_bytes
 from model.class_table import ClassTable
@@ -174,7 +174,22 @@ def test_request_fields():
 ])
 def test_format_choice(row, header, accept, expected):
     assert choose_format(row, header, accept) == expected
-    assert expected in CONTENT_TYPES
+    assert expected in FORMATS
+
+
+def test_every_format_of_the_table_is_reachable_by_name_alias_and_accept_type():
+    """One table (handler.encode.FORMATS) decides names, aliases, Accept types and content
+    types: each way of asking reaches its format, and the answer carries its content type."""
+    classes = np.zeros((8, 8), np.uint8)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    table = ClassTable.load()
+    for name, fmt in FORMATS.items():
+        for asked in (name, *fmt.aliases):
+            assert choose_format({"format": asked.upper()}, None, None) == name
+        for mime in fmt.accept:
+            assert choose_format({}, None, mime) == name
+        body, content_type = encode(name, classes, rgb, table, None)
+        assert content_type == fmt.content_type and body
 
 
 def test_unknown_formats_are_refused():
