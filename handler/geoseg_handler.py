@@ -60,7 +60,7 @@ class GeoSegHandler(BaseHandler):
         path = os.path.join(properties.get("model_dir"), context.manifest["model"]["serializedFile"])
         artifact = load_artifact(path, self.device)
         self.model, self.classes = artifact.network, artifact.classes
-        self.scaling = BandScaling.from_meta(artifact.meta.get("band_scaling"))
+        self.scaling = BandScaling.from_meta(artifact.band_scaling)
         half = self.config.half_precision and self.device.type == "cuda"
         if half:
             self.model = self.model.half()

@@ -4,7 +4,10 @@ An exported GeoSeg model is one TorchScript file. The scripted network takes flo
 [0, 1], (N, 3, H, W), normalises inside, and returns a dict whose ``out`` is (N, C, H, W)
 logits. The extra file :data:`META_FILE` inside it is JSON: ``format`` (:data:`META_FORMAT`),
 ``arch``, ``classes`` (a :class:`~model.class_table.ClassTable` as a dict), ``input`` (range,
-normalisation) and ``output``, plus provenance (checkpoint, epoch, validation mIoU).
+normalisation) and ``output``, plus provenance (checkpoint, epoch, validation mIoU), the
+training crop (:data:`TRAIN_TILE_SIZE`) and, for rasters that are not 8-bit, the per-band
+scaling (:data:`BAND_SCALING`, ``handler.scaling``). Every key is spelled here once; the
+:class:`Artifact` reads each as a typed field, absent ones (older exports) as None.
 
 This module is archived with the handler (the TorchServe worker imports it), so it may import
 only ``torch``, the standard library and :mod:`model.class_table`.
@@ -17,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -26,6 +29,17 @@ from model.class_table import ClassTable
 META_FILE = "geoseg.json"
 META_FORMAT = "geoseg-torchscript/1"
 
+ARCH = "arch"
+CLASSES = "classes"
+BAND_SCALING = "band_scaling"
+"""Per-band scaling of rasters that are not 8-bit (``handler.scaling.BandScaling.to_meta``); the
+same key holds it in a training checkpoint and in a point-layer run's metrics."""
+TRAIN_TILE_SIZE = "train_tile_size"
+"""Side in pixels of the crops the network was trained on."""
+VAL_MIOU = "val_miou"
+EPOCH = "epoch"
+SOURCE_CHECKPOINT = "source_checkpoint"
+
 
 class ArtifactError(ValueError):
     """A file that is not a GeoSeg export (no metadata, or metadata that cannot be read)."""
@@ -33,7 +47,8 @@ class ArtifactError(ValueError):
 
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded export: the scripted network (eval mode), its class table and raw metadata."""
+    """A loaded export: the scripted network (eval mode), its class table and metadata, the
+    latter as typed fields (None where an older export lacks them) and whole in ``meta``."""
 
     network: torch.jit.ScriptModule
     classes: ClassTable
@@ -41,7 +56,24 @@ class Artifact:
 
     @property
     def arch(self) -> str:
-        return str(self.meta.get("arch", "unknown"))
+        return str(self.meta.get(ARCH, "unknown"))
+
+    @property
+    def band_scaling(self) -> Optional[dict[str, Any]]:
+        """The per-band scaling record (``handler.scaling.BandScaling.from_meta``), or None for
+        a model trained on 8-bit rasters."""
+        value = self.meta.get(BAND_SCALING)
+        return dict(value) if value else None
+
+    @property
+    def train_tile_size(self) -> Optional[int]:
+        value = self.meta.get(TRAIN_TILE_SIZE)
+        return int(value) if value is not None else None
+
+    @property
+    def val_miou(self) -> Optional[float]:
+        value = self.meta.get(VAL_MIOU)
+        return float(value) if value is not None else None
 
 
 @contextlib.contextmanager
@@ -69,7 +101,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
         raise ArtifactError(f"{path}: TorchScript file without {META_FILE}: not a GeoSeg export")
     try:
         meta = json.loads(extra[META_FILE])
-        classes = ClassTable.from_dict(meta["classes"])
+        classes = ClassTable.from_dict(meta[CLASSES])
     except (json.JSONDecodeError, KeyError, ValueError) as exc:
         raise ArtifactError(f"{path}: unreadable {META_FILE} ({exc})") from exc
     return Artifact(module.eval(), classes, meta)

@@ -17,7 +17,18 @@ from typing import Any
 import torch
 
 from common.cli import at_least, blocked_path, existing_file, fail, parser, refuse_overwrite
-from model.artifact import META_FORMAT, quiet_jit, save_artifact
+from model.artifact import (
+    ARCH,
+    BAND_SCALING,
+    CLASSES,
+    EPOCH,
+    META_FORMAT,
+    SOURCE_CHECKPOINT,
+    TRAIN_TILE_SIZE,
+    VAL_MIOU,
+    quiet_jit,
+    save_artifact,
+)
 from model.builder import IMAGENET_MEAN, IMAGENET_STD, NormalizedSegmenter
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable
@@ -45,8 +56,8 @@ def export_meta(table: ClassTable, arch: str, extra: dict[str, Any] | None = Non
     """The ``geoseg.json`` record that travels inside the exported file."""
     return {
         "format": META_FORMAT,
-        "arch": arch,
-        "classes": table.to_dict(),
+        ARCH: arch,
+        CLASSES: table.to_dict(),
         "input": {"channels": "RGB", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
                   "normalisation": "inside the model", "mean": list(IMAGENET_MEAN),
                   "std": list(IMAGENET_STD)},
@@ -80,10 +91,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int 
     """Checkpoint -> TorchScript file; returns the parity difference (raises ParityError)."""
     ckpt = read_checkpoint(checkpoint)
     model, table = model_from_checkpoint(ckpt, checkpoint)
-    extra = {"source_checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
-             "val_miou": ckpt.get("best_miou"), "train_tile_size": ckpt.get("crop_size")}
-    if ckpt.get("band_scaling"):
-        extra["band_scaling"] = ckpt["band_scaling"]  # rasters that are not 8-bit: handler.scaling
+    extra = {SOURCE_CHECKPOINT: Path(checkpoint).name, EPOCH: ckpt.get("epoch"),
+             VAL_MIOU: ckpt.get("best_miou"), TRAIN_TILE_SIZE: ckpt.get("crop_size")}
+    if ckpt.get(BAND_SCALING):
+        extra[BAND_SCALING] = ckpt[BAND_SCALING]  # rasters that are not 8-bit: handler.scaling
     return export_model(model, table, ckpt["arch"], out, extra, parity_size)
 
 

@@ -56,7 +56,7 @@ class LocalSegmenter:
         self.device = torch.device(device)
         artifact = load_artifact(self.path, self.device)
         self.table = artifact.classes
-        self.scaling = BandScaling.from_meta(artifact.meta.get("band_scaling"))
+        self.scaling = BandScaling.from_meta(artifact.band_scaling)
         self.config = config
         half = config.half_precision and self.device.type == "cuda"
         network = artifact.network.half() if half else artifact.network

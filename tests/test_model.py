@@ -102,3 +102,24 @@ def test_not_a_checkpoint_is_named(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="bad.pt"):
         read_checkpoint(bad)
+
+
+def test_the_artifact_reads_its_metadata_as_typed_fields_and_older_exports_still_load(tmp_path):
+    """Every metadata key is spelled in model/artifact.py; an export without the newer keys
+    (band scaling, training crop) loads with those fields None."""
+    from model.artifact import BAND_SCALING, TRAIN_TILE_SIZE
+    from tests.standins import ColourRule
+
+    scripted = torch.jit.script(ColourRule().eval())
+    table = ClassTable.load()
+    old = export_meta(table, "standin")
+    save_artifact(scripted, old, tmp_path / "old.pt")
+    loaded = load_artifact(tmp_path / "old.pt")
+    assert loaded.band_scaling is None and loaded.train_tile_size is None
+    assert loaded.arch == "standin" and loaded.classes == table
+    scaling = {"low": [0.0, 0.0, 0.0], "high": [4000.0, 4000.0, 4000.0]}
+    save_artifact(scripted, export_meta(table, "standin", {BAND_SCALING: scaling,
+                                                           TRAIN_TILE_SIZE: 256}),
+                  tmp_path / "new.pt")
+    loaded = load_artifact(tmp_path / "new.pt")
+    assert loaded.band_scaling == scaling and loaded.train_tile_size == 256

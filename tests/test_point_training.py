@@ -325,7 +325,7 @@ def test_16_bit_rasters_get_one_scaling_that_reaches_the_exported_model(tmp_path
     model = tmp_path / "m.pt"
     assert export_main(["--checkpoint", str(out / "best.pt"), "--out", str(model),
                         "--parity-size", "32"]) == 0
-    assert load_artifact(model, torch.device("cpu")).meta["band_scaling"] == scaling.to_meta()
+    assert load_artifact(model, torch.device("cpu")).band_scaling == scaling.to_meta()
     assert IGNORE_INDEX == 255
 
 

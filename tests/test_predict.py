@@ -19,7 +19,7 @@ import torch
 
 from handler.geoseg_handler import GeoSegHandler
 from handler.inference import HandlerConfig
-from model.artifact import save_artifact
+from model.artifact import BAND_SCALING, save_artifact
 from model.class_table import ClassTable
 from model.export import export_meta
 from scene.cli import SUMMARY
@@ -140,7 +140,7 @@ def scaled_standin(path: Path, low: float, high: float) -> Path:
     """The colour-rule stand-in exported with band statistics ``low`` / ``high`` per band."""
     scripted = torch.jit.script(ColourRule().eval())
     meta = export_meta(ClassTable.load(), "colour-rule-standin",
-                       {"band_scaling": {"low": [low] * 3, "high": [high] * 3}})
+                       {BAND_SCALING: {"low": [low] * 3, "high": [high] * 3}})
     save_artifact(scripted, meta, path)
     return path
 
@@ -175,7 +175,7 @@ def test_a_model_whose_statistics_miss_bands_is_refused(work, tmp_path, capsys):
     path = write_scene(tmp_path / "rgb16.tif", bands, nodata=None)
     scripted = torch.jit.script(ColourRule().eval())
     save_artifact(scripted, export_meta(ClassTable.load(), "standin",
-                                        {"band_scaling": {"low": [0.0], "high": [1.0]}}),
+                                        {BAND_SCALING: {"low": [0.0], "high": [1.0]}}),
                   tmp_path / "grey.pt")
     assert predict_main([str(path), str(tmp_path / "o.tif"), "--model",
                          str(tmp_path / "grey.pt"), *FLAGS]) == 1

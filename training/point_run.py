@@ -12,6 +12,7 @@ import torch
 
 from common.cli import warn
 from handler.scaling import BandScaling
+from model.artifact import BAND_SCALING
 from model.class_table import IGNORE_INDEX, ClassTable
 from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster, reading_note
 from training.evaluate import predictor
@@ -103,7 +104,7 @@ class PointData:
                 "point_counts": self.match.counts(), "train_points": self.split.num_train,
                 "val_points": self.split.num_val, "val_block_pixels": self.split.block_pixels,
                 "rasters": [str(p) for p in self.split.rasters],
-                "band_scaling": self.scaling.to_meta() if self.scaling else None}
+                BAND_SCALING: self.scaling.to_meta() if self.scaling else None}
 
 
 def prepare_points(args: argparse.Namespace, table: Optional[ClassTable]) -> PointData:

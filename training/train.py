@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from common.allocator import keep_freed_memory
 from common.cli import at_least, existing_path, fail, parser, positive, warn
+from model.artifact import BAND_SCALING
 from model.builder import ARCHITECTURES, PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import IGNORE_INDEX, ClassTable, ClassTableError
@@ -600,7 +601,7 @@ def checkpoint_payload(args: argparse.Namespace, table: ClassTable, config: dict
             "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(),
             "epoch": epoch, "best_miou": state.best_miou, "history": state.history,
             "crop_size": args.crop_size, "config": config,
-            "band_scaling": config.get("band_scaling"),
+            BAND_SCALING: config.get(BAND_SCALING),
             "rng": {"torch": torch.get_rng_state()},
             "teacher": state.teacher.state_dict() if state.teacher is not None else None}
 
