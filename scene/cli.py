@@ -23,6 +23,7 @@ import numpy as np
 from common.allocator import keep_freed_memory
 from common.cli import at_least, fail, parser, positive, refuse_overwrite
 from handler.inference import HandlerConfig
+from handler.tiling import BLENDS
 from scene.parts import PartStore
 from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster, reading_note
 
@@ -52,6 +53,10 @@ def build_parser():
                    help="tile side in pixels (must match the server's with --server)")
     p.add_argument("--overlap", type=at_least(0), default=defaults.tile_overlap,
                    help="tile overlap in pixels (must match the server's with --server)")
+    p.add_argument("--blend", choices=BLENDS, default=defaults.tile_blend,
+                   help="join tiles by blending their class probabilities across the overlap "
+                        "(taper: no seams) or by splitting it in the middle (centre: cheaper, "
+                        "seams where tiles disagree); must match the server's with --server")
     p.add_argument("--tile-batch", type=at_least(0), default=defaults.tile_batch_size,
                    help="tiles per forward pass, 0 for the device's default (local mode)")
     p.add_argument("--tiles-per-window", type=at_least(1), default=4,
@@ -199,8 +204,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return fail("give at least one INPUT and the OUTPUT")
     if args.min_area and not args.vector:
         return fail("--min-area applies to --vector polygons; add --vector")
-    if not args.overlap < args.tile:
-        return fail(f"--overlap must be below --tile ({args.overlap} >= {args.tile})")
+    if not 2 * args.overlap <= args.tile:
+        return fail(f"--overlap must be at most half of --tile ({args.overlap} > {args.tile} / 2)")
     try:
         from scene.run import map_scene
 
@@ -212,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not jobs:
             return 0
         config = HandlerConfig(tile_size=args.tile, tile_overlap=args.overlap,
-                               tile_batch_size=args.tile_batch)
+                               tile_blend=args.blend, tile_batch_size=args.tile_batch)
         segmenter = make_segmenter(args, config)
         for note in reading_notes(jobs, segmenter, bool(args.server)):
             print(note, file=sys.stderr)

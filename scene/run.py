@@ -101,12 +101,13 @@ class SceneResult:
     cpu_seconds: float = 0.0
 
 
-def fingerprint(source: SceneSource, segmenter: Segmenter, tile: int, overlap: int,
+def fingerprint(source: SceneSource, segmenter: Segmenter, config: HandlerConfig,
                 tiles_per_window: int) -> dict[str, Any]:
     """What the parts of a run depend on; a resume needs the same."""
     stat = source.path.stat()
-    return {"input": f"{source.path.name}:{stat.st_size}:{int(stat.st_mtime)}", "tile": tile,
-            "overlap": overlap, "tiles_per_window": tiles_per_window, **segmenter.fingerprint()}
+    return {"input": f"{source.path.name}:{stat.st_size}:{int(stat.st_mtime)}",
+            "tile": config.tile_size, "overlap": config.tile_overlap, "blend": config.tile_blend,
+            "tiles_per_window": tiles_per_window, **segmenter.fingerprint()}
 
 
 def segment_windows(source: SceneSource, windows: list[SceneWindow], segmenter: Segmenter,
@@ -170,9 +171,10 @@ def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_
     """Map ``job.input`` to ``job.output`` (COG) and the optional vector, stats and preview."""
     tile, overlap = config.tile_size, config.tile_overlap
     with SceneSource(job.input, segmenter.scaling) as source:
-        windows = plan_windows(source.height, source.width, tile, overlap, tiles_per_window)
+        windows = plan_windows(source.height, source.width, tile, overlap, tiles_per_window,
+                               config.tile_blend == "taper")
         parts = PartStore(job.output)
-        parts.start(fingerprint(source, segmenter, tile, overlap, tiles_per_window), resume)
+        parts.start(fingerprint(source, segmenter, config, tiles_per_window), resume)
         done = parts.done()
         todo = [w for w in windows if w.index not in done]
         total = sum(w.tiles for w in windows)

@@ -8,7 +8,8 @@ blended), so a window is read with that tile too, and segmented on its own with 
 margin. Its tiling then coincides with the scene's (same tile origins, same taper weights on
 the pixels it writes), so the mosaic of windows equals one request for the whole scene, pixel
 for pixel, and each window is an independent job (a request to a server, a part on disk for
-``--resume``).
+``--resume``). With the hard split (``tile_blend: centre``) a window reads only its own tiles
+and writes what they keep.
 """
 from __future__ import annotations
 
@@ -29,29 +30,35 @@ class SceneWindow:
     tiles: int
 
 
-def _groups(spans: list[Span], size: int, tile: int, length: int
+def _groups(spans: list[Span], size: int, tile: int, length: int, blended: bool
             ) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
     """((read_from, read_to), (keep_from, keep_to), tiles) for consecutive groups of ``size``
-    spans along an axis of ``length`` pixels: a group keeps from its first tile's start (0 for
-    the first) to the next group's, and reads from the previous group's last tile on."""
+    spans along an axis of ``length`` pixels. ``blended``: a group keeps from its first tile's
+    start (0 for the first) to the next group's, and reads from the previous group's last tile
+    on; else (hard split) it keeps its tiles' kept centres and reads only its own tiles."""
     groups = []
     starts = [s for s, _ in spans]
     for i in range(0, len(spans), size):
-        first, last = max(0, i - 1), min(len(spans), i + size) - 1
-        keep_from = 0 if i == 0 else starts[i]
-        keep_to = length if last == len(spans) - 1 else starts[last + 1]
+        first, last = i, min(len(spans), i + size) - 1
+        if blended:
+            keep_from = 0 if i == 0 else starts[i]
+            keep_to = length if last == len(spans) - 1 else starts[last + 1]
+            first = max(0, i - 1)
+        else:
+            keep_from, keep_to = spans[first][1][0], spans[last][1][1]
         groups.append(((starts[first], starts[last] + tile), (keep_from, keep_to),
                        last - first + 1))
     return groups
 
 
 def plan_windows(height: int, width: int, tile: int, overlap: int,
-                 tiles_per_window: int) -> list[SceneWindow]:
-    """The windows of a ``height`` x ``width`` scene, row by row."""
+                 tiles_per_window: int, blended: bool = True) -> list[SceneWindow]:
+    """The windows of a ``height`` x ``width`` scene, row by row; ``blended``: for tiles joined
+    by the taper (each window also reads the tile before it), else for the hard split."""
     if tiles_per_window < 1:
         raise ValueError("tiles_per_window must be at least 1")
-    rows = _groups(axis_spans(height, tile, overlap), tiles_per_window, tile, height)
-    cols = _groups(axis_spans(width, tile, overlap), tiles_per_window, tile, width)
+    rows = _groups(axis_spans(height, tile, overlap), tiles_per_window, tile, height, blended)
+    cols = _groups(axis_spans(width, tile, overlap), tiles_per_window, tile, width, blended)
     return [SceneWindow(r * len(cols) + c, Window(ry[0], ry[1], cx[0], cx[1]),
                         Window(ky[0], ky[1], kx[0], kx[1]), nr * nc)
             for r, (ry, ky, nr) in enumerate(rows) for c, (cx, kx, nc) in enumerate(cols)]

@@ -2,6 +2,7 @@
 image; the outputs read back through GDAL; resume after a kill; one band-scaling rule."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,10 +42,11 @@ def work(tmp_path_factory) -> Path:
     return work
 
 
-def handler_answer(work: Path, body: bytes) -> np.ndarray:
+def handler_answer(work: Path, body: bytes, blend: str = "taper") -> np.ndarray:
     """The class GeoTIFF the handler answers for ``body`` as one request, read back."""
     ctx = StandInContext(work, headers={0: {"X-GeoSeg-Format": "geotiff"}},
-                         handler_config={"tile_size": TILE, "tile_overlap": OVERLAP})
+                         handler_config={"tile_size": TILE, "tile_overlap": OVERLAP,
+                                         "tile_blend": blend})
     handler = GeoSegHandler()
     handler.initialize(ctx)
     answer = handler.handle([{"body": body}], ctx)[0]
@@ -58,14 +60,15 @@ def read_classes(path: Path) -> np.ndarray:
         return src.read(1)
 
 
-@pytest.mark.parametrize("tiles_per_window", [1, 3])
-def test_scene_in_windows_equals_the_handlers_single_answer(work, tiles_per_window):
-    out = work / f"windows{tiles_per_window}.tif"
-    segmenter = LocalSegmenter(work / "standin.pt", "cpu", CONFIG)
-    result = map_scene(SceneJob(work / "scene.tif", out), segmenter, CONFIG, tiles_per_window,
+@pytest.mark.parametrize("tiles_per_window, blend", [(1, "taper"), (3, "taper"), (2, "centre")])
+def test_scene_in_windows_equals_the_handlers_single_answer(work, tiles_per_window, blend):
+    out = work / f"windows{tiles_per_window}-{blend}.tif"
+    config = dataclasses.replace(CONFIG, tile_blend=blend)
+    segmenter = LocalSegmenter(work / "standin.pt", "cpu", config)
+    result = map_scene(SceneJob(work / "scene.tif", out), segmenter, config, tiles_per_window,
                        show_progress=False)
     assert result.windows > 4  # really cut into several windows
-    expected = handler_answer(work, (work / "scene.tif").read_bytes())
+    expected = handler_answer(work, (work / "scene.tif").read_bytes(), blend)
     assert len(np.unique(expected)) >= 4
     np.testing.assert_array_equal(read_classes(out), expected)
 
