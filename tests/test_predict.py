@@ -202,3 +202,9 @@ def test_clear_errors(work, tmp_path, capsys):
         assert predict_main([*argv, *model]) != 0
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    cases = [([str(work / "scene.tif"), str(tmp_path / "o.tif"), *model, "--overlap", "20"],
+              "--overlap must be at most half of --tile")]   # TILE 32
+    for argv, message in cases:
+        assert predict_main(argv) != 0
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
