@@ -141,9 +141,15 @@ def test_predict_benchmark_pairs_bare_and_local_runs(tmp_path):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "predict.json"
     assert predict_main(["--model", str(model), "--side", "2048", "--repeats", "2", "--parts", "bare",
-                         "local", "--compare-allocator", "--out", str(out)]) == 0
+                         "local", "--compare-allocator", "--local-variants", "taper:4", "centre:4",
+                         "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["local"]["tiles"] == 25  # 2048 px at tile 512, overlap 64: 5 x 5 tiles
+    assert result["local"]["scene_tiles"] == 25  # 2048 px at tile 512, overlap 64: 5 x 5 tiles
+    # windows of 4 x 4 tiles: the blended ones also run the tile before them (4 + 2 per axis)
+    assert result["local_variants"]["taper:4"]["tiles_run"] == 36
+    assert result["local_variants"]["centre:4"]["tiles_run"] == 25
+    for variant in result["local_variants"].values():
+        assert len(variant["scene_over_bare"]["pairs"]) == 2
     for key in ("local_over_bare", "local_over_bare_by_cpu_time", "kept_over_default_allocator"):
         assert len(result[key]["pairs"]) == 2 and all(r > 0 for r in result[key]["pairs"]), key
     assert result["bare_tiles_per_s"]["median"] > 0
