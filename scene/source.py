@@ -25,8 +25,9 @@ GDAL_CACHE_MB = "256"
 """GDAL's block cache for windowed work (its default is 5 % of the machine's memory, which a large
 scene fills): windows reuse few blocks, a few hundred MB is plenty."""
 
-FALLBACK_SAMPLE_PIXELS = 4_000_000
-"""Pixels read (decimated) to fit the percentile fallback over a whole scene."""
+SAMPLE_PIXELS = 4_000_000
+"""Pixels read (decimated) to measure band statistics: the percentile fallback over a whole
+scene here, the band scaling over all training rasters together in training."""
 
 
 class SceneError(ValueError):
@@ -65,7 +66,7 @@ class SceneSource:
                 return model_scaling.for_bands(len(self.bands))
             except ValueError as exc:
                 raise SceneError(f"{self.path}: {exc}") from None
-        return percentile_scaling(*decimated_sample(self.dataset, self.bands, FALLBACK_SAMPLE_PIXELS))
+        return percentile_scaling(*decimated_sample(self.dataset, self.bands, SAMPLE_PIXELS))
 
     @property
     def georeferenced(self) -> bool:

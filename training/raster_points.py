@@ -33,15 +33,12 @@ from torch.utils.data import Dataset
 from handler.decode import raster_bands, valid_mask
 from handler.scaling import BandScaling, percentile_scaling
 from model.class_table import IGNORE_INDEX
-from scene.source import SceneSource, decimated_sample, open_raster
+from scene.source import SAMPLE_PIXELS, SceneSource, decimated_sample, open_raster
 from training.data import augment, to_tensors
 from training.point_layer import MatchResult
 from training.point_options import RANDOM_CROP_SHARE, PointInputError
 from training.point_validation import block_ids, spatial_block_split
 from training.points import Points, points_to_label
-
-SCALING_SAMPLE_PIXELS = 4_000_000
-"""Pixels read (decimated, over all training rasters together) to measure the band scaling."""
 
 
 class PointTrainingError(PointInputError):
@@ -127,7 +124,7 @@ def split_points(match: MatchResult, val_fraction: float, block_pixels: int, see
 
 def training_scaling(rasters: Sequence[Path]) -> Optional[BandScaling]:
     """The band scaling of the rasters that are not 8-bit (2nd-98th percentile per band over
-    the valid pixels of a decimated read of each, :data:`SCALING_SAMPLE_PIXELS` in all), or
+    the valid pixels of a decimated read of each, :data:`scene.source.SAMPLE_PIXELS` in all), or
     None when every raster is 8-bit. Raises PointTrainingError when their band counts differ."""
     samples: list[np.ndarray] = []
     counts = set()
@@ -136,7 +133,7 @@ def training_scaling(rasters: Sequence[Path]) -> Optional[BandScaling]:
         with open_raster(path) as src:
             bands = raster_bands(src)
             counts.add(len(bands))
-            sample, valid = decimated_sample(src, bands, SCALING_SAMPLE_PIXELS // len(wide))
+            sample, valid = decimated_sample(src, bands, SAMPLE_PIXELS // len(wide))
         flat = sample.reshape(len(bands), -1).astype(np.float64)
         if valid is not None:
             flat = flat[:, valid.reshape(-1)]

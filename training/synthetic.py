@@ -24,7 +24,10 @@ from tqdm import tqdm
 from common.cli import at_least, blocked_path, fail, parser, refuse_overwrite
 from model.class_table import ClassTable
 
-BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
+BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = (
+    ClassTable.load().names.index(name)
+    for name in ("background", "building", "woodland", "water", "road"))
+"""The synthetic scenes' class ids, looked up by name in the default table (model/classes.json)."""
 UNIT = 256
 """Feature sizes are fixed in pixels (a fixed ground resolution, as in real orthophotos): a
 scene of side ``UNIT`` holds one neighbourhood; larger scenes hold proportionally more objects."""
