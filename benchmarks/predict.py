@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"also time local mode with the C library's default allocator settings "
                         f"({SWITCH}=0) in each repeat")
     p.add_argument("--local-variants", nargs="+", default=["taper:4"], metavar="BLEND:N",
-                   help="local runs in each repeat: --blend and --tiles-per-window of each "
-                        "(e.g. centre:4 taper:4 taper:8); the first is reported as `local`")
+                   help="local runs in each repeat: --blend, --tiles-per-window and optionally "
+                        "--overlap of each (e.g. centre:4:64 taper:4 taper:8); the first is "
+                        "reported as `local`; scene tiles are counted at the default overlap")
     p.add_argument("--child-bare", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-tiles", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         default_runs: list[dict[str, Any]] = []
         local = [str(scene), str(work / "local.tif"), "--model", str(model)]
-        variants = {v: [*local, "--blend", v.split(":")[0], "--tiles-per-window", v.split(":")[1]]
+        variants = {v: [*local, "--blend", v.split(":")[0], "--tiles-per-window", v.split(":")[1],
+                        "--overlap", (v.split(":") + [str(config.tile_overlap)])[2]]
                     for v in args.local_variants}
         by_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         for _ in range(args.repeats):  # interleaved, so that a drift of the machine hits both
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             # the scene's own tiles per second: what a user waits for (a blended window also
             # runs the last tile of the window before it)
             record = {"tiles_run": found[0]["tiles"], "scene_tiles": tiles,
+                      "segment_s": summary([r["segment_s"] for r in found]),
                       "tiles_per_s": summary([r["tiles_per_s"] for r in found]),
                       "scene_tiles_per_s": summary([tiles / r["segment_s"] for r in found]),
                       "wall_s": summary([r["wall_s"] for r in found]),

@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{args.model} not found (make export)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         return fail("--device cuda, but CUDA is not available here")
+    if not 0 <= 2 * args.overlap <= args.tile:
+        return fail(f"--overlap must be at most half of --tile ({args.overlap} > {args.tile} / 2)")
     grid = settings_grid(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))

@@ -33,7 +33,6 @@ from typing import Any, Optional
 import numpy as np
 import rasterio
 import torch
-from PIL import Image
 from rasterio.transform import from_origin
 
 from common.allocator import keep_freed_memory
@@ -47,6 +46,7 @@ from scene.run import LocalSegmenter, SceneJob, map_scene
 from scene.seams import seam_index
 from training.data import ColourMaskFolders
 from training.metrics import confusion_matrix, scores
+from training.visualize import save_picture, with_legend
 
 VARIANTS = {
     # name: (image pooling window in training crops, None: the whole tile; blend, tile, overlap)
@@ -96,12 +96,17 @@ def build_mosaic(source: ColourMaskFolders, columns: int, folder: Path, offset: 
         y += h
     path = folder / f"mosaic-{offset}.tif"
     with rasterio.open(path, "w", driver="GTiff", width=width, height=image.shape[0], count=4,
-                       dtype="uint8", crs="EPSG:32640", photometric="RGB",
+                       dtype="uint8", crs="EPSG:32640", photometric="RGB", alpha="YES",
                        transform=from_origin(500000.0, 2800000.0, 0.5, 0.5)) as dst:
         dst.write(np.moveaxis(image, -1, 0))
-        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
     return path, mask, scored
+
+
+def coloured(classes: np.ndarray, table: ClassTable) -> np.ndarray:
+    """(H, W) uint8 class ids -> (H, W, 3) uint8 in the class colours, no data black."""
+    colours = np.zeros((256, 3), np.uint8)
+    colours[:table.num_classes] = np.array(table.colors, np.uint8)
+    return colours[classes]
 
 
 def export_variant(checkpoint: Path, window: Optional[int], out: Path) -> None:
@@ -134,10 +139,7 @@ def run_variant(model: Path, mosaic: Path, mask: np.ndarray, table: ClassTable, 
     with rasterio.open(out) as src:
         classes = src.read(1)
     if picture is not None:
-        colours = np.zeros((256, 3), np.uint8)
-        colours[:table.num_classes] = np.array(table.colors, np.uint8)
-        picture.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(colours[classes]).save(picture)
+        save_picture(picture, with_legend(coloured(classes, table), table))
     found = scores(confusion_matrix(classes, mask, table.num_classes))
     scene_tiles = len(plan_tiles(classes.shape[0], classes.shape[1], tile, overlap))
     return {"seams": seam_index(classes, tile, overlap).as_dict(), "miou": found.miou,

@@ -32,7 +32,7 @@ class HandlerConfig:
     """
 
     tile_size: int = 512
-    tile_overlap: int = 64
+    tile_overlap: int = 96
     tile_blend: str = "taper"
     tile_batch_size: int = 0       # 0: 1 on CPU, 16 on CUDA (see micro_batch)
     max_pixels: int = 100_000_000  # a whole LandCover.ai orthophoto is about 90 Mpx

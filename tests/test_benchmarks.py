@@ -37,7 +37,8 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "results"
     assert run_main(["--model", str(model), "--users", "1", "--duration", "4",
-                     "--image-count", "1", "--tile", "128", "--out", str(out)]) == 0
+                     "--image-count", "1", "--tile", "128", "--overlap", "32",
+                     "--out", str(out)]) == 0
     (json_file,) = out.glob("*.json")
     result = json.loads(json_file.read_text())
     (row,) = result["rows"]
