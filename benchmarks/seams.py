@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import rasterio
 import torch
+from PIL import Image
 from rasterio.transform import from_origin
 
 from common.allocator import keep_freed_memory
@@ -46,7 +47,7 @@ from scene.run import LocalSegmenter, SceneJob, map_scene
 from scene.seams import seam_index
 from training.data import ColourMaskFolders
 from training.metrics import confusion_matrix, scores
-from training.visualize import save_picture, with_legend
+from training.visualize import save_picture, titled_panels, with_legend
 
 VARIANTS = {
     # name: (image pooling window in training crops, None: the whole tile; blend, tile, overlap)
@@ -126,11 +127,24 @@ def handler_config(blend: str, tile: int, overlap: int) -> HandlerConfig:
     return config
 
 
+FIGURE_CROP = (slice(200, 1100), slice(400, 1700))
+"""The part of the mosaic (at offset 0) that ``--figure`` shows: rows, columns."""
+
+
+def comparison_figure(maps: dict[str, np.ndarray], table: ClassTable) -> np.ndarray:
+    """The :data:`FIGURE_CROP` of each coloured map (H, W, 3) uint8 side by side, titled with
+    its variant's name, shrunk to 2/3, above the class legend."""
+    rows, cols = FIGURE_CROP
+    panels = [np.asarray(Image.fromarray(np.ascontiguousarray(m[rows, cols])).resize(
+        ((cols.stop - cols.start) * 2 // 3, (rows.stop - rows.start) * 2 // 3),
+        Image.Resampling.NEAREST)) for m in maps.values()]
+    return with_legend(titled_panels(panels, list(maps)), table)
+
+
 def run_variant(model: Path, mosaic: Path, mask: np.ndarray, table: ClassTable, blend: str,
-                tile: int, overlap: int, folder: Path, picture: Optional[Path] = None
-                ) -> dict[str, Any]:
-    """Map the mosaic with one model and tiling; seam index, mIoU against ``mask`` and tiles/s;
-    ``picture``: also write the class map there in the class colours."""
+                tile: int, overlap: int, folder: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """Map the mosaic with one model and tiling: (seam index, mIoU against ``mask`` and
+    tiles/s; the (H, W) uint8 class map)."""
     config = handler_config(blend, tile, overlap)
     segmenter = LocalSegmenter(model, "cpu", config)
     out = folder / f"map-{mosaic.stem}-{blend}-{tile}-{overlap}.tif"
@@ -138,15 +152,13 @@ def run_variant(model: Path, mosaic: Path, mask: np.ndarray, table: ClassTable, 
                        show_progress=False)
     with rasterio.open(out) as src:
         classes = src.read(1)
-    if picture is not None:
-        save_picture(picture, with_legend(coloured(classes, table), table))
     found = scores(confusion_matrix(classes, mask, table.num_classes))
     scene_tiles = len(plan_tiles(classes.shape[0], classes.shape[1], tile, overlap))
     return {"seams": seam_index(classes, tile, overlap).as_dict(), "miou": found.miou,
             "pixel_accuracy": found.pixel_accuracy, "tiles": result.tiles,
             "scene_tiles": scene_tiles, "seconds": result.seconds,
             "tiles_per_second": result.tiles / result.seconds,
-            "scene_tiles_per_second": scene_tiles / result.seconds}
+            "scene_tiles_per_second": scene_tiles / result.seconds}, classes
 
 
 def mean_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,6 +186,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="folders whose photos the mIoU is taken on (held out from training)")
     p.add_argument("--pictures", type=Path, default=None,
                    help="folder for each variant's class map of the first offset (PNG)")
+    p.add_argument("--figure", type=Path, default=None,
+                   help="a picture of the same part of every variant's map, side by side "
+                        "(docs/seams.png: --variants centre 'taper, overlap 96')")
     p.add_argument("--scale", type=float, default=0.5)
     p.add_argument("--columns", type=int, default=6, help="photos per mosaic row")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -193,6 +208,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         mosaics = {offset: build_mosaic(source, args.columns, folder, offset, args.val_dirs)
                    for offset in args.offsets}
         exported: dict[Optional[int], Path] = {}
+        first_maps: dict[str, np.ndarray] = {}
         for name in args.variants:
             window, blend, tile, overlap = VARIANTS[name]
             px = window * crop if window else None
@@ -201,12 +217,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                 export_variant(args.checkpoint, px, exported[px])
             runs = {}
             for offset, (path, mask, scored) in mosaics.items():
-                picture = None
-                if args.pictures is not None and offset == args.offsets[0]:
-                    picture = args.pictures / f"{name.replace(' ', '-').replace(',', '')}.png"
-                runs[offset] = {"truth_seams": seam_index(mask, tile, overlap).as_dict(),
-                                **run_variant(exported[px], path, scored, table, blend, tile,
-                                              overlap, folder, picture)}
+                found, classes = run_variant(exported[px], path, scored, table, blend, tile,
+                                             overlap, folder)
+                runs[offset] = {"truth_seams": seam_index(mask, tile, overlap).as_dict(), **found}
+                if offset == args.offsets[0]:
+                    first_maps[name] = coloured(classes, table)
+            if args.pictures is not None:
+                save_picture(args.pictures / f"{name.replace(' ', '-').replace(',', '')}.png",
+                             with_legend(first_maps[name], table))
             rows[name] = {"pooling_window_px": px, "blend": blend, "tile": tile,
                           "overlap": overlap, **mean_of_runs(list(runs.values())),
                           "by_offset": runs}
@@ -216,6 +234,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"mIoU {100 * r['miou']:.2f}, {r['scene_tiles_per_second']:.2f} scene tiles/s",
                   file=sys.stderr, flush=True)
         shape = list(mosaics[args.offsets[0]][1].shape)
+    if args.figure is not None:
+        save_picture(args.figure, comparison_figure(first_maps, table))
     record = {"machine": platform.machine(), "threads": torch.get_num_threads(),
               "checkpoint": args.checkpoint.name, "epoch": ckpt.get("epoch"),
               "train_crop": crop, "mosaic": {"dirs": args.dirs, "scored_dirs": args.val_dirs,
