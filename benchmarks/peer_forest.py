@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from common.cli import at_least, blocked_path, fail, parser, refuse_overwrite, write_json
 from model.class_table import ClassTable, ClassTableError
-from training.data import DatasetError, PointSupervisedDataset, SampleSource
+from training.data import DatasetError, PointSupervisedDataset, SampleSource, image_from_tensor
 from training.dataset_args import add_data_args, load_table, open_source
 from training.evaluate import evaluate_source
 from training.metrics import scores
@@ -97,12 +97,6 @@ def features_at(features: np.ndarray, points: Points) -> tuple[np.ndarray, np.nd
     """The rows of ``features`` (H, W, F) at ``points`` (K, 3) int64 (row, col, class id): the
     (K, F) float32 training samples and their (K,) int64 class ids."""
     return features[points[:, 0], points[:, 1]], points[:, 2].astype(np.int64)
-
-
-def image_from_tensor(x: torch.Tensor) -> np.ndarray:
-    """Inverse of ``training.data.to_tensors``' image part: (3, H, W) float32 in [0, 1] ->
-    (H, W, 3) uint8."""
-    return x.permute(1, 2, 0).mul(255.0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 class ForestPredictor:

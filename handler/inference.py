@@ -54,6 +54,12 @@ class HandlerConfig:
             raise ValueError(f"model-config.yaml handler section: bad values {config}")
         return config
 
+    @property
+    def blended(self) -> bool:
+        """Whether tiles are blended (the predictor returns scores, scene windows read the tile
+        before them) rather than split at the middle of their overlap."""
+        return self.tile_blend == "taper"
+
     def micro_batch(self, device: torch.device | str) -> int:
         """Tiles per forward pass on ``device``: ``tile_batch_size``, or where that is 0, 1 on
         a CPU (a lone request pays for one tile, not a padded batch; batch 1 was the best CPU
@@ -129,7 +135,7 @@ def config_predictor(model: torch.nn.Module, device: torch.device, config: Handl
     already converted), channels-last, and scores where tiles are blended."""
     half = config.half_precision and device.type == "cuda"
     return tile_predictor(model, device, half, config.channels_last,
-                          scores=config.tile_blend == "taper")
+                          scores=config.blended)
 
 
 def warm_up(predict: TilePredictor, micro_batch: int, tile: int) -> None:

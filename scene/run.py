@@ -172,7 +172,7 @@ def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_
     tile, overlap = config.tile_size, config.tile_overlap
     with SceneSource(job.input, segmenter.scaling) as source:
         windows = plan_windows(source.height, source.width, tile, overlap, tiles_per_window,
-                               config.tile_blend == "taper")
+                               config.blended)
         parts = PartStore(job.output)
         parts.start(fingerprint(source, segmenter, config, tiles_per_window), resume)
         done = parts.done()

@@ -263,6 +263,13 @@ def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torc
         torch.from_numpy(_torch_ready(label)).long()
 
 
+def image_from_tensor(x: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`to_tensors`' image part: (3, H, W) float32 in [0, 1] -> (H, W, 3)
+    uint8 (exact for a tensor that came from uint8)."""
+    return x.detach().cpu().permute(1, 2, 0).mul(255.0).round().clamp(0, 255).to(
+        torch.uint8).numpy()
+
+
 class PointSupervisedDataset(Dataset):
     """Training tensors from a source: point labels (or dense masks), cropped and augmented.
 

@@ -21,7 +21,7 @@ from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from training.data import DatasetError, SampleSource, to_tensors
+from training.data import DatasetError, SampleSource, image_from_tensor, to_tensors
 from training.dataset_args import add_data_args, open_source
 from training.device import DeviceError, resolve_device
 from training.metrics import SegmentationScores, confusion_matrix, scores
@@ -41,11 +41,11 @@ def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False,
     tiles of ``config`` (None: ``HandlerConfig()``, the served defaults), blended the same way,
     so validation scores what a user gets. ``amp``: float16 autocast (CUDA)."""
     config = config or HandlerConfig()
-    scores = tile_predictor(model, device, scores=config.tile_blend == "taper")
+    scores = tile_predictor(model, device, scores=config.blended)
     micro_batch = config.tile_batch_size or 1   # a padded batch of 16 would cost 16 tiles each
 
     def predict(x: torch.Tensor, margin: Optional[int] = None) -> torch.Tensor:
-        image = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+        image = image_from_tensor(x[0])
         with torch.autocast(device.type, torch.float16, enabled=amp):
             (ids,) = segment_images([image], scores, config.tile_size, config.tile_overlap,
                                     micro_batch, [margin])

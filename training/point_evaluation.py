@@ -125,7 +125,7 @@ def windows_to_predict(height: int, width: int, points: Points, everything: bool
         whole = Window(0, height, 0, width)
         return [SceneWindow(0, whole, whole, 1)]
     windows = plan_windows(height, width, config.tile_size, config.tile_overlap,
-                           TILES_PER_WINDOW, config.tile_blend == "taper")
+                           TILES_PER_WINDOW, config.blended)
     if everything:
         return windows
     return [w for w in windows
