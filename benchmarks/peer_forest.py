@@ -19,8 +19,9 @@ Simulated points (the same data options as ``geoseg train``):
 images (the usual case: a user clicks on the photo they want mapped).
 
 A point layer clicked on rasters (as ``geoseg train --images ... --points ...``; the points are
-matched and split as there, the rasters' training points get their features from cells of at
-most 512 px plus 64 px of context, and validation is ``training.point_evaluation``'s):
+matched and split as there, the rasters' training points get their features from the windows
+validation predicts, each with at least a tile overlap of context, and validation is
+``training.point_evaluation``'s):
 
     geoseg peer-forest --images ortho/*.tif --points clicks.gpkg --class-field landcover \\
         --val-images val/*.tif --val-masks val_masks/*.png --out runs/forest
@@ -167,8 +168,6 @@ def samples_from_rasters(rasters: Sequence[Path], points: Sequence[Points], scal
                 keep, read = window.keep, window.read
                 inside = points_in_window(raster_points, keep.y0, keep.x0, keep.y1 - keep.y0,
                                           keep.x1 - keep.x0)
-                if not len(inside):
-                    continue
                 bands, _ = source.read(read)
                 image = source.rgb(bands)
                 t0 = time.perf_counter()

@@ -158,7 +158,8 @@ def _draw_entry(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, x: int, y:
 
 
 @functools.lru_cache(maxsize=32)
-def _box(names: tuple[str, ...], colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+def _box(names: tuple[str, ...], colors: tuple[tuple[int, int, int], ...], scale: int
+         ) -> np.ndarray:
     font, widths = _legend_entries(names)
     w, h = max(widths) + 2 * LEGEND_PAD, len(names) * LEGEND_ROW + LEGEND_PAD
     im = Image.new("RGB", (w, h), (255, 255, 255))
@@ -167,15 +168,17 @@ def _box(names: tuple[str, ...], colors: tuple[tuple[int, int, int], ...]) -> np
     for k, (name, color) in enumerate(zip(names, colors)):
         _draw_entry(draw, font, LEGEND_PAD, LEGEND_PAD // 2 + k * LEGEND_ROW, name, color)
     out = np.asarray(im)
+    if scale != 1:
+        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
     out.setflags(write=False)
     return out
 
 
 def legend_box(table: ClassTable, scale: int = 1) -> np.ndarray:
     """(h, w, 3) uint8, read-only: a white box, one line per class (colour swatch and name),
-    enlarged ``scale`` times (nearest neighbour). About 84 x 79 px for five classes at scale 1."""
-    box = _box(tuple(table.names), tuple(tuple(c) for c in table.colors))
-    return box if scale == 1 else box.repeat(scale, axis=0).repeat(scale, axis=1)
+    enlarged ``scale`` times (nearest neighbour). About 84 x 79 px for five classes at scale 1.
+    Cached per table and scale: a served overlay pays only for pasting it."""
+    return _box(table.names, table.colors, scale)
 
 
 def legend_strip(table: ClassTable, width: int, scale: int = 1) -> np.ndarray:

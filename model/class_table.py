@@ -15,6 +15,7 @@ display colour is also the mask colour (tables written before ``mask_color`` exi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -84,10 +85,12 @@ class ClassTable:
             return self._by_name[key]
         raise KeyError(f"unknown class {value!r} (known: {', '.join(self.names)})")
 
-    def palette(self) -> np.ndarray:
-        """Colour lookup table, uint8 (256, 3): row k is class k's colour; others black."""
+    def palette(self, colors: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+        """Colour lookup table, uint8 (256, 3): row k is class k's colour (``colors``, default
+        the display colours); others black."""
         lut = np.zeros((256, 3), dtype=np.uint8)
-        lut[: self.num_classes] = np.asarray(self.colors, dtype=np.uint8)
+        lut[: self.num_classes] = np.asarray(self.colors if colors is None else colors,
+                                             dtype=np.uint8)
         return lut
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
@@ -120,8 +123,7 @@ class ClassTable:
     def colorize_mask(self, labels: np.ndarray) -> np.ndarray:
         """Paint class ids in the mask colours (the inverse of :meth:`mask_from_colors`):
         (H, W) ids -> (H, W, 3) uint8; 255 paints the first ignore colour (black without one)."""
-        lut = np.zeros((256, 3), dtype=np.uint8)
-        lut[: self.num_classes] = np.asarray(self.mask_codes, dtype=np.uint8)
+        lut = self.palette(self.mask_codes)
         if self.ignore_colors:
             lut[IGNORE_INDEX] = self.ignore_colors[0]
         return lut[labels.astype(np.uint8)]

@@ -28,7 +28,7 @@ from model.artifact import load_artifact
 from model.class_table import ClassTable
 from scene.output import assemble, statistics, write_preview, write_statistics
 from scene.parts import PartStore
-from scene.source import SceneError, SceneSource, open_raster
+from scene.source import SceneError, SceneSource
 from scene.windows import SceneWindow, keep_in_read, plan_windows
 
 
@@ -199,10 +199,5 @@ def map_scene(job: SceneJob, segmenter: Segmenter, config: HandlerConfig, tiles_
                        cpu_seconds)
 
 
-def check_source(path: Path) -> None:
-    """Open and close ``path`` to report an unreadable input before any work starts."""
-    open_raster(path).close()
-
-
 __all__ = ["LocalSegmenter", "SceneError", "SceneJob", "SceneResult", "map_scene",
-           "check_source", "Segmenter"]
+           "Segmenter"]
