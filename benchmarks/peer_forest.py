@@ -45,6 +45,14 @@ from model.class_table import ClassTable, ClassTableError
 from training.data import DatasetError, PointSupervisedDataset, SampleSource, image_from_tensor
 from training.dataset_args import add_data_args, load_table, open_source
 from training.evaluate import evaluate_source
+from training.forest import (
+    FeatureStack,
+    ForestSettings,
+    Timings,
+    features_at,
+    fit_forest,
+    pixel_features,
+)
 from training.metrics import scores
 from training.point_options import PointInputError, add_point_args, point_arg_problem
 from training.points import Points
@@ -52,52 +60,6 @@ from training.points import Points
 RESULT_FILE = "forest.json"
 DEFAULT_POINTS_PER_CLASS = 10
 """As ``geoseg train``'s default."""
-
-
-@dataclass(frozen=True)
-class FeatureStack:
-    """Arguments of ``skimage.feature.multiscale_basic_features`` (sigmas in pixels of the image
-    as read, i.e. after ``--scale``). The defaults give 72 features on RGB: 3 channels x 6 scales
-    x (intensity, Sobel edges, 2 Hessian eigenvalues)."""
-
-    intensity: bool = True
-    edges: bool = True
-    texture: bool = True
-    sigma_min: float = 0.7
-    sigma_max: float = 16.0
-    num_sigma: int = 6
-
-
-@dataclass(frozen=True)
-class ForestSettings:
-    """Arguments of ``sklearn.ensemble.RandomForestClassifier``."""
-
-    n_estimators: int = 200
-    n_jobs: int = -1
-    random_state: int = 0
-
-
-@dataclass
-class Timings:
-    """Seconds spent on features (training and validation images), fitting and predicting."""
-
-    features: float = 0.0
-    fit: float = 0.0
-    predict: float = 0.0
-
-
-def pixel_features(image: np.ndarray, stack: FeatureStack) -> np.ndarray:
-    """Features of every pixel: ``image`` (H, W, 3) uint8 RGB -> (H, W, F) float32."""
-    from skimage.feature import multiscale_basic_features
-
-    return multiscale_basic_features(image, channel_axis=-1, **asdict(stack)).astype(np.float32,
-                                                                                    copy=False)
-
-
-def features_at(features: np.ndarray, points: Points) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of ``features`` (H, W, F) at ``points`` (K, 3) int64 (row, col, class id): the
-    (K, F) float32 training samples and their (K,) int64 class ids."""
-    return features[points[:, 0], points[:, 1]], points[:, 2].astype(np.int64)
 
 
 class ForestPredictor:
@@ -178,16 +140,6 @@ def samples_from_rasters(rasters: Sequence[Path], points: Sequence[Points], scal
                 xs.append(x)
                 ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
-
-
-def fit_forest(x: np.ndarray, y: np.ndarray, settings: ForestSettings, timings: Timings) -> Any:
-    """A ``RandomForestClassifier`` fitted on ``x`` (K, F) float32 and ``y`` (K,) int64."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    t0 = time.perf_counter()
-    forest = RandomForestClassifier(**asdict(settings)).fit(x, y)
-    timings.fit += time.perf_counter() - t0
-    return forest
 
 
 @dataclass

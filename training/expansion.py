@@ -53,7 +53,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Protocol
 
 import numpy as np
 import torch
@@ -163,6 +163,14 @@ class Expansion:
         out = self.labels.copy()
         out[self.expanded] += EXPANDED_OFFSET
         return out
+
+
+class Expander(Protocol):
+    """Expanded labels computed ahead for every image of a training set."""
+
+    def expansion(self, index: int) -> Expansion:
+        """The :class:`Expansion` of image ``index``."""
+        ...
 
 
 def expand_labels(sparse: np.ndarray, segments: np.ndarray,
@@ -331,7 +339,9 @@ class ExpandedPointDataset(PointSupervisedDataset):
     only mark crop padding, which the Gated CRF term needs) and ``cache`` (where superpixels
     are kept; default in memory). Items: image float32 (3, crop, crop) in [0, 1], target int64
     (crop, crop) packed. Needs point supervision (not ``points_per_class=None`` without
-    annotations).
+    annotations). ``expander`` (set after construction, see :meth:`use_expander`) replaces the
+    superpixels: an object whose ``expansion(index)`` gives image ``index``'s
+    :class:`Expansion` (for example :class:`training.forest.ForestExpander`).
     """
 
     def __init__(self, source: SampleSource, points_per_class: Optional[int], seed: int = 0,
@@ -344,9 +354,24 @@ class ExpandedPointDataset(PointSupervisedDataset):
         super().__init__(source, points_per_class, seed, crop, augment, annotations)
         self.expansion = expansion
         self.cache = cache if cache is not None else SuperpixelCache()
+        self.expander: Optional[Expander] = None
+
+    def use_expander(self, expander: Expander) -> None:
+        """Take every image's expanded labels from ``expander`` instead of superpixels."""
+        self.expander = expander
+
+    def images_and_labels(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every image (H, W, 3) uint8 with its sparse label (H, W) uint8, in index order."""
+        pairs = []
+        for index in range(len(self.source)):
+            sample = self.source.load(index)
+            pairs.append((sample.image, self.label(index, sample.mask)))
+        return pairs
 
     def packed_label(self, index: int, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The full-image packed target of image ``index`` (H, W) uint8."""
+        if self.expander is not None:
+            return self.expander.expansion(index).packed()
         sparse = self.label(index, mask)
         if self.expansion is None:
             return sparse

@@ -31,7 +31,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -52,6 +53,7 @@ from training.device import DeviceError, resolve_device
 from training.distributed import SINGLE, DistributedError, Group, join, launch, under_torchrun
 from training.evaluate import evaluate_source, predictor
 from training.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
+from training.forest import FOREST_THRESHOLD, ForestExpander
 from training.losses import PartialFocalCELoss
 from training.metrics import scores
 from training.point_options import PointInputError, Validation, add_point_args, point_arg_problem
@@ -113,9 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     weak = p.add_argument_group("weak supervision", "use the unlabelled pixels too (point labels "
                                 "only; the Gated CRF term is on by default, as measured best in "
                                 "docs/results.md)")
-    weak.add_argument("--expand", choices=("none", "superpixels"), default="none",
-                      help="label expansion: each SLIC superpixel holding clicked points of one "
-                           "class takes that class")
+    weak.add_argument("--expand", choices=("none", "superpixels", "forest"), default="none",
+                      help="label expansion: superpixels (each SLIC superpixel holding clicked "
+                           "points of one class takes that class) or forest (a random forest on "
+                           "pixel filter features, fitted on the clicks, labels the pixels it is "
+                           "sure of; --data only)")
+    weak.add_argument("--forest-threshold", type=at_least(0.0, float), default=FOREST_THRESHOLD,
+                      help="--expand forest: least class probability of a forest label")
     weak.add_argument("--expand-weight", type=at_least(0.0, float), default=EXPAND_WEIGHT,
                       help="loss weight of expanded pixels (clicked points weigh 1)")
     weak.add_argument("--segment-area", type=positive(float), default=ExpansionConfig.segment_area_px,
@@ -206,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if weakly_supervised(args) and (args.plain or args.dense):
         p.error(f"--expand / --crf-weight / --pseudo-labels cannot go with "
                 f"{'--plain' if args.plain else '--dense'}")
+    if args.expand == "forest" and args.images is not None:
+        p.error("--expand forest needs --data (rasters with a point layer: use --expand "
+                "superpixels or none)")
     if not 0.0 <= args.pseudo_threshold <= 1.0 or args.pseudo_start > 1.0 or args.teacher_decay >= 1.0:
         p.error("--pseudo-threshold and --pseudo-start are shares in [0, 1]; --teacher-decay < 1")
     return args
@@ -414,8 +423,19 @@ def training_dataset(args: argparse.Namespace, source: SampleSource, table: Clas
     expansion = (ExpansionConfig(segment_area_px=args.segment_area)
                  if args.expand == "superpixels" else None)
     cache = SuperpixelCache(args.superpixel_cache or Path(args.out) / "superpixels")
-    return ExpandedPointDataset(source, points_per_class, args.seed, args.crop_size, augment=True,
-                                annotations=annotations, expansion=expansion, cache=cache)
+    dataset = ExpandedPointDataset(source, points_per_class, args.seed, args.crop_size,
+                                   augment=True, annotations=annotations, expansion=expansion,
+                                   cache=cache)
+    if args.expand == "forest":
+        bar = None if args.no_progress else partial(tqdm, unit="img", leave=False)
+        expander = ForestExpander(dataset.images_and_labels(), len(table.names),
+                                  args.forest_threshold, progress=bar)
+        dataset.use_expander(expander)
+        stats = expander.stats()
+        print(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels of "
+              f"{stats.images} images from {stats.clicks} clicks "
+              f"({sum(stats.seconds.values()):.0f} s)", flush=True)
+    return dataset
 
 
 def training_criterion(args: argparse.Namespace, device: torch.device) -> Criterion:
@@ -693,9 +713,12 @@ def training_data(args: argparse.Namespace, group: Group = SINGLE
     train_source = open_source(args, "train", table)
     val_source = open_source(args, "val", table)
     annotations = read_annotations(args, [train_source, val_source], table)
-    data = {"train_images": len(train_source), "val_images": len(val_source)}
-    return (training_dataset(args, train_source, table, annotations),
-            dense_validation(args, val_source, table, group, annotations), table, data)
+    facts: dict[str, Any] = {"train_images": len(train_source), "val_images": len(val_source)}
+    crops = training_dataset(args, train_source, table, annotations)
+    expander = getattr(crops, "expander", None)
+    if isinstance(expander, ForestExpander):
+        facts["forest_labels"] = asdict(expander.stats())
+    return crops, dense_validation(args, val_source, table, group, annotations), table, facts
 
 
 def train(args: argparse.Namespace, group: Group | None = None) -> dict[str, Any]:
