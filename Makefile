@@ -148,15 +148,15 @@ soak: $(MODEL)
 	    --soak-clients $(SOAK_CLIENTS) --soak-model $(MODEL) --soak-result $(SOAK_RESULT)
 
 compare-synthetic: data
-	bash training/compare_supervision.sh runs/compare-synthetic --data $(DATA) $(COMPARE) --crop-size 192
+	bash training/experiments/compare_supervision.sh runs/compare-synthetic --data $(DATA) $(COMPARE) --crop-size 192
 
 compare-dubai:
-	bash training/compare_supervision.sh runs/compare-dubai --data $(DUBAI) --dataset folders \
+	bash training/experiments/compare_supervision.sh runs/compare-dubai --data $(DUBAI) --dataset folders \
 	    --classes training/tables/dubai-aerial.json --train-dirs tile1 tile2 tile3 tile4 \
 	    --val-dirs tile5 tile6 --scale 0.5 $(COMPARE) --crop-size 256
 
 compare-point-layer:
-	PATH=$(BIN):$$PATH bash training/compare_point_layer.sh $(DUBAI) runs/compare-point-layer $(SEEDS)
+	PATH=$(BIN):$$PATH bash training/experiments/compare_point_layer.sh $(DUBAI) runs/compare-point-layer $(SEEDS)
 
 clean:
 	rm -rf runs data $(MODEL) model_store logs demo_out .pytest_cache

@@ -27,7 +27,7 @@ from common.cli import parser, write_json
 from handler.decode import decode_image
 from handler.encode import encode_png
 from model.class_table import ClassTable
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 def scenes(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:

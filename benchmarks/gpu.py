@@ -48,7 +48,7 @@ from model.builder import build_model
 from model.class_table import ClassTable
 from model.export import export_model
 from tools.server import ServerError, java_problem, torchserve_executable
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from handler.encode import encode
 from handler.inference import HandlerConfig, tile_predictor
 from handler.tiling import cut, paste, plan_tiles
 from model.artifact import load_artifact
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: int,

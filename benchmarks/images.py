@@ -14,7 +14,7 @@ from PIL import Image
 
 from handler.inference import HandlerConfig
 from handler.tiling import plan_tiles
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 HANDLER = HandlerConfig()  # the served tile size and overlap
 SIZES = {"tiles": (512, 512), "scenes": (1536, 2048)}

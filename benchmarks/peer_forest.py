@@ -6,7 +6,7 @@ multiscale_basic_features`` on RGB: intensity, edges and texture at 6 scales, si
 and a random forest (scikit-learn, 200 trees) trained on exactly the clicked pixels. This command
 trains it on the points a ``geoseg train`` run with the same options and ``--seed`` trains on,
 predicts the validation images whole, and scores them as GeoSeg's validation does
-(``training.evaluate.evaluate_source``: dense masks, pixels labelled 255 left out, mIoU over the
+(``training.run.evaluate.evaluate_source``: dense masks, pixels labelled 255 left out, mIoU over the
 classes present in truth or prediction). It writes ``<out>/forest.json``.
 
 Simulated points (the same data options as ``geoseg train``):
@@ -21,7 +21,7 @@ images (the usual case: a user clicks on the photo they want mapped).
 A point layer clicked on rasters (as ``geoseg train --images ... --points ...``; the points are
 matched and split as there, the rasters' training points get their features from the windows
 validation predicts, each with at least a tile overlap of context, and validation is
-``training.point_evaluation``'s):
+``training.points.evaluation``'s):
 
     geoseg peer-forest --images ortho/*.tif --points clicks.gpkg --class-field landcover \\
         --val-images val/*.tif --val-masks val_masks/*.png --out runs/forest
@@ -42,10 +42,9 @@ from tqdm import tqdm
 
 from common.cli import at_least, blocked_path, fail, parser, refuse_overwrite, write_json
 from model.class_table import ClassTable, ClassTableError
-from training.data import DatasetError, PointSupervisedDataset, SampleSource, image_from_tensor
-from training.dataset_args import add_data_args, load_table, open_source
-from training.evaluate import evaluate_source
-from training.forest import (
+from training.data.options import add_data_args, load_table, open_source
+from training.data.sources import DatasetError, PointSupervisedDataset, SampleSource, image_from_tensor
+from training.labels.forest import (
     FeatureStack,
     ForestSettings,
     Timings,
@@ -53,9 +52,10 @@ from training.forest import (
     fit_forest,
     pixel_features,
 )
-from training.metrics import scores
-from training.point_options import PointInputError, add_point_args, point_arg_problem
-from training.points import Points
+from training.points.files import Points
+from training.points.options import PointInputError, add_point_args, point_arg_problem
+from training.run.evaluate import evaluate_source
+from training.run.metrics import scores
 
 RESULT_FILE = "forest.json"
 DEFAULT_POINTS_PER_CLASS = 10
@@ -63,7 +63,7 @@ DEFAULT_POINTS_PER_CLASS = 10
 
 
 class ForestPredictor:
-    """A fitted forest as a ``training.evaluate.Predictor``: (1, 3, H, W) float32 in [0, 1] ->
+    """A fitted forest as a ``training.run.evaluate.Predictor``: (1, 3, H, W) float32 in [0, 1] ->
     (1, H, W) int64 class ids; it adds its seconds to ``timings``."""
 
     def __init__(self, forest: Any, stack: FeatureStack, timings: Timings) -> None:
@@ -112,13 +112,13 @@ def samples_from_rasters(rasters: Sequence[Path], points: Sequence[Points], scal
     """Features (K, F) float32 and class ids (K,) int64 of the training ``points[j]`` (K_j, 3)
     (row, col, class id) of ``rasters[j]``, read as the network sees them (``scaling``: the run's
     ``handler.scaling.BandScaling`` or None). A raster of up to 1 Mpx is read whole, a larger
-    one in the windows validation predicts (``training.point_evaluation.windows_to_predict``:
+    one in the windows validation predicts (``training.points.evaluation.windows_to_predict``:
     ``geoseg predict``'s windows holding points, each read with at least a tile overlap of
     context around what it keeps)."""
     from handler.inference import HandlerConfig
     from scene.source import SceneSource
-    from training.point_evaluation import windows_to_predict
-    from training.raster_points import points_in_window
+    from training.points.evaluation import windows_to_predict
+    from training.points.rasters import points_in_window
 
     xs, ys = [], []
     pairs = [(r, p) for r, p in zip(rasters, points) if len(p)]
@@ -175,8 +175,8 @@ def run_point_layer(args: argparse.Namespace, table: Optional[ClassTable], stack
                     settings: ForestSettings, progress: bool) -> tuple[ForestResult, ClassTable]:
     """Train on a point layer's training points (matched and split as ``geoseg train`` does)
     and score as its validation does: the held-out points, and the ``--val-masks``."""
-    from training.point_evaluation import validate_points
-    from training.point_run import prepare_points
+    from training.points.evaluation import validate_points
+    from training.points.run import prepare_points
 
     data = prepare_points(args, table)
     split = data.split

@@ -44,7 +44,7 @@ from handler.inference import HandlerConfig, tile_predictor, warm_up
 from handler.tiling import plan_tiles
 from model.artifact import load_artifact
 from scene.cli import SUMMARY
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 2048

@@ -45,9 +45,9 @@ from model.export import export_model
 from model.pooling import use_window_pooling
 from scene.run import LocalSegmenter, SceneJob, map_scene
 from scene.seams import seam_index
-from training.data import ColourMaskFolders
-from training.metrics import confusion_matrix, scores
-from training.visualize import save_picture, titled_panels, with_legend
+from training.data.sources import ColourMaskFolders
+from training.run.metrics import confusion_matrix, scores
+from training.run.pictures import save_picture, titled_panels, with_legend
 
 VARIANTS = {
     # name: (image pooling window in training crops, None: the whole tile; blend, tile, overlap)

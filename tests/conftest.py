@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.class_table import ClassTable
-from training.synthetic import write_dataset
+from training.data.synthetic import write_dataset
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from tests.bad_inputs import bad_requests
 from tests.helpers import geotiff_bytes
 from tests.serving import Reply, announce_upload, png, post
 from tools.server import TorchServe, rss_bytes
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 ORIGIN = (300000.0, 2780000.0)
 PIXEL_M = 0.5

@@ -22,7 +22,7 @@ from model.artifact import load_artifact, save_artifact
 from model.builder import build_model
 from model.class_table import ClassTable
 from model.export import export_meta, script_model
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 DEVICE = torch.device(os.environ.get("GEOSEG_TEST_DEVICE", "cpu"))
 ARCH = os.environ.get("GEOSEG_TEST_ARCH", "deeplabv3_mobilenet_v3_large")

@@ -13,8 +13,8 @@ import pytest
 from model.export import main as export_main
 from tools.cli import SUBCOMMANDS
 from tools.cli import main as geoseg_main
-from training.evaluate import main as evaluate_main
-from training.synthetic import main as synthetic_main
+from training.data.synthetic import main as synthetic_main
+from training.run.evaluate import main as evaluate_main
 from training.train import main as train_main
 
 Main = Callable[[list[str]], int]

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from model.class_table import IGNORE_INDEX, ClassTable, ClassTableError
-from training.data import (
+from training.data.sources import (
     ColourMaskFolders,
     DatasetError,
     LandCoverAITiles,
@@ -13,7 +13,7 @@ from training.data import (
     epoch_draws,
     random_crop,
 )
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 def test_augment_keeps_image_and_label_aligned():
@@ -104,7 +104,7 @@ def test_missing_split_list_is_one_clear_error(tmp_path):
 
 
 def test_a_16_bit_image_in_a_mask_dataset_is_refused_not_clipped(tmp_path):
-    from training.data import ColourMaskFolders, DatasetError
+    from training.data.sources import ColourMaskFolders, DatasetError
 
     table = ClassTable.load()
     (tmp_path / "images").mkdir()

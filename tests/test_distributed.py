@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from model.checkpoint import model_from_checkpoint, read_checkpoint
-from training.data import LandCoverAITiles
-from training.device import DeviceError, resolve_device
-from training.distributed import Group, SourceShare
-from training.evaluate import evaluate_source, predictor
+from training.data.sources import LandCoverAITiles
+from training.run.device import DeviceError, resolve_device
+from training.run.distributed import Group, SourceShare
+from training.run.evaluate import evaluate_source, predictor
 from training.train import main as train_main
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",

@@ -4,8 +4,8 @@ import torch
 from torch.utils.data import default_collate
 
 from model.class_table import IGNORE_INDEX
-from training.data import LandCoverAITiles, PointSupervisedDataset
-from training.expansion import (
+from training.data.sources import LandCoverAITiles, PointSupervisedDataset
+from training.labels.expansion import (
     EXPANDED_OFFSET,
     PADDING,
     ExpandedPointDataset,

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 from model.class_table import IGNORE_INDEX as U
-from training.data import LandCoverAITiles
-from training.dataset_args import load_table
-from training.expansion import ExpandedPointDataset, unpack_target
-from training.forest import ForestExpander, ForestSettings, confident_labels
-from training.synthetic import generate_scene
+from training.data.options import load_table
+from training.data.sources import LandCoverAITiles
+from training.data.synthetic import generate_scene
+from training.labels.expansion import ExpandedPointDataset, unpack_target
+from training.labels.forest import ForestExpander, ForestSettings, confident_labels
 from training.train import parse_args, training_dataset
 
 SMALL_FOREST = ForestSettings(n_estimators=30, n_jobs=1, random_state=0)

@@ -13,7 +13,7 @@ from handler.geoseg_handler import GeoSegHandler
 from handler.tiling import plan_tiles
 from tests.serving import png
 from tests.standins import ColourRule, StandInContext, write_standin
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 @pytest.fixture()

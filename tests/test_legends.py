@@ -22,8 +22,8 @@ from model.class_table import IGNORE_INDEX, ClassTable
 from scene.output import colormap, write_category_names, write_preview
 from scene.source import SceneSource
 from tests.scenes import ORIGIN, PIXEL_M, scene_bands, write_scene
-from training.point_evaluation import ValidationRaster, validate_points
-from training.visualize import comparison_picture
+from training.points.evaluation import ValidationRaster, validate_points
+from training.run.pictures import comparison_picture
 
 LANDCOVER = ClassTable.load()
 DUBAI = ClassTable.load(Path(__file__).parents[1] / "training" / "tables" / "dubai-aerial.json")
@@ -120,7 +120,7 @@ def test_the_map_figure_has_a_legend(tmp_path):
 
 
 def test_the_ablation_picture_has_a_legend(tiny_folders, tmp_path, monkeypatch):
-    import training.ablation_pictures as ablation
+    import training.experiments.ablation_pictures as ablation
 
     monkeypatch.setattr(ablation, "predictions",
                         lambda run, image: np.zeros(image.shape[:2], np.uint8))
@@ -210,8 +210,8 @@ def test_a_validation_picture_shows_the_whole_raster_and_all_its_points(tmp_path
     points = np.array([[10, 10, 0], [650, 880, 0], [350, 450, 1], [690, 20, 1], [5, 895, 0]],
                       np.int64)
     table = ClassTable(names=("dark", "red"), colors=((40, 100, 220), (220, 40, 40)))
-    monkeypatch.setattr("training.point_evaluation.WHOLE_RASTER_PIXELS", 1000)  # 512 px cells
-    monkeypatch.setattr("training.point_evaluation.PICTURE_SIDE", 300, raising=False)
+    monkeypatch.setattr("training.points.evaluation.WHOLE_RASTER_PIXELS", 1000)  # 512 px cells
+    monkeypatch.setattr("training.points.evaluation.PICTURE_SIDE", 300, raising=False)
     validate_points(red_threshold, [ValidationRaster(raster, points)], table,
                     picture_dir=tmp_path / "pictures", max_pictures=1, progress=False)
     with Image.open(tmp_path / "pictures" / "val.png") as im:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import PartialFocalCELoss, partial_focal_ce
+from training.losses.focal import PartialFocalCELoss, partial_focal_ce
 
 
 def test_pfce_equals_hand_computation():

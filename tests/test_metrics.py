@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.metrics import confusion_matrix, scores
+from training.run.metrics import confusion_matrix, scores
 
 
 def test_confusion_matrix_and_miou_match_hand_computation():

@@ -16,7 +16,7 @@ from handler.tiling import plan_tiles
 from tests.serving import png, post, standin_store
 from tools.server import Sample, TorchServe, scrape_metrics
 from tools.server import metric_total as total
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 TILE, OVERLAP = 64, 16  # the stand-in archive's handler section (tests/serving.py)
 

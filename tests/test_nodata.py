@@ -18,7 +18,7 @@ from handler.scaling import BandScaling, to_uint8
 from handler.tiling import plan_tiles, read_window, reflect_index, segment_images
 from tests.helpers import geotiff_bytes, png_bytes
 from tests.standins import StandInContext, write_standin
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 COLLAR = 6
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import peer_forest
-from training.synthetic import write_dataset
+from training.data.synthetic import write_dataset
 
 FAST = ["--trees", "20", "--jobs", "1", "--sigma-max", "4", "--num-sigma", "3", "--no-progress"]
 """A small forest and feature stack: seconds, not minutes."""
@@ -26,10 +26,10 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def geo_layer(scenes: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``scenes`` as a point-layer user has them (training.simulated_layer): GeoTIFFs under
+    """``scenes`` as a point-layer user has them (training.points.simulated): GeoTIFFs under
     train/, val/ and val-masks/, and a GeoPackage of the points --points-per-class 20 --seed 0
     simulates."""
-    from training.simulated_layer import main as simulated_layer
+    from training.points.simulated import main as simulated_layer
 
     geo = tmp_path_factory.mktemp("geo")
     layer = geo / "points.gpkg"
@@ -63,7 +63,7 @@ def test_forest_json_scores_well_above_chance(scenes, tmp_path, capsys):
 def test_the_forest_learns_from_exactly_the_points_of_a_geoseg_run(scenes, tmp_path, monkeypatch):
     """The samples the forest is fitted on are the features and classes at the points that
     geoseg train's dataset (same options, same seed) trains on."""
-    from training.dataset_args import load_table, open_source
+    from training.data.options import load_table, open_source
     from training.train import parse_args, training_dataset
 
     fitted: list[tuple[np.ndarray, np.ndarray]] = []
@@ -108,7 +108,7 @@ def test_same_scene_trains_on_the_validation_images(scenes, tmp_path):
 
 
 def test_a_point_layer_gives_what_the_same_simulated_points_give(scenes, geo_layer, tmp_path):
-    """training.simulated_layer rewrites the dataset as GeoTIFFs and a GeoPackage of the same
+    """training.points.simulated rewrites the dataset as GeoTIFFs and a GeoPackage of the same
     points: the point-layer path fits the same forest and scores the same dense masks."""
     geo, layer = geo_layer
     simulated = run(scenes, tmp_path / "simulated")
@@ -147,17 +147,17 @@ def test_geoseg_peer_forest_help(capsys):
 
 def test_large_rasters_give_their_points_features_from_cells_with_context(geo_layer, tmp_path,
                                                                          monkeypatch):
-    """Rasters above training.point_evaluation's whole-raster size are read in the windows of
+    """Rasters above training.points.evaluation's whole-raster size are read in the windows of
     geoseg predict's plan, with context: the same points, and nearly the same forest and
     scores."""
-    import training.point_evaluation
+    import training.points.evaluation
 
     geo, layer = geo_layer
     options = ["--images", str(geo / "train"), "--points", str(layer), "--class-field", "landcover",
                "--val-images", str(geo / "val"), "--val-masks",
                *map(str, sorted((geo / "val-masks").iterdir())), *FAST]
     assert peer_forest.main([*options, "--out", str(tmp_path / "whole")]) == 0
-    monkeypatch.setattr(training.point_evaluation, "WHOLE_RASTER_PIXELS", 32 * 32)
+    monkeypatch.setattr(training.points.evaluation, "WHOLE_RASTER_PIXELS", 32 * 32)
     assert peer_forest.main([*options, "--out", str(tmp_path / "cells")]) == 0
     whole, cells = (json.loads((tmp_path / run / peer_forest.RESULT_FILE).read_text())
                     for run in ("whole", "cells"))

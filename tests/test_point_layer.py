@@ -21,7 +21,7 @@ from pyproj import Transformer
 from rasterio.windows import Window
 
 from model.class_table import ClassTable
-from training.point_layer import (
+from training.points.layer import (
     DEFAULT_PALETTE,
     MatchResult,
     PointLayer,

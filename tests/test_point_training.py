@@ -18,18 +18,18 @@ from model.class_table import IGNORE_INDEX, ClassTable
 from model.export import main as export_main
 from tests.scenes import ORIGIN, PIXEL_M, scene_bands, write_scene
 from tests.standins import StandInContext
-from training.data import PointSupervisedDataset, Sample
-from training.expansion import PADDING
-from training.point_evaluation import ValidationRaster, validate_points
-from training.point_layer import MatchResult, PointLayer
-from training.raster_points import (
+from training.data.sources import PointSupervisedDataset, Sample
+from training.data.synthetic import generate_scene
+from training.labels.expansion import PADDING
+from training.points.evaluation import ValidationRaster, validate_points
+from training.points.layer import MatchResult, PointLayer
+from training.points.rasters import (
     PointTrainingError,
     RasterPointDataset,
     read_crop,
     split_points,
     training_scaling,
 )
-from training.synthetic import generate_scene
 from training.train import main as train_main
 
 UTM = "EPSG:32640"
@@ -293,7 +293,7 @@ def test_tiled_validation_equals_whole_raster_validation(tmp_path, monkeypatch):
     table = ClassTable(names=("low", "high"), colors=((0, 0, 0), (255, 255, 255)))
     val = [ValidationRaster(raster, points, mask)]
     whole = validate_points(threshold_predictor, val, table, progress=False)
-    monkeypatch.setattr("training.point_evaluation.WHOLE_RASTER_PIXELS", 1000)
+    monkeypatch.setattr("training.points.evaluation.WHOLE_RASTER_PIXELS", 1000)
     tiled = validate_points(threshold_predictor, val, table, progress=False)
     expected = ((points[:, 0] % 256) >= 128).astype(np.int64)
     assert sorted(zip(whole.true, whole.pred)) == sorted(zip(points[:, 2], expected))
@@ -388,12 +388,12 @@ def test_a_20000_px_raster_trains_in_the_memory_of_a_small_one(tmp_path):
 
 
 def test_a_simulated_layer_holds_the_points_and_pixels_of_the_simulated_path(tiny_folders, tmp_path):
-    """training.simulated_layer writes the pixels the --data path reads and, in EPSG:4326, the
+    """training.points.simulated writes the pixels the --data path reads and, in EPSG:4326, the
     points --points-per-class draws: read back and matched, they land on the same pixels."""
-    from training.dataset_args import add_data_args, open_source
-    from training.point_layer import match_points, read_point_layer, resolve_classes
-    from training.points import simulate_points
-    from training.simulated_layer import main as simulated_layer
+    from training.data.options import add_data_args, open_source
+    from training.points.files import simulate_points
+    from training.points.layer import match_points, read_point_layer, resolve_classes
+    from training.points.simulated import main as simulated_layer
 
     geo, gpkg = tmp_path / "geo", tmp_path / "points.gpkg"
     options = ["--data", str(tiny_folders), "--dataset", "folders", "--scale", "0.5"]
@@ -444,7 +444,7 @@ def test_plain_png_tiles_train_from_a_pixel_csv(tmp_path, capsys):
 
 
 def test_validation_masks_pair_by_stem_then_by_order(tmp_path):
-    from training.point_evaluation import pair_masks
+    from training.points.evaluation import pair_masks
 
     rasters = [coded_raster(tmp_path / f"{n}.tif", 8, 8) for n in ("b", "a")]
     (tmp_path / "m").mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.point_validation import block_ids, default_block_size, point_metrics, spatial_block_split
+from training.points.validation import block_ids, default_block_size, point_metrics, spatial_block_split
 
 
 def _uniform(n: int = 3000, extent: float = 10000.0, seed: int = 0) -> np.ndarray:

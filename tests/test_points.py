@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from model.class_table import IGNORE_INDEX
-from training.points import (
+from training.points.files import (
     PointFileError,
     georeferencing,
     points_to_label,

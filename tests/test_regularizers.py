@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.expansion import EXPANDED_OFFSET, PADDING
-from training.losses import PartialFocalCELoss, partial_focal_ce
-from training.regularizers import (
+from training.labels.expansion import EXPANDED_OFFSET, PADDING
+from training.losses.focal import PartialFocalCELoss, partial_focal_ce
+from training.losses.weak import (
     WeakSupervisionLoss,
     downscale_for_crf,
     gated_crf_loss,

@@ -22,7 +22,7 @@ from tests.bad_inputs import bad_requests
 from tests.helpers import SEEDS, geotiff_bytes, mutate, mutation
 from tests.serving import Reply, announce_upload, mask_of, ping, png, post, standin_store
 from tools.server import TorchServe, torchserve_executable
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SCENE, _ = generate_scene((150, 130), seed=9)

@@ -12,7 +12,7 @@ from model.builder import build_model
 from model.pooling import WindowImagePooling, use_window_pooling
 from scene.seams import change_rates, seam_index, strip_lines
 from tests.standins import PROTOTYPES, ColourRule
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 TILE, OVERLAP = 64, 16
 
@@ -148,16 +148,16 @@ def test_one_tiler_for_validation_the_handler_and_predict(tmp_path, monkeypatch)
     overlap changes all three."""
     import rasterio
 
-    import training.point_evaluation as point_evaluation
+    import training.points.evaluation as point_evaluation
     from model.artifact import save_artifact
     from model.class_table import ClassTable
     from model.export import export_meta
     from scene.run import LocalSegmenter, SceneJob, map_scene
     from tests.scenes import write_scene
-    from training.data import to_tensors
-    from training.evaluate import predictor
-    from training.metrics import confusion_matrix
-    from training.point_evaluation import ValidationRaster, validate_points
+    from training.data.sources import to_tensors
+    from training.points.evaluation import ValidationRaster, validate_points
+    from training.run.evaluate import predictor
+    from training.run.metrics import confusion_matrix
 
     model = TileContextRule().eval()
     model_path = tmp_path / "context.pt"

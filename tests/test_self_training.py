@@ -8,8 +8,8 @@ from torch import nn
 
 from model.checkpoint import read_checkpoint
 from model.class_table import IGNORE_INDEX
-from training.expansion import PADDING
-from training.self_training import SelfTraining, Teacher, pseudo_weight_for
+from training.labels.expansion import PADDING
+from training.labels.self_training import SelfTraining, Teacher, pseudo_weight_for
 from training.train import main as train_main
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",

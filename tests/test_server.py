@@ -16,7 +16,7 @@ from PIL import Image
 from tests.serving import mask_of, png, post, standin_store
 from tests.test_codecs import geotiff_bytes
 from tools.server import TorchServe
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import torch
 
 from handler.tiling import axis_spans, plan_tiles, segment_images
 from tests.standins import ColourRule
-from training.synthetic import generate_scene
+from training.data.synthetic import generate_scene
 
 
 def identity(batch: np.ndarray) -> np.ndarray:

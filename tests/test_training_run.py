@@ -10,7 +10,7 @@ from PIL import Image
 
 from model.checkpoint import read_checkpoint
 from model.export import main as export_main
-from training.evaluate import main as evaluate_main
+from training.run.evaluate import main as evaluate_main
 from training.train import main as train_main
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",
@@ -101,9 +101,9 @@ def test_cli_bad_input_is_one_line_and_nonzero(tiny_landcoverai, tmp_path, args,
 
 
 def test_help_runs():
-    for module in ("training.train", "training.evaluate", "training.synthetic", "model.export",
-                   "training.simulated_layer", "training.point_layer_report", "tools.figure_map",
-                   "training.ablation_pictures"):
+    for module in ("training.train", "training.run.evaluate", "training.data.synthetic", "model.export",
+                   "training.points.simulated", "training.points.report", "tools.figure_map",
+                   "training.experiments.ablation_pictures"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "usage" in proc.stdout
@@ -113,7 +113,7 @@ def test_one_point_file_for_a_folders_project_at_half_scale(tiny_folders, tmp_pa
     """One CSV names training and validation images by their paths under the root (images/
     included); with --scale 0.5 its pixel coordinates stay the stored images' and move to the
     resized ones; the validation pictures show the file's points; metrics say no simulation."""
-    from training.dataset_args import open_source
+    from training.data.options import open_source
     from training.train import parse_args, read_annotations
 
     csv = tmp_path / "points.csv"
@@ -144,7 +144,7 @@ def test_one_point_file_for_a_folders_project_at_half_scale(tiny_folders, tmp_pa
 
 
 def test_a_folders_project_without_val_folder_is_refused(tmp_path, capsys):
-    from training.synthetic import write_dataset
+    from training.data.synthetic import write_dataset
 
     root = write_dataset(tmp_path / "d", 2, 0, 0, size=32, seed=1, layout="folders", progress=False)
     for name in ("train",):

@@ -162,7 +162,7 @@ def point_scene(tmp_path: Path) -> tuple[Path, list[tuple[float, float, str]]]:
 def test_csv_columns_of_longitude_and_latitude(tmp_path, header):
     from pyproj import Transformer
 
-    from training.point_layer import match_points, read_point_layer, resolve_classes
+    from training.points.layer import match_points, read_point_layer, resolve_classes
 
     raster, points = point_scene(tmp_path)
     to_lonlat = Transformer.from_crs("EPSG:32640", "EPSG:4326", always_xy=True)
@@ -178,7 +178,7 @@ def test_csv_columns_of_longitude_and_latitude(tmp_path, header):
 
 
 def test_csv_columns_of_easting_and_northing(tmp_path):
-    from training.point_layer import read_point_layer
+    from training.points.layer import read_point_layer
 
     _, points = point_scene(tmp_path)
     path = tmp_path / "clicks.csv"
@@ -188,7 +188,7 @@ def test_csv_columns_of_easting_and_northing(tmp_path):
 
 
 def test_two_candidate_coordinate_columns_are_refused(tmp_path):
-    from training.point_layer import PointLayerError, read_point_layer
+    from training.points.layer import PointLayerError, read_point_layer
 
     path = tmp_path / "clicks.csv"
     path.write_text("x,lon,y,class\n1,2,3,water\n")
@@ -212,7 +212,7 @@ def test_point_errors_name_the_command_line_option(tmp_path, capsys):
 
 def test_pixel_csv_headers_are_matched_case_insensitively(tmp_path):
     from model.class_table import ClassTable
-    from training.points import read_points_csv
+    from training.points.files import read_points_csv
 
     path = tmp_path / "points.csv"
     path.write_text("Image,X,Y,Class\ntile_1.png,3,4,water\n")

@@ -2,7 +2,7 @@
 import json
 import shutil
 
-from training.ablation import main as ablation_main
+from training.experiments.ablation import main as ablation_main
 from training.train import main as train_main
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",

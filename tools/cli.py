@@ -22,14 +22,14 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("training.train", "train a DeepLabV3 from point labels (or dense masks)"),
-    "evaluate": Subcommand("training.evaluate", "mIoU of an exported model on a dataset split"),
+    "evaluate": Subcommand("training.run.evaluate", "mIoU of an exported model on a dataset split"),
     "predict": Subcommand("scene.cli", "map whole scenes of any size: COG, polygons, statistics"),
     "export": Subcommand("model.export", "checkpoint -> TorchScript file with its class table"),
     "archive": Subcommand("tools.archive", "exported model -> TorchServe archive (model_store/geoseg.mar)"),
     "serve": Subcommand("tools.serve", "build the archive and start TorchServe on 127.0.0.1:8080"),
     "stop": Subcommand("tools.serve", "stop the TorchServe that `geoseg serve` started", "stop_main"),
     "demo": Subcommand("tools.demo", "synthetic data -> train -> export -> serve -> segment a scene"),
-    "synthetic": Subcommand("training.synthetic", "write synthetic scenes or a synthetic dataset"),
+    "synthetic": Subcommand("training.data.synthetic", "write synthetic scenes or a synthetic dataset"),
     "peer-forest": Subcommand("benchmarks.peer_forest", "the forest peer: a random forest on filter features, trained on the same points"),
     "bench": Subcommand("benchmarks.run", "load test: TorchServe vs the bare model (--gpu: the GPU run)"),
 }

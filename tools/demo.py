@@ -158,8 +158,8 @@ def segment_over_http(model_store: Path, image_path: Path, out: Path,
 def train_export_archive(s: DemoSettings) -> int:
     """Synthetic data -> training -> export -> test-split evaluation -> archive."""
     from model.export import main as export_main
-    from training.evaluate import main as evaluate_main
-    from training.synthetic import write_dataset
+    from training.data.synthetic import write_dataset
+    from training.run.evaluate import main as evaluate_main
     from training.train import main as train_main
 
     if not (s.data / "train.txt").exists():
@@ -217,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return fail(f"{args.model_store / 'geoseg.mar'} not found: run `geoseg archive` first")
     image, truth = args.image, args.truth
     if image is None:
-        from training.synthetic import write_scene
+        from training.data.synthetic import write_scene
 
         image, truth = write_scene(settings.out / "scene.png", *settings.scene_size,
                                    settings.scene_seed)

@@ -22,7 +22,7 @@ from common.cli import at_least, existing_file, fail, parser
 from handler.decode import bands_to_rgb, raster_bands
 from handler.scaling import to_uint8
 from model.class_table import ClassTable
-from training.visualize import titled_panels, with_legend
+from training.run.pictures import titled_panels, with_legend
 
 TITLES = ("photo", "class map (geoseg predict)", "polygons (--vector)")
 

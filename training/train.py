@@ -1,7 +1,7 @@
 """Train a GeoSeg segmenter from sparse point labels (or dense masks, for comparison).
 
 The main way: rasters of any size and the point layer clicked on them in QGIS, no masks
-(``--images``, ``--points``; see training/point_run.py). Points are reprojected to the rasters,
+(``--images``, ``--points``; see training/points/run.py). Points are reprojected to the rasters,
 a share is held out by spatial blocks, and every epoch is scored at the held-out points (and on
 dense masks when ``--val-masks`` gives them):
 
@@ -47,19 +47,11 @@ from model.artifact import BAND_SCALING
 from model.builder import ARCHITECTURES, PretrainedWeightsError, build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import IGNORE_INDEX, ClassTable, ClassTableError
-from training.data import DatasetError, PointSupervisedDataset, SampleSource, epoch_draws
-from training.dataset_args import add_data_args, load_table, open_source
-from training.device import DeviceError, resolve_device
-from training.distributed import SINGLE, DistributedError, Group, join, launch, under_torchrun
-from training.evaluate import evaluate_source, predictor
-from training.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
-from training.forest import FOREST_THRESHOLD, ForestExpander
-from training.losses import PartialFocalCELoss
-from training.metrics import scores
-from training.point_options import PointInputError, Validation, add_point_args, point_arg_problem
-from training.points import PointFileError, Points, georeferencing, image_key, read_point_annotations
-from training.regularizers import EXPAND_WEIGHT, WeakSupervisionLoss
-from training.self_training import (
+from training.data.options import add_data_args, load_table, open_source
+from training.data.sources import DatasetError, PointSupervisedDataset, SampleSource, epoch_draws
+from training.labels.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
+from training.labels.forest import FOREST_THRESHOLD, ForestExpander
+from training.labels.self_training import (
     PSEUDO_START,
     PSEUDO_THRESHOLD,
     PSEUDO_WEIGHT,
@@ -68,9 +60,17 @@ from training.self_training import (
     Teacher,
     pseudo_weight_for,
 )
+from training.losses.focal import PartialFocalCELoss
+from training.losses.weak import EXPAND_WEIGHT, WeakSupervisionLoss
+from training.points.files import PointFileError, Points, georeferencing, image_key, read_point_annotations
+from training.points.options import PointInputError, Validation, add_point_args, point_arg_problem
+from training.run.device import DeviceError, resolve_device
+from training.run.distributed import SINGLE, DistributedError, Group, join, launch, under_torchrun
+from training.run.evaluate import evaluate_source, predictor
+from training.run.metrics import scores
 
 if TYPE_CHECKING:  # the point-layer path loads the GIS stack only when it runs
-    from training.raster_points import RasterPointDataset
+    from training.points.rasters import RasterPointDataset
 
 AUX_WEIGHT = 0.4
 AMP_DTYPES: dict[str, torch.dtype | None] = {"fp16": torch.float16, "bf16": torch.bfloat16,
@@ -137,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="epochs of plain training before the Gated CRF loss is switched on")
     weak.add_argument("--pseudo-labels", action="store_true",
                       help="self-training: from --pseudo-start on, also train on the confident "
-                           "predictions of a moving average of the network (training/self_training.py)")
+                           "predictions of a moving average of the network (training/labels/self_training.py)")
     weak.add_argument("--pseudo-threshold", type=at_least(0.0, float), default=PSEUDO_THRESHOLD,
                       help="softmax confidence the teacher needs to label a pixel")
     weak.add_argument("--pseudo-weight", type=at_least(0.0, float), default=PSEUDO_WEIGHT,
@@ -697,7 +697,7 @@ def training_data(args: argparse.Namespace, group: Group = SINGLE
     """The training dataset, the validation, the class table and what the data options resolved
     to: rasters + a point layer (``--images``), or a dataset with dense masks (``--data``)."""
     if args.images is not None:
-        from training.point_run import prepare_points  # GDAL, PROJ and GEOS: only for --points
+        from training.points.run import prepare_points  # GDAL, PROJ and GEOS: only for --points
 
         given = ClassTable.load(args.classes) if args.classes else None
         points = prepare_points(args, given)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.cli import existing_file, positive
 from model.class_table import DEFAULT_TABLE_PATH, ClassTable
-from training.data import (
+from training.data.sources import (
     ColourMaskFolders,
     DatasetError,
     LandCoverAIOrthophotos,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the same model with the same steps and seed on 10 points, 50 points and dense masks,
 # then print a Markdown table of validation mIoU. Usage:
-#   training/compare_supervision.sh OUT_DIR [train.py options: data, model, steps ...]
+#   training/experiments/compare_supervision.sh OUT_DIR [train.py options: data, model, steps ...]
 set -euo pipefail
 out=$1; shift
 mkdir -p "$out"

@@ -1,16 +1,16 @@
 """Training from a point layer over rasters of any size: windowed crops and a spatial hold-out.
 
 A user brings rasters (GeoTIFF orthophotos of any size, or plain tiles) and the points they
-clicked (:mod:`training.point_layer` matches them to pixels). Nothing here loads a raster
+clicked (:mod:`training.points.layer` matches them to pixels). Nothing here loads a raster
 whole: every crop is one windowed read through rasterio, so a 20000 x 20000 GeoTIFF trains in
 the memory of a few crops (GDAL reads only the blocks a window touches).
 
 - :func:`split_points` holds out whole square blocks of each raster (``--val-fraction``,
-  block side ``--val-block`` pixels, default :func:`training.point_validation.default_block_size`
+  block side ``--val-block`` pixels, default :func:`training.points.validation.default_block_size`
   = two crop sides), or every point of the rasters named for validation (``--val-images``).
 - :class:`RasterPointDataset` makes the training crops. A share ``random_share`` of them
   (``--random-crops``, default :data:`RANDOM_CROP_SHARE`) lies anywhere on the raster, as
-  :func:`training.data.random_crop` places it, with the same random draws (so ``--random-crops 1``
+  :func:`training.data.sources.random_crop` places it, with the same random draws (so ``--random-crops 1``
   sees exactly the crops of the simulated-points path over the same images and seed); the
   others hold a training point of the raster at a uniformly drawn position of the crop. On a
   large raster a random crop rarely holds a point: random crops show the network the rest of
@@ -34,11 +34,11 @@ from handler.decode import raster_bands, valid_mask
 from handler.scaling import BandScaling, percentile_scaling
 from model.class_table import IGNORE_INDEX
 from scene.source import SAMPLE_PIXELS, SceneSource, decimated_sample, open_raster
-from training.data import augment, to_tensors
-from training.point_layer import MatchResult
-from training.point_options import RANDOM_CROP_SHARE, PointInputError
-from training.point_validation import block_ids, spatial_block_split
-from training.points import Points, points_to_label
+from training.data.sources import augment, to_tensors
+from training.points.files import Points, points_to_label
+from training.points.layer import MatchResult
+from training.points.options import RANDOM_CROP_SHARE, PointInputError
+from training.points.validation import block_ids, spatial_block_split
 
 
 class PointTrainingError(PointInputError):
@@ -85,7 +85,7 @@ def split_points(match: MatchResult, val_fraction: float, block_pixels: int, see
     """Hold out validation points: every point of the rasters ``val_rasters`` (indices into
     ``match.rasters``) when given, else whole blocks of ``block_pixels`` x ``block_pixels`` pixels
     of each raster, about ``val_fraction`` of the points, drawn by ``seed``
-    (:func:`training.point_validation.spatial_block_split`, blocks of different rasters apart).
+    (:func:`training.points.validation.spatial_block_split`, blocks of different rasters apart).
     Raises :class:`PointTrainingError` when either side ends up empty."""
     counts = [len(p) for p in match.points]
     if val_rasters:
@@ -183,8 +183,8 @@ class RasterPointDataset(Dataset):
     ``draw`` is a crop of raster ``draw % len(rasters)``: image float32 (3, crop, crop) in [0, 1],
     label int64 (crop, crop): the class at the points inside the crop, 255 elsewhere, and
     ``pad_label`` on nodata and padding (255 for plain pfCE; the weakly supervised losses take
-    :data:`training.expansion.PADDING`). Its randomness comes from (seed, epoch, draw), as in
-    :class:`training.data.PointSupervisedDataset`: reproducible, fresh crops on every draw.
+    :data:`training.labels.expansion.PADDING`). Its randomness comes from (seed, epoch, draw), as in
+    :class:`training.data.sources.PointSupervisedDataset`: reproducible, fresh crops on every draw.
     """
 
     def __init__(self, rasters: Sequence[Path], points: Sequence[Points], seed: int, crop: int,
@@ -227,7 +227,7 @@ class RasterPointDataset(Dataset):
             y = int(np.clip(row - chooser.integers(crop), 0, span_y - 1))
             x = int(np.clip(col - chooser.integers(crop), 0, span_x - 1))
             return y, x
-        return int(rng.integers(span_y)), int(rng.integers(span_x))  # as training.data.random_crop
+        return int(rng.integers(span_y)), int(rng.integers(span_x))  # as training.data.sources.random_crop
 
     def __getitem__(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = draw % len(self.rasters)

@@ -4,9 +4,9 @@
 # dubai-aerial folder, OUT the result folder, SECONDS_MAX the wall-clock limit of each run.
 # RUNS lists SETUP:ROW:FIRST-LAST seed ranges; SETUP is mnv3 or r50 (dubai-aerial, as make
 # compare-dubai) or syn (synthetic scenes, as make compare-synthetic, generated into OUT first);
-# ROW one of training/ablation.py.
+# ROW one of training/experiments/ablation.py.
 # Seconds per step are those of ~20 runs sharing the GPU and the cores: compare them only within
-# one table. Afterwards `python -m training.ablation OUT/mnv3 --rows ... --seeds ... --report-only`
+# one table. Afterwards `python -m training.experiments.ablation OUT/mnv3 --rows ... --seeds ... --report-only`
 # writes the table from the runs' metrics.json.
 set -uo pipefail
 DATA=$1; OUT=$2; SECONDS_MAX=${3:-500}
@@ -21,13 +21,13 @@ declare -A SETUP=(
   [syn]="--data $OUT/synthetic $STEPS --arch deeplabv3_mobilenet_v3_large --crop-size 192")
 mkdir -p "$OUT/logs"
 if [[ $RUNS == *syn:* && ! -f $OUT/synthetic/train.txt ]]; then
-  python3 -m training.synthetic --out "$OUT/synthetic" --train 48 --val 12 --test 12 --size 256 \
+  python3 -m training.data.synthetic --out "$OUT/synthetic" --train 48 --val 12 --test 12 --size 256 \
     --seed 0 > "$OUT/logs/synthetic.log" 2>&1 || exit 1
 fi
 for spec in $RUNS; do
   IFS=: read -r arch row seeds <<< "$spec"  # arch: the setup
   for seed in $(seq "${seeds%-*}" "${seeds#*-}"); do
-    timeout "$SECONDS_MAX" python3 -m training.ablation "$OUT/$arch" --rows "$row" --seeds "$seed" \
+    timeout "$SECONDS_MAX" python3 -m training.experiments.ablation "$OUT/$arch" --rows "$row" --seeds "$seed" \
       -- ${SETUP[$arch]} > "$OUT/logs/$arch-$row-s$seed.log" 2>&1 &
   done
 done

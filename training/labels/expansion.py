@@ -4,7 +4,7 @@ An image (H, W, 3) uint8 is over-segmented once with SLIC (scikit-image). Every 
 holds labelled points takes their class when they all agree; a segment whose points disagree
 stays unlabelled (255); clicked points always keep their own class. The result separates clicked
 pixels from expanded ones, so the loss can weight them differently (see
-:class:`training.regularizers.WeakSupervisionLoss`).
+:class:`training.losses.weak.WeakSupervisionLoss`).
 
 Segment size rule. A segment that crosses a class border copies the wrong class onto part of
 itself, and the bigger the segments the more of them cross one, so the size is a target mean
@@ -60,8 +60,8 @@ import torch
 from torch import Tensor
 
 from model.class_table import IGNORE_INDEX
-from training.data import PointSupervisedDataset, Sample, SampleSource
-from training.points import Points
+from training.data.sources import PointSupervisedDataset, Sample, SampleSource
+from training.points.files import Points
 
 SKIMAGE_VERSION = version("scikit-image")
 """Part of every superpixel cache key: another SLIC may give other segments."""
@@ -332,7 +332,7 @@ def unpack_target(target: Tensor) -> Targets:
 
 
 class ExpandedPointDataset(PointSupervisedDataset):
-    """:class:`~training.data.PointSupervisedDataset` whose targets are packed (module doc).
+    """:class:`~training.data.sources.PointSupervisedDataset` whose targets are packed (module doc).
 
     Same arguments, crops and augmentation (same random draws) as the parent, plus
     ``expansion`` (an :class:`ExpansionConfig`, or ``None`` for no expansion: the targets then
@@ -341,7 +341,7 @@ class ExpandedPointDataset(PointSupervisedDataset):
     (crop, crop) packed. Needs point supervision (not ``points_per_class=None`` without
     annotations). ``expander`` (set after construction, see :meth:`use_expander`) replaces the
     superpixels: an object whose ``expansion(index)`` gives image ``index``'s
-    :class:`Expansion` (for example :class:`training.forest.ForestExpander`).
+    :class:`Expansion` (for example :class:`training.labels.forest.ForestExpander`).
     """
 
     def __init__(self, source: SampleSource, points_per_class: Optional[int], seed: int = 0,

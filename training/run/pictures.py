@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from handler.encode import legend_strip
 from model.class_table import IGNORE_INDEX, ClassTable
-from training.points import Points
+from training.points.files import Points
 
 PANEL_TITLES = ("image", "points", "prediction", "ground truth")
 

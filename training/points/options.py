@@ -1,6 +1,6 @@
 """The options of ``geoseg train --images ... --points LAYER`` and the errors of that path.
 
-Kept apart from :mod:`training.point_run` so that ``geoseg train`` on a mask dataset loads none of
+Kept apart from :mod:`training.points.run` so that ``geoseg train`` on a mask dataset loads none of
 the GIS stack (GDAL through rasterio and pyogrio, PROJ, GEOS) that reading a point layer needs."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Pictures of the supervision ablation: what each labelling gives on validation images.
 
-    python -m training.ablation_pictures --plain RUN_A --best RUN_B --out docs/x.png \\
+    python -m training.experiments.ablation_pictures --plain RUN_A --best RUN_B --out docs/x.png \\
         --images 0 4 --data ... (the dataset options of the runs)
 
 One row per validation image: image | clicked points (``--points-per-class`` simulated as the
@@ -21,12 +21,12 @@ from PIL import Image
 
 from common.cli import at_least, fail, parser
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
-from training.data import DatasetError, to_tensors
-from training.dataset_args import add_data_args, load_table, open_source
-from training.evaluate import predictor
-from training.expansion import ExpansionConfig, expand_points
-from training.points import points_to_label, simulate_points
-from training.visualize import draw_points, titled_panels, with_legend
+from training.data.options import add_data_args, load_table, open_source
+from training.data.sources import DatasetError, to_tensors
+from training.labels.expansion import ExpansionConfig, expand_points
+from training.points.files import points_to_label, simulate_points
+from training.run.evaluate import predictor
+from training.run.pictures import draw_points, titled_panels, with_legend
 
 TITLES = ("image", "points", "expanded labels", "plain pfCE", "best", "ground truth")
 
@@ -39,7 +39,7 @@ def predictions(run: Path, image: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m training.ablation_pictures", __doc__)
+    p = parser("python -m training.experiments.ablation_pictures", __doc__)
     add_data_args(p)
     p.add_argument("--plain", type=Path, required=True, help="run folder of the plain pfCE row")
     p.add_argument("--best", type=Path, required=True, help="run folder of the best row")

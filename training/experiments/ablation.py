@@ -7,7 +7,7 @@ validation images, so it flatters: the final epoch is the honest figure), mean a
 over the seeds, the ratio to the dense row's final-epoch mean, seconds per training step, and the
 one-off preprocessing per image (superpixels) where a row has it.
 
-    python -m training.ablation runs/ablation-dubai --rows p10 p10-sp p10-crf p10-both dense \\
+    python -m training.experiments.ablation runs/ablation-dubai --rows p10 p10-sp p10-crf p10-both dense \\
         --seeds 0 1 2 -- --data ../shared/data/dubai-aerial --dataset folders ...
 """
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "--" in args_in:
         cut = args_in.index("--")
         args_in, train_args = args_in[:cut], args_in[cut + 1:]
-    p = parser("python -m training.ablation", __doc__)
+    p = parser("python -m training.experiments.ablation", __doc__)
     p.add_argument("out", type=Path, help="folder for the runs, the log and table.md")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every row")

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint or exported TorchScript file on dense masks: per-class IoU and mIoU.
 
-    python -m training.evaluate --model model/geoseg.pt --data data/synthetic --split val
+    python -m training.run.evaluate --model model/geoseg.pt --data data/synthetic --split val
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable, ClassTableError
-from training.data import DatasetError, SampleSource, image_from_tensor, to_tensors
-from training.dataset_args import add_data_args, open_source
-from training.device import DeviceError, resolve_device
-from training.metrics import SegmentationScores, confusion_matrix, scores
-from training.points import Points, simulate_points
-from training.visualize import comparison_picture, save_picture
+from training.data.options import add_data_args, open_source
+from training.data.sources import DatasetError, SampleSource, image_from_tensor, to_tensors
+from training.points.files import Points, simulate_points
+from training.run.device import DeviceError, resolve_device
+from training.run.metrics import SegmentationScores, confusion_matrix, scores
+from training.run.pictures import comparison_picture, save_picture
 
 Predictor = Callable[..., torch.Tensor]
 """(1, 3, H, W) float in [0, 1] -> (1, H, W) class ids. A predictor that tiles takes an optional

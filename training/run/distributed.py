@@ -11,7 +11,7 @@ before distributed training existed.
 How the work is shared (see docs/distributed.md):
 
 - training: every process computes the same seeded sequence of draws for the epoch
-  (``training.data.epoch_draws``, ``steps x batch x world_size`` long) and takes every
+  (``training.data.sources.epoch_draws``, ``steps x batch x world_size`` long) and takes every
   ``world_size``-th of it (:meth:`Group.share`), so the processes' batches of step k together
   are exactly the draws a single process with the global batch would take at step k;
 - validation: each process scores a contiguous block of the validation images
@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 
 from common.cli import fail
-from training.data import Sample, SampleSource
-from training.device import resolve_device
+from training.data.sources import Sample, SampleSource
+from training.run.device import resolve_device
 
 T = TypeVar("T")
 

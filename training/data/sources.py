@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from model.class_table import IGNORE_INDEX, ClassTable
-from training.points import Points, points_to_label, simulate_points
+from training.points.files import Points, points_to_label, simulate_points
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 

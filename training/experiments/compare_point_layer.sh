@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The point-layer path against the simulated-points path on the same photos, points and seed.
-# Usage: training/compare_point_layer.sh DUBAI_DIR OUT_DIR [SEEDS...]   (default seed: 0)
-#   1. training.simulated_layer writes the dubai-aerial photos (scale 0.5) as UTM GeoTIFFs and the
+# Usage: training/experiments/compare_point_layer.sh DUBAI_DIR OUT_DIR [SEEDS...]   (default seed: 0)
+#   1. training.points.simulated writes the dubai-aerial photos (scale 0.5) as UTM GeoTIFFs and the
 #      10 points per class per photo that --points-per-class 10 simulates as a GeoPackage (EPSG:4326);
 #   2. trains, per seed: the simulated path (--data), the point-layer path with --random-crops 1
 #      (the same crops), and the point-layer path with its default crops;
@@ -14,7 +14,7 @@ common="--arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 --ba
 data="--data $dubai --dataset folders --classes training/tables/dubai-aerial.json
       --train-dirs tile1 tile2 tile3 tile4 --val-dirs tile5 tile6 --scale 0.5"
 layer="$out/dubai-points-10.gpkg"
-[ -f "$layer" ] || python -m training.simulated_layer $data --points-per-class 10 --seed 0 \
+[ -f "$layer" ] || python -m training.points.simulated $data --points-per-class 10 --seed 0 \
     --out "$out/geo" --layer "$layer"
 images="--images $out/geo/train --points $layer --classes training/tables/dubai-aerial.json
         --val-images $out/geo/val --val-masks $(ls "$out"/geo/val-masks/*.tif | tr '\n' ' ')"
@@ -25,6 +25,6 @@ for seed in $seeds; do
 done
 for seed in $seeds; do
   echo "## seed $seed"
-  python -m training.point_layer_report --simulated "$out/simulated-s$seed" \
+  python -m training.points.report --simulated "$out/simulated-s$seed" \
       --layer "random crops=$out/layer-random-s$seed" "point crops=$out/layer-default-s$seed"
 done

@@ -8,8 +8,8 @@ Written to disk in LandCover.ai's tiled layout (``output/<stem>.jpg``, ``output/
 ``train.txt`` / ``val.txt`` / ``test.txt``), or, with ``--layout folders``, as colour-coded
 masks (``images/``, ``masks/``, ``classes.json``).
 
-    python -m training.synthetic --out data/synthetic --train 48 --val 12 --test 12 --size 256
-    python -m training.synthetic --scene demo_out/scene.png --size 1280x768 --seed 2030
+    python -m training.data.synthetic --out data/synthetic --train 48 --val 12 --test 12 --size 256
+    python -m training.data.synthetic --scene demo_out/scene.png --size 1280x768 --seed 2030
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ whole when it has at most :data:`WHOLE_RASTER_PIXELS` pixels (as one request to 
 else in ``scene.windows`` windows of the handler's tiling (``HandlerConfig``: the same tiles,
 overlap and blend), only the windows that hold validation points, or all of them when a dense
 mask is given. The predictions at the held-out points give the point scores
-(:func:`training.point_validation.point_metrics`); a mask gives the dense confusion matrix too.
+(:func:`training.points.validation.point_metrics`); a mask gives the dense confusion matrix too.
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from handler.scaling import BandScaling
 from model.class_table import IGNORE_INDEX, ClassTable
 from scene.source import SceneSource, Window, open_raster
 from scene.windows import SceneWindow, keep_in_read, plan_windows
-from training.data import to_tensors
-from training.evaluate import Predictor
-from training.metrics import confusion_matrix, scores
-from training.point_validation import point_metrics
-from training.points import Points
-from training.raster_points import PointTrainingError, points_in_window
-from training.visualize import RasterCanvas, save_picture
+from training.data.sources import to_tensors
+from training.points.files import Points
+from training.points.rasters import PointTrainingError, points_in_window
+from training.points.validation import point_metrics
+from training.run.evaluate import Predictor
+from training.run.metrics import confusion_matrix, scores
+from training.run.pictures import RasterCanvas, save_picture
 
 WHOLE_RASTER_PIXELS = 1024 * 1024
 """Validation rasters up to this many pixels are predicted as one image."""

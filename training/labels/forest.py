@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from model.class_table import IGNORE_INDEX
-from training.expansion import Expansion
-from training.points import Points
+from training.labels.expansion import Expansion
+from training.points.files import Points
 
 FOREST_THRESHOLD = 0.5
 """Default confidence (largest class probability) above which the forest labels a pixel.
@@ -108,7 +108,7 @@ def class_probabilities(forest: Any, features: np.ndarray, num_classes: int) -> 
 def confident_labels(probs: np.ndarray, sparse: np.ndarray, threshold: float) -> Expansion:
     """Clicks of ``sparse`` (H, W) uint8 (255 = unlabelled) plus, at every other pixel whose
     largest probability in ``probs`` (K, H, W) is at least ``threshold``, that class (an
-    :class:`~training.expansion.Expansion` with no segments)."""
+    :class:`~training.labels.expansion.Expansion` with no segments)."""
     if probs.shape[1:] != sparse.shape:
         raise ValueError(f"probabilities {probs.shape[1:]} and label {sparse.shape} differ in size")
     best = probs.argmax(0).astype(np.uint8)

@@ -1,6 +1,6 @@
 """Tables of the point-layer comparison, from the runs' ``metrics.json``.
 
-    python -m training.point_layer_report --simulated RUN --layer NAME=RUN [NAME=RUN ...]
+    python -m training.points.report --simulated RUN --layer NAME=RUN [NAME=RUN ...]
 
 Prints, per epoch, the dense validation mIoU of the simulated-points run and of each
 point-layer run, and each point-layer run's estimate from its held-out points (point mIoU and
@@ -61,7 +61,7 @@ def agreement(runs: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m training.point_layer_report", __doc__)
+    p = parser("python -m training.points.report", __doc__)
     p.add_argument("--simulated", type=Path, required=True, help="run folder of the simulated-points run")
     p.add_argument("--layer", nargs="+", required=True, metavar="NAME=RUN",
                    help="point-layer run folders, each with a column name")

@@ -17,7 +17,7 @@ attribute of their choice. This module turns such a layer into GeoSeg's sparse l
    :func:`require_usable` stops when none is usable.
 
 Usable points per raster are int64 arrays (K, 3) with columns (row y, column x, class id), the
-:data:`training.points.Points` layout, so :func:`training.points.points_to_label` rasterises
+:data:`training.points.files.Points` layout, so :func:`training.points.files.points_to_label` rasterises
 them into a sparse label window.
 """
 from __future__ import annotations
@@ -49,8 +49,8 @@ from rasterio.windows import Window
 
 from handler.decode import valid_mask
 from model.class_table import ClassTable, ClassTableError
-from training.point_options import PointInputError
-from training.points import image_key
+from training.points.files import image_key
+from training.points.options import PointInputError
 
 ClassValue = Union[str, int, float, None]
 """A raw class attribute as read: a name, an id, or None when the field is empty (null, NaN, blank)."""
@@ -503,7 +503,7 @@ def match_points(layer: PointLayer, rasters: Sequence[str | Path], table: ClassT
     but on nodata in each is :attr:`Reason.NODATA`; one inside none :attr:`Reason.OUTSIDE`.
 
     A point **with an image value** goes only to the raster it names (its path without
-    extension ends with the value's, see :func:`training.points.image_key`): in pixel
+    extension ends with the value's, see :func:`training.points.files.image_key`): in pixel
     coordinates (x = column, y = row) when that raster is not georeferenced or the layer holds
     pixel coordinates (CSV ``image,x,y`` without CRS), else in map coordinates as above. A name
     matching no raster, or several, is :attr:`Reason.UNKNOWN_IMAGE`. In pixel coordinates a

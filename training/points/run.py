@@ -1,6 +1,6 @@
 """``geoseg train --images ... --points LAYER``: the data the point-layer options describe (class
 table, matched and split points, band scaling, validation); the options are in
-:mod:`training.point_options`."""
+:mod:`training.points.options`."""
 from __future__ import annotations
 
 import argparse
@@ -15,24 +15,24 @@ from handler.scaling import BandScaling
 from model.artifact import BAND_SCALING
 from model.class_table import IGNORE_INDEX, ClassTable
 from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster, reading_note
-from training.evaluate import predictor
-from training.point_evaluation import ValidationRaster, pair_masks, validate_points
-from training.point_layer import (
+from training.points.evaluation import ValidationRaster, pair_masks, validate_points
+from training.points.layer import (
     MatchResult,
     match_points,
     read_point_layer,
     require_usable,
     resolve_classes,
 )
-from training.point_options import Validation
-from training.point_validation import default_block_size
-from training.raster_points import (
+from training.points.options import Validation
+from training.points.rasters import (
     PointSplit,
     PointTrainingError,
     RasterPointDataset,
     split_points,
     training_scaling,
 )
+from training.points.validation import default_block_size
+from training.run.evaluate import predictor
 
 MIN_CLASS_POINTS = 3
 """A class that the layer's own values make (no --classes) with fewer points than this is

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from model.class_table import IGNORE_INDEX
-from training.expansion import unpack_target
-from training.losses import partial_focal_ce
+from training.labels.expansion import unpack_target
+from training.losses.focal import partial_focal_ce
 
 PSEUDO_THRESHOLD = 0.9
 PSEUDO_WEIGHT = 1.0

@@ -9,7 +9,7 @@ image and shows on each validation picture (same function, same seeds). Training
 files (``--images``, ``--points``, ``--val-images``, ``--val-masks``, ``--random-crops 1``) sees
 the same pixels, labels and crops as the simulated-points run, so the two paths can be compared.
 
-    python -m training.simulated_layer --data DUBAI --dataset folders \\
+    python -m training.points.simulated --data DUBAI --dataset folders \\
         --classes training/tables/dubai-aerial.json --train-dirs tile1 tile2 tile3 tile4 \\
         --val-dirs tile5 tile6 --scale 0.5 --points-per-class 10 --out runs/dubai-geo \\
         --layer docs/results/dubai-points-10.gpkg
@@ -29,9 +29,9 @@ from rasterio.transform import from_origin
 
 from common.cli import at_least, fail, parser
 from model.class_table import IGNORE_INDEX, ClassTable
-from training.data import DatasetError, SampleSource
-from training.dataset_args import add_data_args, load_table, open_source
-from training.points import simulate_points
+from training.data.options import add_data_args, load_table, open_source
+from training.data.sources import DatasetError, SampleSource
+from training.points.files import simulate_points
 
 CRS = "EPSG:32640"
 ORIGIN = (300000.0, 2780000.0)
@@ -85,7 +85,7 @@ def write_layer(path: Path, xy: np.ndarray, ids: list[int], table: ClassTable) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m training.simulated_layer", __doc__)
+    p = parser("python -m training.points.simulated", __doc__)
     add_data_args(p)
     p.add_argument("--points-per-class", type=at_least(1), default=10)
     p.add_argument("--seed", type=int, default=0, help="the training run's --seed")

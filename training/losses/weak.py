@@ -24,7 +24,7 @@ The kernel is computed without gradient (the image is an input, not a parameter)
 even under autocast.
 
 Use in a training step (``images`` float32 (N, 3, H, W) in [0, 1], the model's input;
-``targets`` the packed (N, H, W) targets of :class:`training.expansion.ExpandedPointDataset`,
+``targets`` the packed (N, H, W) targets of :class:`training.labels.expansion.ExpandedPointDataset`,
 or plain sparse labels)::
 
     criterion = WeakSupervisionLoss(gamma, alpha, expand_weight=0.5, crf_weight=0.02)
@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.class_table import IGNORE_INDEX
-from training.expansion import unpack_target
-from training.losses import partial_focal_ce
+from training.labels.expansion import unpack_target
+from training.losses.focal import partial_focal_ce
 
 GATED_CRF_RADIUS = 5
 GATED_CRF_SIGMA_XY = 6.0
@@ -154,7 +154,7 @@ def weak_supervision_loss(logits: Tensor, clicked: Tensor, expanded: Optional[Te
 
     ``logits`` (N, C, H, W); ``clicked`` and ``expanded`` int64 (N, H, W), class ids with 255
     elsewhere (an expanded pixel that is also clicked counts as clicked only); each pfCE is the
-    mean over its own pixels (:func:`training.losses.partial_focal_ce`, same ``gamma`` and
+    mean over its own pixels (:func:`training.losses.focal.partial_focal_ce`, same ``gamma`` and
     ``alpha``), so ``expand_weight`` is the weight of an average expanded pixel relative to an
     average clicked point. ``image`` (N, 3, H, W) in [0, 1] and ``valid`` (N, 1, H, W) bool
     (``None`` = all valid) feed the Gated CRF term, computed on the softmax pooled by
@@ -177,12 +177,12 @@ def weak_supervision_loss(logits: Tensor, clicked: Tensor, expanded: Optional[Te
 
 
 class WeakSupervisionLoss(nn.Module):
-    """:func:`weak_supervision_loss` on packed targets (see :mod:`training.expansion`).
+    """:func:`weak_supervision_loss` on packed targets (see :mod:`training.labels.expansion`).
 
     ``forward(logits, target, image=None)``: ``target`` (N, H, W) packed (or plain sparse:
     class ids and 255); ``image`` (N, 3, H, W) in [0, 1], needed when ``crf_weight > 0``.
     With ``expand_weight=0`` and ``crf_weight=0`` it equals
-    :class:`training.losses.PartialFocalCELoss` on the clicked points.
+    :class:`training.losses.focal.PartialFocalCELoss` on the clicked points.
     """
 
     alpha: Optional[Tensor]
