@@ -11,7 +11,8 @@ from training.data.sources import LandCoverAITiles
 from training.data.synthetic import generate_scene
 from training.labels.expansion import ExpandedPointDataset, unpack_target
 from training.labels.forest import ForestExpander, ForestSettings, confident_labels
-from training.train import parse_args, training_dataset
+from training.run.inputs import training_dataset
+from training.train import parse_args
 
 SMALL_FOREST = ForestSettings(n_estimators=30, n_jobs=1, random_state=0)
 

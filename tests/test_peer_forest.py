@@ -64,7 +64,8 @@ def test_the_forest_learns_from_exactly_the_points_of_a_geoseg_run(scenes, tmp_p
     """The samples the forest is fitted on are the features and classes at the points that
     geoseg train's dataset (same options, same seed) trains on."""
     from training.data.options import load_table, open_source
-    from training.train import parse_args, training_dataset
+    from training.run.inputs import training_dataset
+    from training.train import parse_args
 
     fitted: list[tuple[np.ndarray, np.ndarray]] = []
     fit = peer_forest.fit_forest

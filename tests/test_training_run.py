@@ -114,7 +114,8 @@ def test_one_point_file_for_a_folders_project_at_half_scale(tiny_folders, tmp_pa
     included); with --scale 0.5 its pixel coordinates stay the stored images' and move to the
     resized ones; the validation pictures show the file's points; metrics say no simulation."""
     from training.data.options import open_source
-    from training.train import parse_args, read_annotations
+    from training.run.inputs import read_annotations
+    from training.train import parse_args
 
     csv = tmp_path / "points.csv"
     csv.write_text("image,x,y,class\n"

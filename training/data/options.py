@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.cli import existing_file, positive
 from model.class_table import DEFAULT_TABLE_PATH, ClassTable
@@ -13,6 +14,9 @@ from training.data.sources import (
     LandCoverAITiles,
     SampleSource,
 )
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -34,18 +38,25 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> Non
                        help="resize factor for folder images and masks (e.g. 0.5 on a CPU)")
 
 
-def load_table(args: argparse.Namespace) -> ClassTable:
+def _data_root(args: argparse.Namespace | TrainConfig) -> Path:
+    if args.data is None:
+        raise DatasetError("give --data (a dataset folder)")
+    return Path(args.data)
+
+
+def load_table(args: argparse.Namespace | TrainConfig) -> ClassTable:
+    """``--classes``, else the dataset's own ``classes.json`` (folders), else the default table."""
     if args.classes:
         return ClassTable.load(args.classes)
-    own = Path(args.data) / "classes.json"
+    own = _data_root(args) / "classes.json"
     if args.dataset == "folders" and own.is_file():
         return ClassTable.load(own)
     return ClassTable.load(DEFAULT_TABLE_PATH)
 
 
-def open_source(args: argparse.Namespace, split: str, table: ClassTable) -> SampleSource:
+def open_source(args: argparse.Namespace | TrainConfig, split: str, table: ClassTable) -> SampleSource:
     """The images and dense masks of ``split`` (train, val or test) as the options describe."""
-    root = Path(args.data)
+    root = _data_root(args)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     if args.dataset == "folders":

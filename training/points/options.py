@@ -76,7 +76,7 @@ def point_arg_problem(args: argparse.Namespace) -> Optional[str]:
         return ("--scale does not apply to --points: point coordinates are in the rasters' own "
                 "pixels or map units; resample the rasters instead (gdalwarp -tr)")
     if args.expand != "none":
-        return "--expand superpixels is not available with --points yet (--crf-weight is)"
+        return f"--expand {args.expand} is not available with --points yet (--crf-weight is)"
     if not 0.0 <= args.val_fraction < 1.0:
         return f"--val-fraction must be in [0, 1), got {args.val_fraction}"
     if args.random_crops > 1.0:

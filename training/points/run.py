@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -37,6 +37,9 @@ from training.run.evaluate import predictor
 MIN_CLASS_POINTS = 3
 """A class that the layer's own values make (no --classes) with fewer points than this is
 warned about: most often a misspelt name, which would otherwise become a class of its own."""
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 def rare_classes(values: list[Any], table: ClassTable, mapping: dict[Any, int]) -> dict[str, int]:
@@ -76,7 +79,7 @@ class PointData:
     scaling: Optional[BandScaling]
     masks: dict[Path, Path]
 
-    def dataset(self, args: argparse.Namespace, pad_label: int = IGNORE_INDEX) -> RasterPointDataset:
+    def dataset(self, args: argparse.Namespace | TrainConfig, pad_label: int = IGNORE_INDEX) -> RasterPointDataset:
         """The training crops: rasters that hold training points."""
         keep = [j for j, p in enumerate(self.split.train) if len(p)]
         return RasterPointDataset([self.split.rasters[j] for j in keep],
@@ -107,10 +110,12 @@ class PointData:
                 BAND_SCALING: self.scaling.to_meta() if self.scaling else None}
 
 
-def prepare_points(args: argparse.Namespace, table: Optional[ClassTable]) -> PointData:
+def prepare_points(args: argparse.Namespace | TrainConfig, table: Optional[ClassTable]) -> PointData:
     """Read the layer, choose the class table (``table``: from --classes), match the points to
     the rasters (their rejects printed one per line), split them, measure the band scaling."""
     cap_gdal_cache()
+    if args.images is None or args.points is None:
+        raise PointTrainingError("give --images and --points (rasters and the points clicked on them)")
     try:
         rasters = list(dict.fromkeys(list_rasters(args.images, "--images")))
         val_paths = list(dict.fromkeys(list_rasters(args.val_images, "--val-images"))
