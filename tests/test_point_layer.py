@@ -385,6 +385,41 @@ def test_csv_errors_name_the_line(tmp_path: Path) -> None:
         read_point_layer(bad, csv_crs="EPSG:99999999")
 
 
+def test_every_unreadable_row_and_non_point_feature_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,class\n1,north,water\n1,2,water\ninf,2,road\n")
+    with pytest.raises(PointLayerError, match=r"^2 rows with unreadable coordinates: .*bad\.csv:2: x and y "
+                                              r"must be numbers.*; .*bad\.csv:4: x and y must be finite"):
+        read_point_layer(bad, csv_crs=UTM)
+    shapes = [shapely.box(X0, Y0 - 5, X0 + 5, Y0), shapely.points(X0, Y0),
+              shapely.linestrings([[X0, Y0], [X0 + 1, Y0]])]
+    mixed = _write_layer(tmp_path / "mixed.gpkg", np.zeros((3, 2)), UTM, {"class": ["water"] * 3},
+                         geoms=np.array(shapely.to_wkb(shapes), dtype=object), geometry_type="Unknown")
+    with pytest.raises(PointLayerError, match=r"^2 features that are not points: .*feature 1 is a Polygon; "
+                                              r".*feature 3 is a LineString; the layer must hold points") as info:
+        read_point_layer(mixed)
+    assert "\n" not in str(info.value)
+
+
+def test_a_geojson_may_declare_pixel_coordinates(tmp_path: Path) -> None:
+    """``"geoseg:coordinates": "pixel"``: the points are pixels of the image they name, whatever
+    the rasters' georeferencing; a point naming no image cannot be placed."""
+    png = tmp_path / "tile.png"
+    Image.fromarray(np.moveaxis(_pixels(), 0, -1)).save(png)
+    tif = _write_tif(tmp_path / "scene.tif", _pixels())
+    features = [{"type": "Feature", "properties": {"class": name, "image": image},
+                 "geometry": {"type": "Point", "coordinates": [x, y]}}
+                for name, image, x, y in (("water", "tile", 4.5, 3.5), ("road", "scene.tif", 33.2, 17.9),
+                                          ("road", None, 1, 1))]
+    path = tmp_path / "p.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "geoseg:coordinates": "pixel",
+                                "features": features}))
+    layer, _, result = _match(path, [png, tif])
+    assert layer.pixel_coordinates and layer.crs is None
+    assert result.points[0].tolist() == [[3, 4, 3]] and result.points[1].tolist() == [[17, 33, 4]]
+    assert [(r.feature_id, r.reason) for r in result.rejected] == [(2, Reason.UNKNOWN_IMAGE)]
+
+
 def test_points_clicked_in_qgis_on_a_plain_png_land_on_their_pixels(tmp_path: Path) -> None:
     """QGIS shows an image without georeferencing with rows at y = -row: a layer drawn there
     (an ``image`` attribute naming the tile) reaches the same pixels as row, column pixels."""

@@ -212,11 +212,11 @@ def test_point_errors_name_the_command_line_option(tmp_path, capsys):
 
 def test_pixel_csv_headers_are_matched_case_insensitively(tmp_path):
     from model.class_table import ClassTable
-    from training.points.files import read_points_csv
+    from training.points.files import read_point_annotations
 
     path = tmp_path / "points.csv"
     path.write_text("Image,X,Y,Class\ntile_1.png,3,4,water\n")
-    points = read_points_csv(path, ClassTable.load())
+    points = read_point_annotations(path, ClassTable.load(), {"tile_1": (8, 8)})
     assert points["tile_1"].tolist() == [[4, 3, 3]]
 
 

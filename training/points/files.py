@@ -3,35 +3,71 @@
 Points are int64 arrays of shape (K, 3) with columns (row y, column x, class id); a sparse
 label is a uint8 (H, W) array holding the class id at each point and 255 elsewhere.
 
-Readers (every bad row is reported with file and line, never dropped):
+:func:`read_point_annotations` reads the points of ``geoseg train --point-file`` on the images of
+a dataset. CSV and GeoJSON go through the point-layer reader (:mod:`training.points.layer`,
+loaded only then), with its rules:
 
 - CSV with header ``image,x,y,class`` (x = column, y = row, in pixels; class = id or name;
   names matched case-insensitively, ``col`` / ``column`` and ``row`` taken for x and y);
 - GeoJSON FeatureCollection of Point features with properties ``image`` and ``class``;
-  coordinates are map coordinates when the image is georeferenced (converted with its affine
-  transform), pixel (x, y) otherwise; a top-level ``"geoseg:coordinates": "pixel"`` forces pixels;
+  coordinates are map coordinates in the image's own CRS when the image is georeferenced
+  (converted with its affine transform, not reprojected), pixel (x, y) otherwise; a top-level
+  ``"geoseg:coordinates": "pixel"`` forces pixels;
 - sparse label PNGs: one band, class ids at labelled pixels, 255 elsewhere.
+
+Every bad point (or label file) is reported with its reason and where it is (``file:line`` for
+CSV rows, ``file: feature N`` for GeoJSON features, ``file: row, column`` for PNG pixels), all in
+one :class:`PointLayerError`; none is dropped.
 """
 from __future__ import annotations
 
-import csv
-import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from PIL import Image
 
 from model.class_table import IGNORE_INDEX, ClassTable
+from training.points.options import PointInputError
 
 Points = np.ndarray  # (K, 3) int64: y, x, class id
 Transform = Callable[[float, float], tuple[float, float]]  # map (X, Y) -> pixel (col, row)
 
+POINT_FILE_SUFFIXES = (".csv", ".geojson", ".json")
+"""File types of a point file; a folder holds sparse label PNGs."""
 
-class PointFileError(ValueError):
-    """A point file with a bad row; the message starts with ``file:line:``."""
+SHOWN_PROBLEMS = 10
+"""Problems named one by one in a :class:`PointLayerError`; beyond, only their number."""
+
+
+class PointLayerError(PointInputError):
+    """A point file, point layer or raster that cannot be used; the message is one line naming
+    the file and, for bad points, each point (up to :data:`SHOWN_PROBLEMS`) with its reason.
+
+    Defined here, away from the GIS stack that :mod:`training.points.layer` loads, so that a
+    trainer can catch it without importing GDAL; that module exports it under the same name."""
+
+
+PointFileError = PointLayerError
+"""The former name of the point-file error, kept for old callers: the same class."""
+
+
+def problems_error(problems: Sequence[str], what: str = "bad points", hint: str = "",
+                   total: Optional[int] = None) -> PointLayerError:
+    """One error for every problem of a point input, each ``where: reason[: detail]``.
+
+    The message is the one problem, or ``<total> <what>: first; second; ...; and N more``
+    naming the first :data:`SHOWN_PROBLEMS`. ``total`` is the number of problems when
+    ``problems`` holds only the first ones (default ``len(problems)``); ``hint`` (how to fix
+    them all) ends the message.
+    """
+    total = len(problems) if total is None else total
+    shown = list(problems[:SHOWN_PROBLEMS])
+    if total > len(shown):
+        shown.append(f"and {total - len(shown)} more")
+    head = f"{total} {what}: " if total > 1 else ""
+    return PointLayerError(head + "; ".join([*shown, *([hint] if hint else [])]))
 
 
 def simulate_points(mask: np.ndarray, points_per_class: int, seed: int | list[int]) -> Points:
@@ -77,144 +113,53 @@ def image_key(name: str) -> str:
     return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
 
 
-def _check_point(where: str, key: str, col: float, row: float, class_value: Any,
-                 table: ClassTable, image_sizes: Optional[Mapping[str, tuple[int, int]]]
-                 ) -> tuple[int, int, int]:
-    """Validate one point; returns (y, x, class id) or raises PointFileError at ``where``."""
-    try:
-        class_id = table.class_id(class_value)
-    except KeyError as exc:
-        raise PointFileError(f"{where}: {exc.args[0]}") from None
-    x, y = int(np.floor(col)), int(np.floor(row))
-    if image_sizes is not None:
-        if key not in image_sizes:
-            raise PointFileError(f"{where}: image {key!r} is not in the dataset")
-        h, w = image_sizes[key]
-        if not (0 <= x < w and 0 <= y < h):
-            raise PointFileError(f"{where}: point x={col:g}, y={row:g} is outside image "
-                                 f"{key!r} ({w}x{h} pixels)")
-    elif x < 0 or y < 0:
-        raise PointFileError(f"{where}: negative pixel coordinate x={col:g}, y={row:g}")
-    return y, x, class_id
-
-
-def _group(rows: dict[str, list[tuple[int, int, int]]]) -> dict[str, Points]:
-    return {k: np.asarray(v, dtype=np.int64).reshape(-1, 3) for k, v in rows.items()}
-
-
-def read_points_csv(path: str | Path, table: ClassTable,
-                    image_sizes: Optional[Mapping[str, tuple[int, int]]] = None
-                    ) -> dict[str, Points]:
-    """Read ``image,x,y,class`` rows; returns points per image key (see :func:`image_key`)."""
-    path = Path(path)
-    rows: dict[str, list[tuple[int, int, int]]] = {}
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = _pixel_csv_columns(path, [(f or "").strip() for f in reader.fieldnames or []])
-        for raw in reader:
-            row = {columns.get(k.strip().lower(), ""): (v or "").strip()
-                   for k, v in raw.items() if k is not None}
-            where = f"{path}:{reader.line_num}"
-            try:
-                col, r = float(row["x"]), float(row["y"])
-            except ValueError:
-                raise PointFileError(f"{where}: x and y must be numbers, got "
-                                     f"x={row['x']!r}, y={row['y']!r}") from None
-            if not row["image"]:
-                raise PointFileError(f"{where}: empty image name")
-            key = image_key(row["image"])
-            rows.setdefault(key, []).append(
-                _check_point(where, key, col, r, row["class"], table, image_sizes))
-    return _group(rows)
-
-
-PIXEL_CSV_COLUMNS = {"image": ("image",), "x": ("x", "col", "column"), "y": ("y", "row"),
-                     "class": ("class",)}
-"""The columns of a pixel CSV and the names (any case) each may go by."""
-
-
-def _pixel_csv_columns(path: Path, fields: list[str]) -> dict[str, str]:
-    """Lower-cased header name -> its column (image, x, y, class); PointFileError naming the
-    missing or doubled ones."""
-    columns: dict[str, str] = {}
-    for column, names in PIXEL_CSV_COLUMNS.items():
-        found = [f for f in fields if f.lower() in names]
-        if len(found) != 1:
-            problem = "misses" if not found else f"has {len(found)} ({', '.join(found)}) of"
-            raise PointFileError(f"{path}:1: header {problem} the column {column} "
-                                 f"(image,x,y,class; got {','.join(fields) or 'nothing'})")
-        columns[found[0].lower()] = column
-    return columns
-
-
-_FEATURE_RE = re.compile(r'"type"\s*:\s*"Feature"')
-
-
-def read_points_geojson(path: str | Path, table: ClassTable,
-                        image_sizes: Optional[Mapping[str, tuple[int, int]]] = None,
-                        transforms: Optional[Mapping[str, Transform]] = None
-                        ) -> dict[str, Points]:
-    """Read Point features (properties ``image``, ``class``); returns points per image key.
-
-    ``transforms`` maps an image key to a function map (X, Y) -> pixel (col, row) for
-    georeferenced images; their points are taken as map coordinates.
-    """
-    path = Path(path)
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PointFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or data.get("type") != "FeatureCollection" \
-            or not isinstance(data.get("features"), list):
-        raise PointFileError(f"{path}:1: expected a GeoJSON FeatureCollection")
-    force_pixel = data.get("geoseg:coordinates") == "pixel"
-    feature_lines = [text.count("\n", 0, m.start()) + 1 for m in _FEATURE_RE.finditer(text)]
-    rows: dict[str, list[tuple[int, int, int]]] = {}
-    for k, feature in enumerate(data["features"]):
-        line = feature_lines[k] if k < len(feature_lines) else 1
-        where = f"{path}:{line} (feature {k})"
-        geometry = feature.get("geometry") or {}
-        props = feature.get("properties") or {}
-        coords = geometry.get("coordinates")
-        if geometry.get("type") != "Point" or not isinstance(coords, list) or len(coords) < 2:
-            raise PointFileError(f"{where}: geometry must be a Point with coordinates [x, y]")
-        if "image" not in props or "class" not in props:
-            raise PointFileError(f"{where}: properties need 'image' and 'class'")
-        key = image_key(str(props["image"]))
-        try:
-            col, row = float(coords[0]), float(coords[1])
-        except (TypeError, ValueError):
-            raise PointFileError(f"{where}: coordinates must be numbers, got {coords}") from None
-        to_pixel = None if force_pixel or transforms is None else transforms.get(key)
-        if to_pixel is not None:
-            col, row = to_pixel(col, row)
-        rows.setdefault(key, []).append(
-            _check_point(where, key, col, row, props["class"], table, image_sizes))
-    return _group(rows)
-
-
 def read_sparse_png(path: str | Path, table: ClassTable,
                     shape: Optional[tuple[int, int]] = None) -> np.ndarray:
-    """Read a sparse label PNG (H, W) uint8; values must be class ids or 255."""
+    """Read a sparse label PNG (H, W) uint8; values must be class ids or 255.
+
+    ``shape`` (H, W) is its image's size in pixels. Raises :class:`PointLayerError` naming every
+    bad pixel (the first :data:`SHOWN_PROBLEMS` and their number).
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
             if im.mode not in ("L", "P"):
-                raise PointFileError(f"{path}: sparse labels must be one band (mode L or P), "
-                                     f"got mode {im.mode}")
+                raise PointLayerError(f"{path}: sparse labels must be one band (mode L or P), "
+                                      f"got mode {im.mode}")
             label = np.array(im)
     except (OSError, SyntaxError) as exc:
-        raise PointFileError(f"{path}: not a readable PNG ({exc})") from None
+        raise PointLayerError(f"{path}: not a readable PNG ({exc})") from None
     if shape is not None and label.shape != tuple(shape):
-        raise PointFileError(f"{path}: label is {label.shape[1]}x{label.shape[0]} pixels, "
-                             f"its image {shape[1]}x{shape[0]}")
-    bad = (label >= table.num_classes) & (label != IGNORE_INDEX)
-    if bad.any():
-        y, x = np.argwhere(bad)[0]
-        raise PointFileError(f"{path}: row {y}, column {x}: value {label[y, x]} is neither a "
-                             f"class id (0..{table.num_classes - 1}) nor {IGNORE_INDEX}")
+        raise PointLayerError(f"{path}: label is {label.shape[1]}x{label.shape[0]} pixels, "
+                              f"its image {shape[1]}x{shape[0]}")
+    bad = np.argwhere((label >= table.num_classes) & (label != IGNORE_INDEX))
+    if len(bad):
+        problems = [f"{path}: row {y}, column {x}: value {label[y, x]} is neither a class id "
+                    f"(0..{table.num_classes - 1}) nor {IGNORE_INDEX}" for y, x in bad[:SHOWN_PROBLEMS]]
+        raise problems_error(problems, "bad pixels", total=len(bad))
     return label
+
+
+def read_sparse_folder(folder: str | Path, table: ClassTable,
+                       image_sizes: Mapping[str, tuple[int, int]]) -> dict[str, Points]:
+    """The points of a folder of sparse label PNGs named ``<image key>.png`` (subfolders = the
+    key's folders); ``image_sizes`` maps image keys to (H, W) pixels. Returns points (K, 3) per
+    image key; raises :class:`PointLayerError` naming every bad file."""
+    folder = Path(folder)
+    out: dict[str, Points] = {}
+    problems: list[str] = []
+    for png in sorted(folder.rglob("*.png")):
+        key = image_key(str(png.relative_to(folder)))
+        if key not in image_sizes:
+            problems.append(f"{png}: no image {key!r} in the dataset")
+            continue
+        try:
+            out[key] = label_to_points(read_sparse_png(png, table, image_sizes[key]))
+        except PointLayerError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise problems_error(problems, "bad sparse label files")
+    return out
 
 
 def georeferencing(path: str | Path) -> Optional[Transform]:
@@ -234,20 +179,20 @@ def read_point_annotations(path: str | Path, table: ClassTable,
                            image_sizes: Mapping[str, tuple[int, int]],
                            transforms: Optional[Mapping[str, Transform]] = None
                            ) -> dict[str, Points]:
-    """Read a CSV, a GeoJSON, or a folder of sparse PNGs named ``<image key>.png``."""
+    """Read a CSV, a GeoJSON, or a folder of sparse PNGs named ``<image key>.png``.
+
+    ``image_sizes`` maps every image key a point may name to its (H, W) in pixels;
+    ``transforms`` maps the keys of georeferenced images to map (X, Y) -> pixel (col, row).
+    Returns (K, 3) int64 rows (row, col, class id) per image key holding points, in file order.
+    Raises :class:`PointLayerError` listing every bad point with its reason.
+    """
     path = Path(path)
     if path.is_dir():
-        out: dict[str, Points] = {}
-        for png in sorted(path.rglob("*.png")):
-            key = image_key(str(png.relative_to(path)))
-            if key not in image_sizes:
-                raise PointFileError(f"{png}: no image {key!r} in the dataset")
-            out[key] = label_to_points(read_sparse_png(png, table, image_sizes[key]))
-        return out
+        return read_sparse_folder(path, table, image_sizes)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_points_csv(path, table, image_sizes)
-    if suffix in (".geojson", ".json"):
-        return read_points_geojson(path, table, image_sizes, transforms)
-    raise PointFileError(f"{path}: unknown point file type {suffix!r} (use .csv, .geojson, "
-                         f"or a folder of sparse .png labels)")
+    if suffix not in POINT_FILE_SUFFIXES:
+        raise PointLayerError(f"{path}: unknown point file type {suffix!r} (use .csv, .geojson, "
+                              f"or a folder of sparse .png labels)")
+    from training.points.layer import read_image_points  # loads GDAL / PROJ: only for point files
+
+    return read_image_points(path, table, image_sizes, transforms)

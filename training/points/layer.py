@@ -9,12 +9,17 @@ attribute of their choice. This module turns such a layer into GeoSeg's sparse l
    member is read in that CRS. CSV files are read here: ``x,y,<class>`` in the CRS given as
    ``csv_crs`` (``--csv-crs``), or ``image,x,y,<class>`` in pixel coordinates of the named
    image; the coordinate columns may also be named as in :data:`X_COLUMNS` / :data:`Y_COLUMNS`
-   (``lon,lat``, ``easting,northing``..., any case).
+   (``lon,lat``, ``easting,northing``..., any case; pixel CSVs also ``col``, ``column``, ``row``).
+   A GeoJSON with the top-level member ``"geoseg:coordinates": "pixel"`` holds pixel coordinates
+   too. Every unreadable row or non-point feature is named in one :class:`PointLayerError`.
 2. :func:`resolve_classes` decides the class table and maps every raw value to a class id.
 3. :func:`match_points` reprojects the points to each raster and finds their pixels, reading
    only 1x1 windows of the rasters' validity masks; every point ends either usable or rejected
    with a reason (:class:`Reason`). :meth:`MatchResult.report` says which and why;
    :func:`require_usable` stops when none is usable.
+4. :func:`read_image_points` is the same reader for the images of a dataset (``geoseg train
+   --point-file``): :func:`match_images` places the points by image key and size, and every
+   point it rejects is an error, all named in one :class:`PointLayerError`.
 
 Usable points per raster are int64 arrays (K, 3) with columns (row y, column x, class id), the
 :data:`training.points.files.Points` layout, so :func:`training.points.files.points_to_label` rasterises
@@ -24,10 +29,11 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import json
 import math
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -49,8 +55,7 @@ from rasterio.windows import Window
 
 from handler.decode import valid_mask
 from model.class_table import ClassTable, ClassTableError
-from training.points.files import image_key
-from training.points.options import PointInputError
+from training.points.files import PointLayerError, Transform, image_key, problems_error
 
 ClassValue = Union[str, int, float, None]
 """A raw class attribute as read: a name, an id, or None when the field is empty (null, NaN, blank)."""
@@ -68,6 +73,13 @@ X_COLUMNS = ("x", "lon", "lng", "long", "longitude", "easting", "east")
 Y_COLUMNS = ("y", "lat", "latitude", "northing", "north")
 """CSV column names taken, case-insensitively, for a point's x (east) and y (north)."""
 
+PIXEL_X_COLUMNS = (*X_COLUMNS, "col", "column")
+PIXEL_Y_COLUMNS = (*Y_COLUMNS, "row")
+"""The same for a CSV without CRS (pixel coordinates): x = column, y = row."""
+
+PIXEL_SWITCH = ("geoseg:coordinates", "pixel")
+"""Top-level GeoJSON member (name, value) saying that the coordinates are pixels (col, row)."""
+
 IMAGE_FIELD = "image"
 """Attribute (or CSV column) naming the raster a point belongs to; matched case-insensitively."""
 
@@ -80,10 +92,6 @@ DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
 """Colours of a class table built from a layer's values: matplotlib's ``tab20`` reordered as the
 ten ``tab10`` colours followed by their ten light variants. Classes beyond 20 get colours from
 :func:`default_colors` (golden-angle hues)."""
-
-
-class PointLayerError(PointInputError):
-    """A point layer or raster that cannot be used; the message is one line naming the file."""
 
 
 class Reason(StrEnum):
@@ -119,7 +127,8 @@ class PointLayer:
 
     ``crs`` is None for a layer without a CRS (then coordinates are taken in each raster's own CRS)
     and for pixel coordinates. ``pixel_coordinates`` is True for a CSV ``image,x,y,<class>``
-    without a CRS. ``id_kind`` is ``"feature"`` or ``"line"`` (CSV).
+    without a CRS and for a GeoJSON carrying :data:`PIXEL_SWITCH`. ``id_kind`` is ``"feature"``
+    or ``"line"`` (CSV).
     """
 
     path: Path
@@ -139,6 +148,10 @@ class PointLayer:
     def where(self, fid: int) -> str:
         """``file:line`` for CSV rows, ``file: feature N`` otherwise."""
         return f"{self.path}:{fid}" if self.id_kind == "line" else f"{self.path}: feature {fid}"
+
+    def describe(self, rejected: Rejected) -> str:
+        """``where: reason: detail`` of a rejected point of this layer."""
+        return f"{self.where(rejected.feature_id)}: {rejected.reason}: {rejected.detail}"
 
 
 class Rejected(NamedTuple):
@@ -190,7 +203,7 @@ class MatchResult:
 
     def report(self) -> str:
         """One line per rejected point (``where: reason: detail``), then :meth:`summary`."""
-        lines = [f"{self.layer.where(r.feature_id)}: {r.reason}: {r.detail}" for r in self.rejected]
+        lines = [self.layer.describe(r) for r in self.rejected]
         return "\n".join([*lines, self.summary()])
 
 
@@ -199,7 +212,7 @@ class MatchResult:
 
 
 def read_point_layer(path: str | Path, class_field: str | None = None, csv_crs: str | None = None,
-                     *, layer: str | int | None = None) -> PointLayer:
+                     *, layer: str | int | None = None, need_image: bool = False) -> PointLayer:
     """Read a point layer: GeoPackage, Shapefile, GeoJSON (any vector format GDAL reads) or CSV.
 
     ``class_field`` names the class attribute (matched case-insensitively); None picks the one
@@ -207,15 +220,16 @@ def read_point_layer(path: str | Path, class_field: str | None = None, csv_crs: 
     CSV's ``x,y``; without it a CSV needs an ``image`` column and holds pixel coordinates (x =
     column, y = row). For a vector layer without a CRS (a Shapefile without ``.prj``) ``csv_crs``
     is used as its CRS; for one with a different CRS it is an error. ``layer`` picks a layer of a
-    multi-layer file (GeoPackage). Raises :class:`PointLayerError` for unreadable files, missing
-    fields and non-point geometries.
+    multi-layer file (GeoPackage). ``need_image``: a CSV must have an ``image`` column (points on
+    the images of a dataset). Raises :class:`PointLayerError` for unreadable files and missing
+    fields, and one naming every row with unreadable coordinates or every non-point geometry.
     """
     path = Path(path)
     if not path.is_file():
         raise PointLayerError(f"{path}: no such file")
     fallback = _parse_crs(csv_crs, f"{path}: --csv-crs") if csv_crs else None
     if path.suffix.lower() in (".csv", ".txt"):
-        return _read_csv(path, class_field, fallback)
+        return _read_csv(path, class_field, fallback, need_image)
     return _read_vector(path, class_field, fallback, layer)
 
 
@@ -279,44 +293,71 @@ def _clean_image(value: object) -> str | None:
     return None if cleaned is None else str(cleaned)
 
 
-def _read_csv(path: Path, class_field: str | None, crs: CRS | None) -> PointLayer:
+class _CsvColumns(NamedTuple):
+    """The header names of a point CSV's columns; ``image`` None when it has none."""
+
+    x: str
+    y: str
+    value: str
+    image: str | None
+
+
+def _read_csv(path: Path, class_field: str | None, crs: CRS | None, need_image: bool) -> PointLayer:
+    """The rows of a point CSV as features (fid = line number); one error for every bad row."""
+    features: list[PointFeature] = []
+    problems: list[str] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            fields = [(f or "").strip() for f in reader.fieldnames or []]
-            if not any(fields):
-                raise PointLayerError(f"{path}:1: empty CSV; expected a header such as x,y,class")
-            lower = {f.lower(): f for f in fields}
-            x_col, y_col = (_coordinate_column(path, fields, names) for names in (X_COLUMNS, Y_COLUMNS))
-            image_col = lower.get(IMAGE_FIELD)
-            others = [f for f in fields if f not in (x_col, y_col, image_col)]
-            value_col = _pick_field(others, class_field, f"{path}:1")
-            if crs is None and image_col is None:
-                example = "EPSG:4326" if x_col.lower() not in ("x", "easting", "east") else "EPSG:32640"
-                raise PointLayerError(f"{path}: the CSV's {x_col},{y_col} need a CRS: pass "
-                                      f"--csv-crs (e.g. {example}), or give an image column for "
-                                      f"pixel coordinates")
-            features = [_csv_feature(path, reader.line_num, row, x_col, y_col, value_col, image_col)
-                        for row in _stripped_rows(reader)]
+            columns = _csv_columns(path, reader.fieldnames, class_field, crs, need_image)
+            for row in _stripped_rows(reader):
+                try:
+                    features.append(_csv_feature(path, reader.line_num, row, columns))
+                except PointLayerError as exc:
+                    problems.append(str(exc))
     except UnicodeDecodeError as exc:
         raise PointLayerError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except (OSError, csv.Error) as exc:
         raise PointLayerError(f"{path}: cannot read as CSV ({_first_line(exc)})") from None
-    return PointLayer(path=path, class_field=value_col, crs=crs, features=tuple(features),
+    if problems:
+        raise problems_error(problems, "rows with unreadable coordinates")
+    return PointLayer(path=path, class_field=columns.value, crs=crs, features=tuple(features),
                       pixel_coordinates=crs is None, id_kind="line")
 
 
-def _coordinate_column(path: Path, fields: Sequence[str], names: Sequence[str]) -> str:
+def _csv_columns(path: Path, header: Sequence[str] | None, class_field: str | None, crs: CRS | None,
+                 need_image: bool) -> _CsvColumns:
+    """Find the coordinate, class and image columns in a CSV ``header``; errors name line 1."""
+    fields = [(f or "").strip() for f in header or []]
+    if not any(fields):
+        raise PointLayerError(f"{path}:1: empty CSV; expected a header such as x,y,class")
+    pixels = crs is None
+    x_col = _coordinate_column(path, fields, PIXEL_X_COLUMNS if pixels else X_COLUMNS, "x (east)")
+    y_col = _coordinate_column(path, fields, PIXEL_Y_COLUMNS if pixels else Y_COLUMNS, "y (north)")
+    image_col = {f.lower(): f for f in fields}.get(IMAGE_FIELD)
+    others = [f for f in fields if f not in (x_col, y_col, image_col)]
+    value_col = _pick_field(others, class_field, f"{path}:1")
+    if image_col is None and need_image:
+        raise PointLayerError(f"{path}:1: header has no image column: a point file holds "
+                              f"image,x,y,class (x = column, y = row in pixels; got {','.join(fields)})")
+    if image_col is None and pixels:
+        example = "EPSG:4326" if x_col.lower() not in ("x", "easting", "east") else "EPSG:32640"
+        raise PointLayerError(f"{path}: the CSV's {x_col},{y_col} need a CRS: pass "
+                              f"--csv-crs (e.g. {example}), or give an image column for "
+                              f"pixel coordinates")
+    return _CsvColumns(x_col, y_col, value_col, image_col)
+
+
+def _coordinate_column(path: Path, fields: Sequence[str], names: Sequence[str], axis: str) -> str:
     """The one column of ``fields`` named as one of ``names`` (case-insensitive)."""
     found = [f for f in fields if f.lower() in names]
     if len(found) == 1:
         return found[0]
-    axis = "x (east)" if names == X_COLUMNS else "y (north)"
     if found:
         raise PointLayerError(f"{path}:1: columns {', '.join(found)} could each be the {axis} "
                               f"coordinate; keep one")
-    raise PointLayerError(f"{path}:1: a point CSV needs an {axis} column named one of "
-                          f"{', '.join(names)} (got {', '.join(fields)})")
+    raise PointLayerError(f"{path}:1: header has no {axis} column: a point CSV needs one named "
+                          f"one of {', '.join(names)} (got {', '.join(fields)})")
 
 
 def _stripped_rows(reader: csv.DictReader[str]) -> Iterable[dict[str, str]]:
@@ -324,8 +365,9 @@ def _stripped_rows(reader: csv.DictReader[str]) -> Iterable[dict[str, str]]:
         yield {(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
 
 
-def _csv_feature(path: Path, line: int, row: dict[str, str], x_col: str, y_col: str, value_col: str,
-                 image_col: str | None) -> PointFeature:
+def _csv_feature(path: Path, line: int, row: dict[str, str], columns: _CsvColumns) -> PointFeature:
+    """The feature of CSV row ``line``; PointLayerError ``file:line: ...`` for unreadable x, y."""
+    x_col, y_col = columns.x, columns.y
     try:
         x, y = float(row[x_col]), float(row[y_col])
     except ValueError:
@@ -334,15 +376,16 @@ def _csv_feature(path: Path, line: int, row: dict[str, str], x_col: str, y_col: 
     if not (math.isfinite(x) and math.isfinite(y)):
         raise PointLayerError(f"{path}:{line}: {x_col} and {y_col} must be finite, got "
                               f"{x_col}={x}, {y_col}={y}")
-    value = _clean_value(row[value_col])
+    value = _clean_value(row[columns.value])
     if isinstance(value, str) and _INTEGER.fullmatch(value):
         value = int(value)
-    image = _clean_image(row[image_col]) if image_col else None
+    image = _clean_image(row[columns.image]) if columns.image else None
     return PointFeature(fid=line, x=x, y=y, value=value, image=image)
 
 
 def _read_vector(path: Path, class_field: str | None, fallback: CRS | None,
                  layer: str | int | None) -> PointLayer:
+    """The features of a vector layer read with pyogrio (fid = GDAL's feature id)."""
     try:
         layers = pyogrio.list_layers(path)
         if layer is None and len(layers) > 1:
@@ -358,7 +401,8 @@ def _read_vector(path: Path, class_field: str | None, fallback: CRS | None,
         raise PointLayerError(f"{path}: not a readable point layer ({_first_line(exc)})") from None
     fields = [str(f) for f in meta["fields"]]
     value_field = _pick_field(fields, class_field, str(path))
-    crs = _layer_crs(path, meta.get("crs"), fallback)
+    pixels = _declares_pixels(path)
+    crs = None if pixels else _layer_crs(path, meta.get("crs"), fallback)
     xy = _point_coordinates(path, fids, geoms)
     values = data[fields.index(value_field)]
     lower = {f.lower(): i for i, f in enumerate(fields)}
@@ -367,7 +411,24 @@ def _read_vector(path: Path, class_field: str | None, fallback: CRS | None,
         PointFeature(fid=int(fid), x=float(x), y=float(y), value=_clean_value(v), image=_clean_image(im))
         for fid, (x, y), v, im in zip(fids, xy, values, images)
     )
-    return PointLayer(path=path, class_field=value_field, crs=crs, features=features)
+    return PointLayer(path=path, class_field=value_field, crs=crs, features=features,
+                      pixel_coordinates=pixels)
+
+
+def _declares_pixels(path: Path) -> bool:
+    """Whether a GeoJSON file carries the top-level member :data:`PIXEL_SWITCH`.
+
+    GDAL does not pass on a FeatureCollection's foreign members, so this one is looked up in the
+    file's JSON; the points themselves are read by GDAL.
+    """
+    if path.suffix.lower() not in (".geojson", ".json"):
+        return False
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False
+    name, value = PIXEL_SWITCH
+    return isinstance(document, dict) and document.get(name) == value
 
 
 def _layer_crs(path: Path, text: str | None, fallback: CRS | None) -> CRS | None:
@@ -381,21 +442,26 @@ def _layer_crs(path: Path, text: str | None, fallback: CRS | None) -> CRS | None
 
 
 def _point_coordinates(path: Path, fids: np.ndarray, wkb: np.ndarray) -> np.ndarray:
-    """(N, 2) float64 x, y of Point (or single-part MultiPoint) geometries; errors name the feature."""
+    """(N, 2) float64 x, y of Point (or single-part MultiPoint) geometries; one error naming every
+    feature without geometry or with another geometry."""
     try:
         geoms = shapely.from_wkb(wkb)
     except shapely.errors.GEOSException as exc:
         raise PointLayerError(f"{path}: unreadable geometry ({_first_line(exc)})") from None
     out = np.empty((len(fids), 2), dtype=np.float64)
+    problems: list[str] = []
     for k, (fid, geom) in enumerate(zip(fids, geoms)):
-        if geom is None or geom.is_empty:
-            raise PointLayerError(f"{path}: feature {fid} has no geometry; every feature must be a point")
-        if geom.geom_type == "MultiPoint" and len(geom.geoms) == 1:
+        if geom is not None and geom.geom_type == "MultiPoint" and len(geom.geoms) == 1:
             geom = geom.geoms[0]
-        if geom.geom_type != "Point":
-            raise PointLayerError(f"{path}: feature {fid} is a {geom.geom_type}; the layer must hold "
-                                  f"points (QGIS: Vector > Geometry Tools > Centroids for polygons)")
-        out[k] = (geom.x, geom.y)
+        if geom is None or geom.is_empty:
+            problems.append(f"{path}: feature {fid} has no geometry")
+        elif geom.geom_type != "Point":
+            problems.append(f"{path}: feature {fid} is a {geom.geom_type}")
+        else:
+            out[k] = (geom.x, geom.y)
+    if problems:
+        raise problems_error(problems, "features that are not points", hint="the layer must hold points "
+                             "(QGIS: Vector > Geometry Tools > Centroids for polygons)")
     return out
 
 
@@ -553,8 +619,7 @@ class _MatchState:
             if f.value is None:
                 self.reject(k, Reason.EMPTY_CLASS, f"field {self.layer.class_field!r} is empty")
             elif f.value not in mapping:
-                self.reject(k, Reason.UNKNOWN_CLASS, f"{f.value!r} is not in class table {table.name!r} "
-                                                     f"({', '.join(table.names)})")
+                self.reject(k, Reason.UNKNOWN_CLASS, _not_in_table(f.value, table))
             else:
                 self.class_ids[k] = mapping[f.value]
 
@@ -625,17 +690,66 @@ class _MatchState:
                 self.reject(k, Reason.OUTSIDE, f"x={self.xs[k]:g}, y={self.ys[k]:g} ({crs}) is outside "
                                                f"every georeferenced raster")
 
-    def result(self, paths: tuple[Path, ...]) -> MatchResult:
+    def check_image_keys(self, keys: Sequence[str]) -> None:
+        """Open points target the image whose key (:func:`training.points.files.image_key`) their
+        image value spells exactly; the others are rejected."""
+        index = {key: j for j, key in enumerate(keys)}
+        for k, f in enumerate(self.layer.features):
+            if not self.open[k]:
+                continue
+            key = None if f.image is None else image_key(f.image)
+            if key is None:
+                self.reject(k, Reason.UNKNOWN_IMAGE, "empty image value")
+            elif key not in index:
+                self.reject(k, Reason.UNKNOWN_IMAGE, f"image {f.image!r} is not in the dataset")
+            else:
+                self.target[k] = index[key]
+
+    def place_on_images(self, keys: Sequence[str], sizes: Sequence[tuple[int, int]],
+                        to_pixel: Sequence[Transform | None]) -> None:
+        """Place every open point on its target image ``j`` (``keys[j]``, ``sizes[j]`` = (H, W)
+        pixels): map (x, y) through ``to_pixel[j]``, or pixel coordinates without one (x =
+        column, y = row, a negative y counted downwards as in :meth:`place_named`)."""
+        for k in map(int, np.flatnonzero(self.open)):
+            j = int(self.target[k])
+            (h, w), convert = sizes[j], to_pixel[j]
+            x, y = float(self.xs[k]), float(self.ys[k])
+            col, row = (float(v) for v in convert(x, y)) if convert is not None else (x, abs(y))
+            if math.isfinite(col) and math.isfinite(row) and 0 <= col < w and 0 <= row < h:
+                self.place(k, j, math.floor(row), math.floor(col))
+            else:
+                self.reject(k, Reason.OUTSIDE, f"x={x:g}, y={y:g} is outside image {keys[j]!r} "
+                                               f"({w}x{h} pixels)")
+
+    def placed_points(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per raster: its points (K_j, 3) int64 (row, col, class id) in layer order, and their
+        feature ids (K_j,) int64."""
         fids = np.array([f.fid for f in self.layer.features], dtype=np.int64)
         points, ids = [], []
         for placed in self.placed:
             arr = np.array(sorted(placed), dtype=np.int64).reshape(-1, 4)
             points.append(np.ascontiguousarray(arr[:, 1:]))
             ids.append(fids[arr[:, 0]])
-        rejected = tuple(Rejected(int(fids[k]), reason, detail)
-                         for k, (reason, detail) in sorted(self.rejected.items()))
+        return points, ids
+
+    def rejections(self) -> tuple[Rejected, ...]:
+        """The rejected points in layer order."""
+        return tuple(Rejected(self.layer.features[k].fid, reason, detail)
+                     for k, (reason, detail) in sorted(self.rejected.items()))
+
+    def result(self, paths: tuple[Path, ...]) -> MatchResult:
+        points, ids = self.placed_points()
         return MatchResult(layer=self.layer, rasters=paths, points=tuple(points), feature_ids=tuple(ids),
-                           rejected=rejected)
+                           rejected=self.rejections())
+
+
+def _not_in_table(value: ClassValue, table: ClassTable) -> str:
+    """Why ``value`` names no class of ``table`` (ids and names spelled as such)."""
+    as_id = _as_id(value)
+    if as_id is not None:
+        return (f"class id {as_id} is not in class table {table.name!r} (ids 0..{table.num_classes - 1}: "
+                f"{', '.join(table.names)})")
+    return f"{value!r} is not in class table {table.name!r} ({', '.join(table.names)})"
 
 
 def _open_raster(path: Path) -> DatasetReader:
@@ -685,6 +799,55 @@ def _inspect(src: DatasetReader, cols: np.ndarray, rows: np.ndarray
                 seen[key] = mask is None or bool(mask[0, 0])
             valid[k] = seen[key]
     return inside, valid, ci, ri
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset images (geoseg train --point-file)
+
+
+def read_image_points(path: str | Path, table: ClassTable, sizes: Mapping[str, tuple[int, int]],
+                      transforms: Mapping[str, Transform] | None = None) -> dict[str, np.ndarray]:
+    """The points of a point file on the images of a dataset: a CSV ``image,x,y,class`` in
+    pixels or a GeoJSON of Points with properties ``image`` and ``class``, read by
+    :func:`read_point_layer` (class field ``class``) and placed by :func:`match_images`.
+
+    Returns (K, 3) int64 rows (row, col, class id) per image key holding points, in file order.
+    Raises :class:`PointLayerError` naming every rejected point (``where: reason: detail``).
+    """
+    layer = read_point_layer(path, class_field="class", need_image=True)
+    points, rejected = match_images(layer, table, sizes, transforms)
+    if rejected:
+        raise problems_error([layer.describe(r) for r in rejected])
+    return points
+
+
+def match_images(layer: PointLayer, table: ClassTable, sizes: Mapping[str, tuple[int, int]],
+                 transforms: Mapping[str, Transform] | None = None
+                 ) -> tuple[dict[str, np.ndarray], tuple[Rejected, ...]]:
+    """Place every point of ``layer`` on the dataset image its ``image`` value names.
+
+    ``sizes`` maps image keys (:func:`training.points.files.image_key` of the names points may
+    use) to (H, W) in pixels; the image value's key must be one of them, else
+    :attr:`Reason.UNKNOWN_IMAGE`. ``transforms`` maps the keys of georeferenced images to map
+    (X, Y) -> pixel (col, row); their points are map coordinates in the image's own CRS (the
+    layer's CRS is not used), unless the layer holds pixel coordinates (CSV, or a GeoJSON with
+    :data:`PIXEL_SWITCH`). Other points are pixel (x = column, y = row). Classes as in
+    :func:`match_points` (ids or names of ``table``); pixel = floor of (col, row), else
+    :attr:`Reason.OUTSIDE`.
+
+    Returns ((K, 3) int64 (row, col, class id) per image key holding points, in layer order;
+    the rejected points in layer order).
+    """
+    keys = tuple(sizes)
+    _, mapping = resolve_classes(layer.values(), table)
+    to_pixel = [None if transforms is None or layer.pixel_coordinates else transforms.get(key)
+                for key in keys]
+    state = _MatchState(layer, len(keys))
+    state.check_classes(table, mapping)
+    state.check_image_keys(keys)
+    state.place_on_images(keys, [sizes[key] for key in keys], to_pixel)
+    points, _ = state.placed_points()
+    return {key: pts for key, pts in zip(keys, points) if len(pts)}, state.rejections()
 
 
 def require_usable(result: MatchResult) -> MatchResult:
