@@ -4,14 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.labels.expansion import EXPANDED_OFFSET, PADDING
-from training.losses.focal import PartialFocalCELoss, partial_focal_ce
-from training.losses.weak import (
-    WeakSupervisionLoss,
-    downscale_for_crf,
-    gated_crf_loss,
-    weak_supervision_loss,
-)
+from training.labels.expansion import EXPANDED_OFFSET, PADDING, Targets, unpack_target
+from training.losses.focal import partial_focal_ce
+from training.losses.terms import Batch, ClickedPoints, ExpandedLabels, GatedCRF, TrainingLoss
+from training.losses.weak import CRF_DOWNSCALE, GATED_CRF_RADIUS, downscale_for_crf, gated_crf_loss
 
 U = 255
 
@@ -139,17 +135,27 @@ def labels_batch():
     return target
 
 
+def weak_loss(logits, target, image=None, *, gamma=2.0, alpha=None, expand_weight=0.5,
+              crf_weight=0.0, crf_downscale=CRF_DOWNSCALE, crf_radius=GATED_CRF_RADIUS,
+              targets=None):
+    """The training loss of the clicked, expanded and Gated CRF terms on one head."""
+    alpha = None if alpha is None else torch.tensor(alpha)
+    terms = [ClickedPoints(gamma, alpha), ExpandedLabels(expand_weight, gamma, alpha),
+             GatedCRF(crf_weight, 0, crf_downscale, crf_radius)]
+    batch = Batch(image, target, targets if targets is not None else unpack_target(target))
+    return TrainingLoss(terms)({"out": logits}, batch)
+
+
 def test_with_zero_weights_it_is_exactly_pfce_and_plain_sparse_labels_work():
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 3, 16, 16, generator=g)
     image = torch.rand(2, 3, 16, 16, generator=g)
     target = labels_batch()
     clicked = torch.where(target < EXPANDED_OFFSET, target, torch.full_like(target, U))
-    off = WeakSupervisionLoss(gamma=2.0, alpha=[1.0, 2.0, 3.0], expand_weight=0.0,
-                              crf_weight=0.0)
-    expected = PartialFocalCELoss(gamma=2.0, alpha=[1.0, 2.0, 3.0])(logits, clicked)
-    assert torch.equal(off(logits, target, image), expected)
-    assert torch.equal(off(logits, clicked), expected)  # plain sparse labels, no image
+    off = {"gamma": 2.0, "alpha": [1.0, 2.0, 3.0], "expand_weight": 0.0, "crf_weight": 0.0}
+    expected = partial_focal_ce(logits, clicked, 2.0, torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.equal(weak_loss(logits, target, image, **off), expected)
+    assert torch.equal(weak_loss(logits, clicked, **off), expected)  # plain sparse labels, no image
 
 
 def test_expanded_pixels_are_a_separately_weighted_mean():
@@ -159,12 +165,13 @@ def test_expanded_pixels_are_a_separately_weighted_mean():
     clicked = torch.where(target < EXPANDED_OFFSET, target, torch.full_like(target, U))
     only_expanded = torch.where((target >= EXPANDED_OFFSET) & (target < PADDING),
                                 target - EXPANDED_OFFSET, torch.full_like(target, U))
-    got = WeakSupervisionLoss(expand_weight=0.3)(logits, target)
+    got = weak_loss(logits, target, expand_weight=0.3)
     expected = partial_focal_ce(logits, clicked) + 0.3 * partial_focal_ce(logits, only_expanded)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
     # a pixel given both as clicked and expanded counts as clicked only
-    both = weak_supervision_loss(logits, clicked, torch.where(clicked != U, clicked, only_expanded),
-                                 expand_weight=0.3)
+    overlapping = Targets(clicked, torch.where(clicked != U, clicked, only_expanded),
+                          unpack_target(target).valid)
+    both = weak_loss(logits, target, expand_weight=0.3, targets=overlapping)
     assert both.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -173,8 +180,8 @@ def unlabelled_gradient(crf_weight, expand_weight=0.5):
     logits = torch.randn(2, 3, 16, 16, generator=g, requires_grad=True)
     image = torch.rand(2, 3, 16, 16, generator=g)
     target = labels_batch()
-    loss = WeakSupervisionLoss(expand_weight=expand_weight, crf_weight=crf_weight,
-                               crf_downscale=2, crf_radius=2)(logits, target, image)
+    loss = weak_loss(logits, target, image, expand_weight=expand_weight, crf_weight=crf_weight,
+                     crf_downscale=2, crf_radius=2)
     loss.backward()
     per_pixel = logits.grad.abs().sum(1)  # (N, H, W)
     return per_pixel, target
@@ -194,17 +201,12 @@ def test_unlabelled_pixels_get_gradient_only_from_the_regulariser():
     assert torch.all(grad[(target >= EXPANDED_OFFSET) & (target < PADDING)] == 0)
 
 
-def test_crf_weight_needs_the_image():
-    with pytest.raises(ValueError, match="image"):
-        WeakSupervisionLoss(crf_weight=0.1)(torch.zeros(1, 2, 8, 8), torch.full((1, 8, 8), U))
-
-
 def test_combined_loss_is_deterministic_under_a_seed():
     def run():
         torch.manual_seed(7)
         logits = torch.randn(2, 3, 16, 16, requires_grad=True)
         image = torch.rand(2, 3, 16, 16)
-        loss = WeakSupervisionLoss(crf_weight=0.2, crf_downscale=2)(logits, labels_batch(), image)
+        loss = weak_loss(logits, labels_batch(), image, crf_weight=0.2, crf_downscale=2)
         loss.backward()
         return loss.detach(), logits.grad
     (a, ga), (b, gb) = run(), run()
@@ -222,12 +224,13 @@ def test_device_matches_cpu_and_runs_under_autocast():
     image = torch.rand(2, 3, 32, 32, generator=g)
     target = torch.full((2, 32, 32), U)
     target[:, 3, 3] = 1
-    crit = WeakSupervisionLoss(crf_weight=0.1, crf_downscale=2)
+    def crit(logits, target, image):
+        return weak_loss(logits, target, image, crf_weight=0.1, crf_downscale=2)
     cpu = crit(logits, target, image)
     cuda = DEVICE.type == "cuda"
     device_logits = logits.to(DEVICE).requires_grad_(True)
     with torch.autocast(DEVICE.type, torch.float16, enabled=cuda):
-        loss = crit.to(DEVICE)(device_logits.half() if cuda else device_logits,
+        loss = crit(device_logits.half() if cuda else device_logits,
                                target.to(DEVICE), image.to(DEVICE))
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(device_logits.grad).all()

@@ -9,7 +9,8 @@ from torch import nn
 from model.checkpoint import read_checkpoint
 from model.class_table import IGNORE_INDEX
 from training.labels.expansion import PADDING
-from training.labels.self_training import SelfTraining, Teacher, pseudo_weight_for
+from training.labels.self_training import Teacher, pseudo_weight_for
+from training.losses.terms import Batch, PseudoLabels
 from training.train import main as train_main
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",
@@ -67,8 +68,11 @@ def test_the_term_pulls_the_student_towards_the_teacher_labels():
     logits[0, 1] = 5.0  # the teacher is sure of class 1 everywhere
     teacher = Teacher(FixedLogits(logits), decay=0.5)
     student = torch.zeros(1, 2, 1, 2, requires_grad=True)
-    term = SelfTraining(teacher, threshold=0.9, weight=2.0, gamma=0.0)
-    loss = term.loss(torch.zeros(1, 3, 1, 2), torch.full((1, 1, 2), IGNORE_INDEX), student)
+    term = PseudoLabels(teacher, threshold=0.9, weight=2.0, start=0.0, epochs=1, gamma=0.0,
+                        alpha=None)
+    term.start_epoch(0)
+    batch = Batch.of(torch.zeros(1, 3, 1, 2), torch.full((1, 1, 2), IGNORE_INDEX))
+    loss = term.weight * term.value(student, batch)
     loss.backward()
     assert loss.item() == pytest.approx(2.0 * torch.log(torch.tensor(2.0)).item())  # 2 x CE at 0.5
     assert (student.grad[0, 1] < 0).all() and (student.grad[0, 0] > 0).all()

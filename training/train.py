@@ -44,7 +44,7 @@ from training.points.options import PointInputError
 from training.run.device import DeviceError, resolve_device
 from training.run.distributed import DistributedError, Group, join, launch, under_torchrun
 from training.run.inputs import training_data
-from training.run.loop import run_epoch, training_criterion
+from training.run.loop import run_epoch, training_loss
 from training.run.records import log_epoch, run_config, single_class_warning, write_metrics
 from training.run.state import checkpoint_payload, new_run_state, resume_if_possible, save_checkpoints
 
@@ -121,7 +121,7 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
     dataset, validate, table, data = training_data(args, group)
     steps = args.steps_per_epoch or math.ceil(len(dataset) / (args.batch_size * group.world_size))
     state = new_run_state(args, table, device, steps * args.epochs, group)
-    criterion = training_criterion(args, device)
+    loss_of = training_loss(args, device, state.teacher)
     config = run_config(args, device, data, steps, table, group)
     log_start(args, group, steps)
     if args.resume:
@@ -135,7 +135,7 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
     best_record = state.best_record()
     stop = args.epochs if not args.stop_after else min(args.epochs, state.start_epoch + args.stop_after)
     for epoch in range(state.start_epoch, stop):
-        record = run_epoch(epoch, args, state, dataset, criterion, steps, validate, device, out,
+        record = run_epoch(epoch, args, state, dataset, loss_of, steps, validate, device, out,
                            group)
         improved = state.add(record)
         if improved:

@@ -4,7 +4,7 @@ An image (H, W, 3) uint8 is over-segmented once with SLIC (scikit-image). Every 
 holds labelled points takes their class when they all agree; a segment whose points disagree
 stays unlabelled (255); clicked points always keep their own class. The result separates clicked
 pixels from expanded ones, so the loss can weight them differently (see
-:class:`training.losses.weak.WeakSupervisionLoss`).
+:mod:`training.losses.terms`).
 
 Segment size rule. A segment that crosses a class border copies the wrong class onto part of
 itself, and the bigger the segments the more of them cross one, so the size is a target mean

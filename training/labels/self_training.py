@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from model.class_table import IGNORE_INDEX
 from training.labels.expansion import unpack_target
-from training.losses.focal import partial_focal_ce
 
 PSEUDO_THRESHOLD = 0.9
 PSEUDO_WEIGHT = 1.0
@@ -69,32 +68,6 @@ class Teacher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state)
-
-
-class SelfTraining:
-    """The pseudo-label term of one epoch: ``teacher``, its confidence ``threshold`` and the
-    term's ``weight`` (0: the teacher is still updated, but no term is added)."""
-
-    def __init__(self, teacher: Teacher, threshold: float, weight: float, gamma: float,
-                 alpha: Optional[Tensor] = None) -> None:
-        self.teacher = teacher
-        self.threshold = threshold
-        self.weight = weight
-        self.gamma = gamma
-        self.alpha = alpha
-        self.labelled_share: list[Tensor] = []
-        """Per step, the share of pixels pseudo-labelled (0-d tensors on the device: read them
-        after the epoch, so that no step waits for the device)."""
-
-    def loss(self, images: Tensor, targets: Tensor, logits: Tensor) -> Tensor:
-        """``weight`` x partial focal CE of the student's ``logits`` (N, C, H, W) against the
-        teacher's pseudo labels for ``images``; records the share of pixels they label."""
-        pseudo = self.teacher.pseudo_labels(images, targets, self.threshold)
-        self.labelled_share.append((pseudo != IGNORE_INDEX).float().mean())
-        return self.weight * partial_focal_ce(logits, pseudo, self.gamma, self.alpha)
-
-    def after_step(self) -> None:
-        self.teacher.update()
 
 
 def pseudo_weight_for(weight: float, start_share: float, epochs: int, epoch: int) -> float:

@@ -8,12 +8,11 @@ a batch with no labelled pixel gives 0. ``gamma=0`` without alpha is plain parti
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from model.class_table import IGNORE_INDEX
 
@@ -42,22 +41,3 @@ def partial_focal_ce(logits: Tensor, target: Tensor, gamma: float = 2.0,
     # where() (not a product) keeps unlabelled pixels out of the graph: their gradient is 0.
     loss = torch.where(labelled, loss, torch.zeros_like(loss))
     return loss.sum() / (labelled.sum().to(loss.dtype) + eps)
-
-
-class PartialFocalCELoss(nn.Module):
-    """``nn.Module`` form of :func:`partial_focal_ce`."""
-
-    alpha: Optional[Tensor]
-
-    def __init__(self, gamma: float = 2.0, alpha: Optional[Sequence[float]] = None,
-                 ignore_index: int = IGNORE_INDEX, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.gamma = gamma
-        self.ignore_index = ignore_index
-        self.eps = eps
-        self.register_buffer("alpha", None if alpha is None
-                             else torch.as_tensor(alpha, dtype=torch.float32))
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return partial_focal_ce(logits, target, self.gamma, self.alpha, self.ignore_index,
-                                self.eps)

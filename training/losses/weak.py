@@ -1,4 +1,4 @@
-"""Losses on the unlabelled pixels: the Gated CRF loss, and one loss that combines all terms.
+"""The Gated CRF loss on the unlabelled pixels.
 
 Gated CRF loss (Obukhov et al. 2019, "Gated CRF Loss for Weakly Supervised Semantic Image
 Segmentation", arXiv:1906.04651), Potts compatibility, one RGBXY Gaussian kernel::
@@ -23,16 +23,7 @@ for RGB in [0, 1]) and, like theirs, the loss runs at the network's output resol
 The kernel is computed without gradient (the image is an input, not a parameter), in float32
 even under autocast.
 
-Use in a training step (``images`` float32 (N, 3, H, W) in [0, 1], the model's input;
-``targets`` the packed (N, H, W) targets of :class:`training.labels.expansion.ExpandedPointDataset`,
-or plain sparse labels)::
-
-    criterion = WeakSupervisionLoss(gamma, alpha, expand_weight=0.5, crf_weight=0.02)
-    with torch.autocast(...):
-        outputs = model(images)
-        loss = criterion(outputs["out"], targets, images)
-        if "aux" in outputs:
-            loss = loss + AUX_WEIGHT * criterion(outputs["aux"], targets, images)
+In training it is the term :class:`training.losses.terms.GatedCRF` of the run's loss list.
 
 Scale: for an untrained (uniform, 5-class) prediction on a Dubai photo the Gated CRF term is
 about 30 (it sums the kernel over ~120 neighbours per pixel: about 37 per pixel there), while
@@ -42,16 +33,11 @@ it is off (0) by default and untuned: sweep it.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from model.class_table import IGNORE_INDEX
-from training.labels.expansion import unpack_target
-from training.losses.focal import partial_focal_ce
+from torch import Tensor
 
 GATED_CRF_RADIUS = 5
 GATED_CRF_SIGMA_XY = 6.0
@@ -141,74 +127,3 @@ def downscale_for_crf(logits: Tensor, image: Tensor, valid: Optional[Tensor], fa
         image = F.avg_pool2d(image, factor)
         mask = -F.max_pool2d(-mask, factor)
     return probs, image, mask > 0.5
-
-
-def weak_supervision_loss(logits: Tensor, clicked: Tensor, expanded: Optional[Tensor] = None,
-                          image: Optional[Tensor] = None, valid: Optional[Tensor] = None, *,
-                          gamma: float = 2.0, alpha: Optional[Tensor] = None,
-                          expand_weight: float = EXPAND_WEIGHT, crf_weight: float = 0.0,
-                          crf_downscale: int = CRF_DOWNSCALE, crf_radius: int = GATED_CRF_RADIUS,
-                          sigma_xy: float = GATED_CRF_SIGMA_XY,
-                          sigma_rgb: float = GATED_CRF_SIGMA_RGB) -> Tensor:
-    """pfCE(clicked) + expand_weight * pfCE(expanded) + crf_weight * GatedCRF; a scalar.
-
-    ``logits`` (N, C, H, W); ``clicked`` and ``expanded`` int64 (N, H, W), class ids with 255
-    elsewhere (an expanded pixel that is also clicked counts as clicked only); each pfCE is the
-    mean over its own pixels (:func:`training.losses.focal.partial_focal_ce`, same ``gamma`` and
-    ``alpha``), so ``expand_weight`` is the weight of an average expanded pixel relative to an
-    average clicked point. ``image`` (N, 3, H, W) in [0, 1] and ``valid`` (N, 1, H, W) bool
-    (``None`` = all valid) feed the Gated CRF term, computed on the softmax pooled by
-    ``crf_downscale`` (:func:`downscale_for_crf`); it needs ``image`` when ``crf_weight > 0``.
-    A zero weight skips its term, so with both weights 0 this is exactly
-    ``partial_focal_ce(logits, clicked, gamma, alpha)``.
-    """
-    loss = partial_focal_ce(logits, clicked, gamma, alpha)
-    if expand_weight != 0 and expanded is not None:
-        only_expanded = torch.where(clicked != IGNORE_INDEX,
-                                    torch.full_like(expanded, IGNORE_INDEX), expanded)
-        loss = loss + expand_weight * partial_focal_ce(logits, only_expanded, gamma, alpha)
-    if crf_weight != 0:
-        if image is None:
-            raise ValueError("crf_weight > 0 needs the input image")
-        probs, small, gate = downscale_for_crf(logits, image, valid, crf_downscale)
-        loss = loss + crf_weight * gated_crf_loss(probs, small, gate, crf_radius, sigma_xy,
-                                                  sigma_rgb)
-    return loss
-
-
-class WeakSupervisionLoss(nn.Module):
-    """:func:`weak_supervision_loss` on packed targets (see :mod:`training.labels.expansion`).
-
-    ``forward(logits, target, image=None)``: ``target`` (N, H, W) packed (or plain sparse:
-    class ids and 255); ``image`` (N, 3, H, W) in [0, 1], needed when ``crf_weight > 0``.
-    With ``expand_weight=0`` and ``crf_weight=0`` it equals
-    :class:`training.losses.focal.PartialFocalCELoss` on the clicked points.
-    """
-
-    alpha: Optional[Tensor]
-
-    def __init__(self, gamma: float = 2.0, alpha: Optional[Sequence[float]] = None,
-                 expand_weight: float = EXPAND_WEIGHT, crf_weight: float = 0.0,
-                 crf_downscale: int = CRF_DOWNSCALE, crf_radius: int = GATED_CRF_RADIUS,
-                 sigma_xy: float = GATED_CRF_SIGMA_XY,
-                 sigma_rgb: float = GATED_CRF_SIGMA_RGB) -> None:
-        super().__init__()
-        if expand_weight < 0 or crf_weight < 0 or crf_downscale < 1:
-            raise ValueError("expand_weight >= 0, crf_weight >= 0 and crf_downscale >= 1 needed")
-        self.gamma = gamma
-        self.expand_weight = expand_weight
-        self.crf_weight = crf_weight
-        self.crf_downscale = crf_downscale
-        self.crf_radius = crf_radius
-        self.sigma_xy = sigma_xy
-        self.sigma_rgb = sigma_rgb
-        self.register_buffer("alpha", None if alpha is None
-                             else torch.as_tensor(alpha, dtype=torch.float32))
-
-    def forward(self, logits: Tensor, target: Tensor, image: Optional[Tensor] = None) -> Tensor:
-        clicked, expanded, valid = unpack_target(target)
-        return weak_supervision_loss(
-            logits, clicked, expanded, image, valid, gamma=self.gamma, alpha=self.alpha,
-            expand_weight=self.expand_weight, crf_weight=self.crf_weight,
-            crf_downscale=self.crf_downscale, crf_radius=self.crf_radius,
-            sigma_xy=self.sigma_xy, sigma_rgb=self.sigma_rgb)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,40 +13,27 @@ from tqdm import tqdm
 from training.config import AMP_DTYPES, TrainConfig
 from training.data.sources import epoch_draws
 from training.labels.expansion import ExpandedPointDataset
-from training.labels.self_training import SelfTraining, pseudo_weight_for
-from training.losses.focal import PartialFocalCELoss
-from training.losses.weak import WeakSupervisionLoss
+from training.labels.self_training import Teacher
+from training.losses.terms import Batch, TrainingLoss, loss_terms
 from training.points.options import Validation
 from training.run.distributed import SINGLE, Group
 from training.run.inputs import TrainingSet
 from training.run.state import RunState
 
-AUX_WEIGHT = 0.4
-"""Weight of the auxiliary head's loss (``--aux-loss``), as in torchvision's DeepLabV3 recipe."""
 
-Criterion = Union[PartialFocalCELoss, WeakSupervisionLoss]
-"""The training loss: pfCE on labelled pixels, or with the terms on unlabelled ones."""
-
-
-def training_criterion(args: TrainConfig, device: torch.device) -> Criterion:
-    """pfCE on the clicked points, or, for a weakly supervised run, :class:`WeakSupervisionLoss`
-    (its Gated CRF weight is set per epoch by :meth:`TrainConfig.crf_weight_for`)."""
-    if not args.weakly_supervised:
-        return PartialFocalCELoss(args.gamma, args.alpha).to(device)
-    return WeakSupervisionLoss(args.gamma, args.alpha, expand_weight=args.expand_weight,
-                               crf_weight=args.crf_weight).to(device)
+def training_loss(args: TrainConfig, device: torch.device, teacher: Teacher | None = None
+                  ) -> TrainingLoss:
+    """The run's loss: the terms its options ask for (:func:`training.losses.terms.loss_terms`)."""
+    return TrainingLoss(loss_terms(args, device, teacher))
 
 
-
-def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch.nn.Module,
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, loss_of: TrainingLoss,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     scaler: torch.amp.GradScaler, device: torch.device, bar_title: str,
-                    progress: bool, self_training: SelfTraining | None = None,
-                    amp: torch.dtype | None = torch.float16) -> list[float]:
-    """One pass over ``loader``: autocast to ``amp`` (None: off) and channels_last on CUDA, the
-    aux head weighted by AUX_WEIGHT when present; ``self_training``: its pseudo-label term is
-    added (when its weight is not 0) and its teacher updated after every step. Returns the loss
-    of each step."""
+                    progress: bool, amp: torch.dtype | None = torch.float16) -> list[float]:
+    """One pass over ``loader``: autocast to ``amp`` (None: off) and channels_last on CUDA;
+    ``loss_of`` weighs its terms over the model's heads and hears of every step. Returns the
+    loss of each step."""
     cuda = device.type == "cuda"
     model.train()
     losses: list[float] = []
@@ -56,28 +43,21 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, criterion: torch
         labels = labels.to(device, non_blocking=True)
         if cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        extra = (images,) if isinstance(criterion, WeakSupervisionLoss) else ()
         with torch.autocast(device.type, amp or torch.float32, enabled=cuda and amp is not None):
-            outputs = model(images)
-            loss = criterion(outputs["out"], labels, *extra)
-            if "aux" in outputs:
-                loss = loss + AUX_WEIGHT * criterion(outputs["aux"], labels, *extra)
-            if self_training is not None and self_training.weight > 0:
-                loss = loss + self_training.loss(images, labels, outputs["out"])
+            loss = loss_of(model(images), Batch.of(images, labels))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        if self_training is not None:
-            self_training.after_step()
+        loss_of.after_step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return losses
 
 
 def run_epoch(epoch: int, args: TrainConfig, state: RunState, dataset: TrainingSet,
-              criterion: Criterion, steps: int, validate: Validation,
+              loss_of: TrainingLoss, steps: int, validate: Validation,
               device: torch.device, out: Path, group: Group = SINGLE) -> dict[str, Any]:
     """Train one epoch of ``steps`` optimizer steps, then validate (and write the validation
     pictures). Returns the epoch's record for the metrics.
@@ -90,18 +70,13 @@ def run_epoch(epoch: int, args: TrainConfig, state: RunState, dataset: TrainingS
     progress = not args.no_progress and group.is_main
     dataset.set_epoch(epoch)
     group.seed_epoch(args.seed, epoch)
-    if isinstance(criterion, WeakSupervisionLoss):
-        criterion.crf_weight = args.crf_weight_for(epoch)
+    loss_of.start_epoch(epoch)
     draws = epoch_draws(len(dataset), steps * args.batch_size * group.world_size, args.seed, epoch)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=group.share(draws),
                         num_workers=args.num_workers, pin_memory=cuda)
-    self_training = None if state.teacher is None else SelfTraining(
-        state.teacher, args.pseudo_threshold,
-        pseudo_weight_for(args.pseudo_weight, args.pseudo_start, args.epochs, epoch), args.gamma,
-        criterion.alpha)  # the class weights of the main loss, on the device already
-    losses = train_one_epoch(state.training_network(), loader, criterion, state.optimizer,
+    losses = train_one_epoch(state.training_network(), loader, loss_of, state.optimizer,
                              state.scheduler, state.scaler, device, f"epoch {epoch + 1}/{args.epochs}",
-                             progress, self_training, AMP_DTYPES[args.amp])
+                             progress, AMP_DTYPES[args.amp])
     train_seconds = time.time() - t0
     state.model.eval()
     group.sync_state(state.model)  # every process scores exactly the weights rank 0 saves
@@ -112,10 +87,7 @@ def run_epoch(epoch: int, args: TrainConfig, state: RunState, dataset: TrainingS
         stats = dataset.cache.stats
         record["superpixels"] = {"computed": stats.computed, "cache_hits": stats.hits,
                                  "seconds_per_image": round(stats.seconds_per_image(), 3)}
-    if self_training is not None:
-        shares = self_training.labelled_share
-        record["pseudo_labels"] = {"weight": self_training.weight, "labelled_share": round(
-            group.mean(float(torch.stack(shares).mean()) if shares else 0.0), 4)}
+    record |= loss_of.records(group.mean)
     return record | {"epoch": epoch, "step": (epoch + 1) * steps,
             "train_loss": group.mean(float(np.mean(losses)) if losses else 0.0)} | found | {
             "lr": state.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
