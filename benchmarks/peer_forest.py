@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import at_least, blocked_path, fail, parser, refuse_overwrite, write_json
+from common.cli import at_least, blocked_path, fail, parser, refuse_overwrite, show_messages, write_json
 from model.class_table import ClassTable, ClassTableError
 from training.data.options import add_data_args, load_table, open_source
 from training.data.sources import DatasetError, PointSupervisedDataset, SampleSource, image_from_tensor
@@ -276,6 +276,7 @@ def summary_line(result: ForestResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_messages()
     args = parse_args(argv)
     target = args.out / RESULT_FILE
     refusal = blocked_path(target) or refuse_overwrite(target, args.overwrite)

@@ -72,6 +72,34 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
 
 
+LIBRARY_LOGGERS = ("training", "scene", "benchmarks")
+"""Packages whose modules report progress through ``logging.getLogger(__name__)``."""
+
+
+class _CurrentStdout(logging.Handler):
+    """Writes each message on its own line to whatever ``sys.stdout`` is when it is emitted (so
+    that a redirection made after set-up is honoured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - logging's own contract: never raise from emit
+            self.handleError(record)
+
+
+def show_messages(level: int = logging.INFO) -> None:
+    """What a command shows of the library's messages: ``level`` and above of the packages in
+    :data:`LIBRARY_LOGGERS`, as plain lines on stdout (no prefix). Library code only logs; the
+    command line decides (idempotent)."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+            logger.addHandler(_CurrentStdout())
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> int:
     """Print ``error: message`` on one line to stderr; return ``code`` for ``main`` to return."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)

@@ -343,6 +343,7 @@ def test_points_far_from_the_rasters_give_both_extents(tmp_path):
 # 9. A model that predicts one class everywhere is named as such.
 
 def test_a_model_that_predicts_one_class_is_a_warning(tiny_landcoverai, tmp_path, monkeypatch):
+    import training.run.inputs as run_inputs
     import training.train as train_module
 
     def one_class(*args, **kwargs):
@@ -350,7 +351,7 @@ def test_a_model_that_predicts_one_class_is_a_warning(tiny_landcoverai, tmp_path
         cm[:, 2] = [10, 20, 30, 40, 50]  # every pixel predicted "woodland"
         return cm
 
-    monkeypatch.setattr(train_module, "evaluate_source", one_class)
+    monkeypatch.setattr(run_inputs, "evaluate_source", one_class)
     code, stdout, stderr = run_main(train_module.main, [
         "--data", str(tiny_landcoverai), "--out", str(tmp_path / "run"), *FAST[:-2]])
     assert code == 0, stdout + stderr

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from common.allocator import keep_freed_memory
-from common.cli import fail, warn
+from common.cli import fail, show_messages, warn
 from model.builder import PretrainedWeightsError
 from model.checkpoint import CheckpointError
 from model.class_table import ClassTableError
@@ -170,6 +170,7 @@ def launch_problem(args: TrainConfig) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
+    show_messages()
     args = parse_args(argv)
     if args.nproc is not None and not under_torchrun():
         problem = launch_problem(args)

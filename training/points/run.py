@@ -4,6 +4,7 @@ table, matched and split points, band scaling, validation); the options are in
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -33,6 +34,8 @@ from training.points.rasters import (
 )
 from training.points.validation import default_block_size
 from training.run.evaluate import predictor
+
+LOG = logging.getLogger(__name__)
 
 MIN_CLASS_POINTS = 3
 """A class that the layer's own values make (no --classes) with fewer points than this is
@@ -132,14 +135,14 @@ def prepare_points(args: argparse.Namespace | TrainConfig, table: Optional[Class
                  f"{MIN_CLASS_POINTS}): a misspelt class name? It is trained as a class of its "
                  f"own; pass --classes with the class table to refuse unknown names")
     match = require_usable(match_points(layer, rasters, table, mapping))
-    print(match.report(), flush=True)
+    LOG.info(match.report())
     block = args.val_block or int(default_block_size(1.0, args.crop_size))
     split = split_points(match, args.val_fraction, block, args.seed,
                          [rasters.index(p) for p in val_paths])
-    print(split.summary(table.names), flush=True)
+    LOG.info(split.summary(table.names))
     masks = pair_masks(val_paths, args.val_masks) if args.val_masks else {}
     scaling = training_scaling(rasters)
     for note in reading_notes(rasters, scaling):
-        print(note, flush=True)
+        LOG.info(note)
     return PointData(table, match, split, scaling, masks)
 

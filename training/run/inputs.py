@@ -2,6 +2,7 @@
 a point file, dense masks, or rasters + a point layer) and the validation that scores each epoch."""
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,8 @@ from training.points.options import Validation
 from training.run.distributed import SINGLE, Group
 from training.run.evaluate import evaluate_source, predictor
 from training.run.metrics import scores
+
+LOG = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the point-layer path loads the GIS stack only when it runs
     from training.points.rasters import RasterPointDataset
@@ -124,9 +127,9 @@ def training_dataset(args: TrainConfig, source: SampleSource, table: ClassTable,
                                   args.forest_threshold, progress=bar)
         dataset.use_expander(expander)
         stats = expander.stats()
-        print(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels of "
+        LOG.info(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels of "
               f"{stats.images} images from {stats.clicks} clicks "
-              f"({sum(stats.seconds.values()):.0f} s)", flush=True)
+              f"({sum(stats.seconds.values()):.0f} s)")
     return dataset
 
 

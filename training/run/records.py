@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch
 from model.class_table import ClassTable
 from training.config import TrainConfig
 from training.run.distributed import SINGLE, Group
+
+LOG = logging.getLogger(__name__)
 
 
 def run_config(args: TrainConfig, device: torch.device, data: dict[str, Any], steps: int,
@@ -53,8 +56,8 @@ def log_epoch(record: dict[str, Any], epochs: int) -> None:
     else:
         val = (f"val mIoU {100 * record['val_miou']:.2f}%  "
                f"acc {100 * record['val_pixel_accuracy']:.2f}%")
-    print(f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  {val}  "
-          f"({record['seconds']:.0f} s)", flush=True)
+    LOG.info(f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  {val}  "
+          f"({record['seconds']:.0f} s)")
 
 
 def single_class_warning(record: dict[str, Any], table: ClassTable) -> str | None:

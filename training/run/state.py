@@ -2,6 +2,7 @@
 schedule and scaler (:class:`RunState`), checkpoints and ``--resume``."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from model.class_table import ClassTable
 from training.config import TrainConfig
 from training.labels.self_training import Teacher
 from training.run.distributed import SINGLE, Group
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,14 +116,14 @@ def resume_if_possible(state: RunState, path: Path, args: TrainConfig, table: Cl
     """``--resume``: continue from ``path`` when it exists, saying after which epoch. Returns
     False when that run already finished all ``--epochs`` (it says so): nothing left to train."""
     if not path.is_file():
-        print(f"no {path} to resume: starting a new run")
+        LOG.info(f"no {path} to resume: starting a new run")
         return True
     resume(state, path, args, table)
     if state.start_epoch >= args.epochs:
-        print(f"{path}: the run already finished all {state.start_epoch} epochs; nothing to train "
+        LOG.info(f"{path}: the run already finished all {state.start_epoch} epochs; nothing to train "
               f"(raise --epochs to train longer)")
         return False
-    print(f"resumed from {path} after epoch {state.start_epoch}/{args.epochs}")
+    LOG.info(f"resumed from {path} after epoch {state.start_epoch}/{args.epochs}")
     return True
 
 
