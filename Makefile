@@ -138,13 +138,13 @@ bench-model: $(MODEL)
 	$(BIN)/python -m benchmarks.model_throughput --model $(MODEL) --device $(BENCH_DEVICE) \
 	    --out $(BENCH_OUT)/model-throughput-$(BENCH_DEVICE).json
 
-# Reliability soak (docs/reliability.md): tests/test_soak.py for minutes on the real model.
+# Reliability soak (docs/reliability.md): tests/handler/test_soak.py for minutes on the real model.
 SOAK_SECONDS ?= 600
 SOAK_CLIENTS ?= 4
 SOAK_RESULT  ?= benchmarks/results/soak-$(shell date +%Y%m%d-%H%M%S)-cpu.json
 
 soak: $(MODEL)
-	$(BIN)/python -m pytest -q -s tests/test_soak.py --soak-seconds $(SOAK_SECONDS) \
+	$(BIN)/python -m pytest -q -s tests/handler/test_soak.py --soak-seconds $(SOAK_SECONDS) \
 	    --soak-clients $(SOAK_CLIENTS) --soak-model $(MODEL) --soak-result $(SOAK_RESULT)
 
 compare-synthetic: data

@@ -71,8 +71,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Knobs of tests/test_soak.py: short defaults for `make test`, long ones in `make soak`."""
-    group = parser.getgroup("soak", "mixed load and worker-kill test (tests/test_soak.py)")
+    """Knobs of tests/handler/test_soak.py: short defaults for `make test`, long ones in `make soak`."""
+    group = parser.getgroup("soak", "mixed load and worker-kill test (tests/handler/test_soak.py)")
     group.addoption("--soak-seconds", type=float, default=12.0,
                     help="seconds of mixed load before the worker is killed")
     group.addoption("--soak-clients", type=int, default=4, help="concurrent clients")

@@ -1,7 +1,7 @@
 """Mixed load against a real TorchServe: good requests checked byte for byte against a
 single-request reference, bad ones against their documented 4xx.
 
-Used by ``tests/test_soak.py`` (short in ``make test``, long in ``make soak``).
+Used by ``tests/handler/test_soak.py`` (short in ``make test``, long in ``make soak``).
 """
 from __future__ import annotations
 

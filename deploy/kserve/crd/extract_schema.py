@@ -1,4 +1,4 @@
-"""Cut the v1beta1 OpenAPI schema out of KServe's InferenceService CRD for tests/test_deploy.py.
+"""Cut the v1beta1 OpenAPI schema out of KServe's InferenceService CRD for tests/deploy/test_deploy.py.
 
     python deploy/kserve/crd/extract_schema.py serving.kserve.io_inferenceservices.yaml \
         deploy/kserve/crd/inferenceservice-v1beta1.schema.json.gz

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from tests.handler.test_codecs import geotiff_bytes
 from tests.serving import mask_of, png, post, standin_store
-from tests.test_codecs import geotiff_bytes
 from tools.server import TorchServe
 from training.data.synthetic import generate_scene
 

@@ -35,7 +35,7 @@ def train_command(*args: str, torchrun: bool = True) -> subprocess.CompletedProc
                 else [sys.executable, "-m", "training.train", "--nproc", "2"])
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     return subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=Path(__file__).resolve().parents[1])
+                          env=env, cwd=Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture(scope="module")

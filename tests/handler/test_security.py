@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.handler.test_server import SCENE
 from tests.serving import png, standin_store
-from tests.test_server import SCENE
 from tools.server import TorchServe, read_properties
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def properties(name: str) -> dict[str, str]:

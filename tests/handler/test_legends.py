@@ -26,7 +26,7 @@ from training.points.evaluation import ValidationRaster, validate_points
 from training.run.pictures import comparison_picture
 
 LANDCOVER = ClassTable.load()
-DUBAI = ClassTable.load(Path(__file__).parents[1] / "training" / "tables" / "dubai-aerial.json")
+DUBAI = ClassTable.load(Path(__file__).parents[2] / "training" / "tables" / "dubai-aerial.json")
 DUBAI_MASK_CODES = ((132, 41, 246), (226, 169, 41), (60, 16, 152), (254, 221, 58),
                     (110, 193, 228))
 """The colours that code the classes in dubai-aerial's masks (measured; its README)."""

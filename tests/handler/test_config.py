@@ -10,7 +10,7 @@ import yaml
 from handler.inference import HandlerConfig, model_config_yaml
 from tools.server import BASE_CONFIG, ServerError, TorchServe, read_properties
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TORCHSERVE_MODEL_KEYS = {"minWorkers", "maxWorkers", "batchSize", "maxBatchDelay",
                          "responseTimeout"}
 

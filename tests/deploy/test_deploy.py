@@ -30,11 +30,11 @@ import pytest
 import referencing
 import yaml
 
+from tests.handler.test_server import SCENE
 from tests.serving import mask_of, png, standin_store
-from tests.test_server import SCENE
 from tools.server import ServerError, TorchServe, java_env, read_properties, torchserve_executable, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 KSERVE = DEPLOY / "kserve"
