@@ -208,3 +208,34 @@ def test_clear_errors(work, tmp_path, capsys):
         assert predict_main(argv) != 0
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_one_tile_overlap_reaches_the_handler_geoseg_predict_and_validation(work, tmp_path):
+    """The tiler is one: a HandlerConfig's overlap changes the served map, ``geoseg predict``'s
+    map and what validation scores alike (the stand-in sees past a tile's kept centre, so the
+    overlap changes its map)."""
+    from model.artifact import load_artifact
+    from training.run.evaluate import predictor
+
+    bands = scene_bands(200, 230, seed=5, collar=0)
+    scene = write_scene(tmp_path / "plain.tif", bands, nodata=None)
+    network = load_artifact(work / "standin.pt", torch.device("cpu")).network
+    image = torch.from_numpy(np.moveaxis(bands, 0, -1).copy()).permute(2, 0, 1)[None].float() / 255
+    maps = {}
+    for overlap in (8, 12):
+        config = HandlerConfig(tile_size=TILE, tile_overlap=overlap)
+        out = tmp_path / f"overlap{overlap}.tif"
+        map_scene(SceneJob(scene, out), LocalSegmenter(work / "standin.pt", "cpu", config), config,
+                  2, show_progress=False)
+        ctx = StandInContext(work, headers={0: {"X-GeoSeg-Format": "geotiff"}},
+                             handler_config={"tile_size": TILE, "tile_overlap": overlap})
+        handler = GeoSegHandler()
+        handler.initialize(ctx)
+        with rasterio.MemoryFile(handler.handle([{"body": scene.read_bytes()}], ctx)[0]) as mem, \
+                mem.open() as src:
+            served = src.read(1)
+        validated = predictor(network, torch.device("cpu"), config=config)(image)[0].numpy()
+        np.testing.assert_array_equal(read_classes(out), served)
+        np.testing.assert_array_equal(validated, served)
+        maps[overlap] = served
+    assert (maps[8] != maps[12]).mean() > 0.001  # the overlap really changes the map
