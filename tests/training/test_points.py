@@ -25,6 +25,13 @@ def _mask() -> np.ndarray:
     return mask
 
 
+def refused(path, text: str, table, pattern: str) -> None:
+    """Writing ``text`` to ``path`` gives a point file that is refused with ``pattern``."""
+    path.write_text(text)
+    with pytest.raises(PointFileError, match=pattern):
+        read_point_annotations(path, table, SIZES)
+
+
 @pytest.mark.parametrize("n", [1, 10, 50])
 def test_simulation_gives_exactly_n_points_per_present_class(n):
     mask = _mask()
@@ -67,17 +74,11 @@ def test_csv_reader_accepts_valid_file(tmp_path, table):
     ("a.jpg,three,4,road", "must be numbers"),
 ])
 def test_csv_reader_names_the_bad_line(tmp_path, table, row, message):
-    path = tmp_path / "p.csv"
-    path.write_text(f"image,x,y,class\na.jpg,1,1,road\n{row}\n")
-    with pytest.raises(PointFileError, match=rf"p\.csv:3: .*{message}"):
-        read_point_annotations(path, table, SIZES)
+    refused(tmp_path / "p.csv", f"image,x,y,class\na.jpg,1,1,road\n{row}\n", table, rf"p\.csv:3: .*{message}")
 
 
 def test_csv_without_header_is_refused(tmp_path, table):
-    path = tmp_path / "p.csv"
-    path.write_text("a.jpg,1,1,road\n")
-    with pytest.raises(PointFileError, match=r"p\.csv:1: header"):
-        read_point_annotations(path, table, SIZES)
+    refused(tmp_path / "p.csv", "a.jpg,1,1,road\n", table, r"p\.csv:1: header")
 
 
 def _feature(image, x, y, cls):
@@ -104,10 +105,7 @@ def test_geojson_reader_names_the_bad_feature(tmp_path, table):
 
 
 def test_geojson_broken_json_names_the_line(tmp_path, table):
-    path = tmp_path / "p.geojson"
-    path.write_text('{"type": "FeatureCollection",\n "features": [\n  {"type": "Feature",,}\n]}')
-    with pytest.raises(PointFileError, match=r"p\.geojson: not a readable point layer \(.*line 3"):
-        read_point_annotations(path, table, SIZES)
+    refused(tmp_path / "p.geojson", '{"type": "FeatureCollection",\n "features": [\n  {"type": "Feature",,}\n]}', table, r"p\.geojson: not a readable point layer \(.*line 3")
 
 
 def test_geojson_map_coordinates_of_a_georeferenced_image(tmp_path, table):
@@ -210,10 +208,7 @@ def test_pixel_csv_column_names_and_class_names(tmp_path, table):
 
 
 def test_a_point_file_without_image_column_or_of_another_type_is_refused(tmp_path, table):
-    path = tmp_path / "p.csv"
-    path.write_text("x,y,class\n1,1,road\n")
-    with pytest.raises(PointFileError, match=r"p\.csv:1: header has no image column"):
-        read_point_annotations(path, table, SIZES)
+    refused(tmp_path / "p.csv", "x,y,class\n1,1,road\n", table, r"p\.csv:1: header has no image column")
     other = tmp_path / "p.gpkg"
     other.write_text("")
     with pytest.raises(PointFileError, match="unknown point file type '.gpkg'"):
