@@ -54,7 +54,7 @@ def draw_polygons(photo: np.ndarray, path: Path, to_pixel: rasterio.Affine,
     for geom, class_id in zip(geoms, class_ids):
         for polygon in getattr(geom, "geoms", [geom]):
             for ring in [polygon.exterior, *polygon.interiors]:
-                xy = [to_pixel * (float(x), float(y)) for x, y in ring.coords]
+                xy = [to_pixel @ (float(x), float(y)) for x, y in ring.coords]
                 draw.line(xy, fill=colours.get(int(class_id), (255, 255, 255)), width=1)
     return np.asarray(canvas)
 
