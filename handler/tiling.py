@@ -167,8 +167,10 @@ class _Stitcher:
     the rows above it can no longer change and are turned into class ids."""
 
     def __init__(self, height: int, width: int, tile: int, overlap: int,
-                 margin: Optional[int]) -> None:
+                 margin: Optional[int], keep_scores: bool = False) -> None:
         self.out = np.zeros((height, width), dtype=np.uint8)
+        self.kept: Optional[np.ndarray] = None   # (K, H, W) blended scores when keep_scores
+        self.keep_scores = keep_scores
         self.tile = tile
         self.rows = axis_spans(height, tile, overlap, margin)
         self.cols = axis_spans(width, tile, overlap, margin)
@@ -214,6 +216,10 @@ class _Stitcher:
         if self.scores is not None and until > self.band_y0:
             rows = self.scores[:, :until - self.band_y0]
             self.out[self.band_y0:until] = rows.argmax(0).astype(np.uint8)
+            if self.keep_scores:
+                if self.kept is None:
+                    self.kept = np.zeros((rows.shape[0], *self.out.shape), np.float32)
+                self.kept[:, self.band_y0:until] = rows
 
     def result(self) -> np.ndarray:
         """The (H, W) uint8 class map, once every tile was added."""
@@ -236,8 +242,31 @@ def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
     shape: kernels chosen for another batch size could flip a near-tie argmax, and an image's
     answer would then depend on its companions.
     """
+    return [s.result() for s in _stitched(images, predict, tile, overlap, micro_batch, margins)]
+
+
+def blended_scores(images: Sequence[np.ndarray], predict: TilePredictor, tile: int,
+                   overlap: int, micro_batch: int,
+                   margins: Optional[Sequence[Optional[int]]] = None) -> list[np.ndarray]:
+    """The blended scores (K, H, W) float32 behind :func:`segment_images`' class maps, for a
+    ``predict`` that returns scores: with softmax scores, class probabilities (the taper's
+    weights sum to 1 at every pixel), whose argmax is exactly the class map. Holds K floats
+    per pixel: for images, not whole scenes."""
+    stitchers = _stitched(images, predict, tile, overlap, micro_batch, margins, keep_scores=True)
+    for s in stitchers:
+        s.result()
+        if s.kept is None:
+            raise ValueError("blended_scores needs a predictor that returns scores")
+    return [s.kept for s in stitchers if s.kept is not None]
+
+
+def _stitched(images: Sequence[np.ndarray], predict: TilePredictor, tile: int, overlap: int,
+              micro_batch: int, margins: Optional[Sequence[Optional[int]]],
+              keep_scores: bool = False) -> list[_Stitcher]:
+    """Every tile of ``images`` through ``predict`` in micro-batches, added to one stitcher per
+    image (see :func:`segment_images`)."""
     margins = list(margins) if margins is not None else [None] * len(images)
-    stitchers = [_Stitcher(img.shape[0], img.shape[1], tile, overlap, margins[k])
+    stitchers = [_Stitcher(img.shape[0], img.shape[1], tile, overlap, margins[k], keep_scores)
                  for k, img in enumerate(images)]
     jobs = [(k, r, c, t) for k, s in enumerate(stitchers) for r, c, t in s.tiles()]
     for chunk in _chunks(jobs, max(1, micro_batch)):
@@ -247,7 +276,7 @@ def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
         answers = predict(batch)
         for (k, r, c, t), answer in zip(chunk, answers):
             stitchers[k].add(r, c, t, answer)
-    return [s.result() for s in stitchers]
+    return stitchers
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

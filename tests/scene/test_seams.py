@@ -192,3 +192,15 @@ def test_one_tiler_for_validation_the_handler_and_predict(tmp_path, monkeypatch)
         np.testing.assert_array_equal(mapped, served)
         maps[overlap] = served
     assert (maps[8] != maps[24]).mean() > 0.01
+
+
+def test_blended_scores_are_probabilities_whose_argmax_is_the_map():
+    from handler.tiling import blended_scores
+
+    image, _ = diagonal_stripes((150, 200))
+    config = HandlerConfig(tile_size=TILE, tile_overlap=OVERLAP, channels_last=False)
+    predict = config_predictor(TileContextRule().eval(), torch.device("cpu"), config)
+    (probs,) = blended_scores([image], predict, TILE, OVERLAP, micro_batch=4)
+    assert probs.shape == (5, 150, 200) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(0), scene_map("taper", TileContextRule(), image))
