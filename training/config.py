@@ -144,7 +144,7 @@ def _expansion_args(weak: argparse._ArgumentGroup) -> None:
                       help="label expansion: superpixels (each SLIC superpixel holding clicked "
                            "points of one class takes that class) or forest (a random forest on "
                            "pixel filter features, fitted on the clicks, labels the pixels it is "
-                           "sure of; --data only)")
+                           "sure of)")
     weak.add_argument("--expand-weight", type=at_least(0.0, float), default=EXPAND_WEIGHT,
                       help="loss weight of expanded pixels (clicked points weigh 1)")
     weak.add_argument("--forest-threshold", type=at_least(0.0, float), default=FOREST_THRESHOLD,

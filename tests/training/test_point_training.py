@@ -457,3 +457,53 @@ def test_validation_masks_pair_by_stem_then_by_order(tmp_path):
     small = coded_raster(tmp_path / "m" / "z.tif", 8, 6)
     with pytest.raises(PointTrainingError, match="its raster"):
         pair_masks(rasters[:1], [small])
+
+
+# ------------------------------------------------------------------------------- forest labels
+
+def test_forest_labels_of_rasters_are_right_block_by_block_and_reach_the_crops(orthophotos, tmp_path):
+    from scene.source import SceneSource
+    from training.labels.expansion import EXPANDED_OFFSET
+    from training.labels.forest import ForestSettings
+    from training.labels.raster_forest import RasterForestLabels
+
+    _, rasters, _ = orthophotos
+    masks, points = [], []
+    for k in range(2):
+        _, mask = generate_scene((160, 160), seed=k)
+        rng = np.random.default_rng(k)
+        rows, cols = rng.integers(12, 160, 60), rng.integers(12, 160, 60)
+        masks.append(mask)
+        points.append(np.stack([rows, cols, mask[rows, cols]], 1).astype(np.int64))
+    settings = ForestSettings(n_estimators=30, n_jobs=1)
+    sources = [SceneSource(r, None) for r in rasters]
+    whole = RasterForestLabels(sources, points, 5, settings=settings)
+    blocked = RasterForestLabels(sources, points, 5, settings=settings, block=64)  # 3 x 3 blocks
+    for k in range(2):
+        labels = whole.labels[k]
+        np.testing.assert_array_equal(blocked.labels[k], labels)
+        assert (labels[:12] == IGNORE_INDEX).all() and (labels[:, :12] == IGNORE_INDEX).all()
+        given = labels != IGNORE_INDEX
+        assert given.mean() > 0.5 and (labels[given] == masks[k][given]).mean() > 0.85
+
+    dataset = RasterPointDataset(rasters, points, seed=0, crop=48, pad_label=PADDING, augment=False)
+    plain = RasterPointDataset(rasters, points, seed=0, crop=48, pad_label=PADDING, augment=False)
+    dataset.use_forest_labels(whole.labels)
+    for draw in range(6):
+        (_, target), (_, sparse) = dataset[draw], plain[draw]
+        clicked = sparse < EXPANDED_OFFSET
+        assert torch.equal(target[clicked], sparse[clicked])        # points keep their class
+        assert ((target >= EXPANDED_OFFSET) & (target < PADDING)).any()
+        assert torch.equal(target == PADDING, sparse == PADDING)  # nodata stays padding
+
+
+def test_a_point_layer_run_with_forest_labels_records_them(orthophotos, tmp_path, capsys):
+    layer, rasters, _ = orthophotos
+    out = tmp_path / "run"
+    assert train_main(["--images", str(rasters[0].parent / "ortho*.tif"), "--points", str(layer),
+                       "--class-field", "landcover", "--classes", "model/classes.json",
+                       "--val-block", "48", "--out", str(out), "--epochs", "1",
+                       "--expand", "forest", *FAST]) == 0, capsys.readouterr().err
+    assert "forest labels:" in capsys.readouterr().out
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["expand"] == "forest" and 0.3 < config["forest_labels"]["labelled_share"] <= 1

@@ -149,7 +149,7 @@ class ForestExpander:
         self.timings = Timings()
         pairs = list(images_and_labels)
         xs, ys = [], []
-        for image, sparse in _progress(pairs, progress, "forest features"):
+        for image, sparse in progress_over(pairs, progress, "forest features"):
             rows, cols = np.nonzero(sparse != IGNORE_INDEX)
             points = np.stack([rows, cols, sparse[rows, cols]], 1).astype(np.int64)
             x, y = features_at(self._features(image), points)
@@ -160,7 +160,7 @@ class ForestExpander:
             raise ValueError("the forest needs at least one clicked point")
         self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
         self._labels: list[Expansion] = []
-        for image, sparse in _progress(pairs, progress, "forest labels"):
+        for image, sparse in progress_over(pairs, progress, "forest labels"):
             features = self._features(image)
             t0 = time.perf_counter()
             probs = class_probabilities(self.forest, features, num_classes)
@@ -186,6 +186,7 @@ class ForestExpander:
         return ForestLabelStats(len(self._labels), self.clicks, labelled / max(pixels, 1), seconds)
 
 
-def _progress(items: list[Any], progress: Any, desc: str) -> Iterable[Any]:
+def progress_over(items: list[Any], progress: Any, desc: str) -> Iterable[Any]:
     """``items`` through ``progress(items, desc=...)`` (for example tqdm) when given."""
     return progress(items, desc=desc) if progress is not None else items
+

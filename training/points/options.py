@@ -75,8 +75,8 @@ def point_arg_problem(args: argparse.Namespace) -> Optional[str]:
     if args.scale != 1.0:
         return ("--scale does not apply to --points: point coordinates are in the rasters' own "
                 "pixels or map units; resample the rasters instead (gdalwarp -tr)")
-    if args.expand != "none":
-        return f"--expand {args.expand} is not available with --points yet (--crf-weight is)"
+    if args.expand == "superpixels":
+        return "--expand superpixels is not available with --points yet (forest and --crf-weight are)"
     if not 0.0 <= args.val_fraction < 1.0:
         return f"--val-fraction must be in [0, 1), got {args.val_fraction}"
     if args.random_crops > 1.0:

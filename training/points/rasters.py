@@ -35,6 +35,7 @@ from handler.scaling import BandScaling, percentile_scaling
 from model.class_table import IGNORE_INDEX
 from scene.source import SAMPLE_PIXELS, SceneSource, decimated_sample, open_raster
 from training.data.sources import augment, to_tensors
+from training.labels.expansion import EXPANDED_OFFSET
 from training.points.files import Points, points_to_label
 from training.points.layer import MatchResult
 from training.points.options import RANDOM_CROP_SHARE, PointInputError
@@ -198,6 +199,13 @@ class RasterPointDataset(Dataset):
         self.random_share, self.augment, self.pad_label = random_share, augment, pad_label
         self.epoch = 0
         self._sources: dict[int, SceneSource] = {}
+        self.forest_labels: Optional[list[np.ndarray]] = None
+
+    def use_forest_labels(self, labels: Sequence[np.ndarray]) -> None:
+        """Label, besides the points, every pixel of raster ``j`` that ``labels[j]`` (H, W) uint8
+        gives a class (255: none), as expanded labels (packed targets, see
+        :mod:`training.labels.expansion`); needs ``pad_label`` PADDING."""
+        self.forest_labels = list(labels)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -236,7 +244,20 @@ class RasterPointDataset(Dataset):
         image, valid = read_crop(self.source(index), y0, x0, self.crop)
         label = points_to_label(points_in_window(self.points[index], y0, x0, self.crop, self.crop),
                                 (self.crop, self.crop))
+        if self.forest_labels is not None:
+            self._add_forest_labels(label, valid, index, y0, x0)
         label[~valid & (label == IGNORE_INDEX)] = self.pad_label
         if self.augment:
             image, label = augment(image, label, rng)
         return to_tensors(image, label)
+
+    def _add_forest_labels(self, label: np.ndarray, valid: np.ndarray, index: int, y0: int,
+                           x0: int) -> None:
+        """Write raster ``index``'s forest labels of the crop at (``y0``, ``x0``) into ``label``
+        (crop, crop) where it has no point, as expanded labels."""
+        assert self.forest_labels is not None
+        window = self.forest_labels[index][y0:y0 + self.crop, x0:x0 + self.crop]
+        forest = np.full(label.shape, IGNORE_INDEX, np.uint8)
+        forest[:window.shape[0], :window.shape[1]] = window
+        take = (label == IGNORE_INDEX) & (forest != IGNORE_INDEX) & valid
+        label[take] = forest[take] + EXPANDED_OFFSET

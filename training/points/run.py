@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+from tqdm import tqdm
 
 from common.cli import warn
 from handler.scaling import BandScaling
@@ -81,13 +83,30 @@ class PointData:
     split: PointSplit
     scaling: Optional[BandScaling]
     masks: dict[Path, Path]
+    forest_stats: Optional[dict[str, Any]] = None
+    """What ``--expand forest`` labelled (set by :meth:`dataset`)."""
 
     def dataset(self, args: argparse.Namespace | TrainConfig, pad_label: int = IGNORE_INDEX) -> RasterPointDataset:
         """The training crops: rasters that hold training points."""
         keep = [j for j, p in enumerate(self.split.train) if len(p)]
-        return RasterPointDataset([self.split.rasters[j] for j in keep],
-                                  [self.split.train[j] for j in keep], args.seed, args.crop_size,
-                                  self.scaling, args.random_crops, augment=True, pad_label=pad_label)
+        dataset = RasterPointDataset([self.split.rasters[j] for j in keep],
+                                     [self.split.train[j] for j in keep], args.seed, args.crop_size,
+                                     self.scaling, args.random_crops, augment=True,
+                                     pad_label=pad_label)
+        if args.expand == "forest":
+            from training.labels.raster_forest import RasterForestLabels
+
+            bar = None if args.no_progress else partial(tqdm, unit="raster", leave=False)
+            sources = [dataset.source(j) for j in range(len(dataset))]
+            forest = RasterForestLabels(sources, dataset.points, self.table.num_classes,
+                                        args.forest_threshold, progress=bar)
+            dataset.use_forest_labels(forest.labels)
+            stats = forest.stats()
+            self.forest_stats = asdict(stats)
+            LOG.info(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels of "
+                     f"{stats.images} rasters from {stats.clicks} points "
+                     f"({sum(stats.seconds.values()):.0f} s)")
+        return dataset
 
     def validation_rasters(self) -> list[ValidationRaster]:
         return [ValidationRaster(path, points, self.masks.get(path))
@@ -110,7 +129,8 @@ class PointData:
                 "point_counts": self.match.counts(), "train_points": self.split.num_train,
                 "val_points": self.split.num_val, "val_block_pixels": self.split.block_pixels,
                 "rasters": [str(p) for p in self.split.rasters],
-                BAND_SCALING: self.scaling.to_meta() if self.scaling else None}
+                BAND_SCALING: self.scaling.to_meta() if self.scaling else None} | (
+                    {"forest_labels": self.forest_stats} if self.forest_stats else {})
 
 
 def prepare_points(args: argparse.Namespace | TrainConfig, table: Optional[ClassTable]) -> PointData:

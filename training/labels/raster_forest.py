@@ -1,0 +1,128 @@
+"""Forest labels of rasters of any size (``geoseg train --images ... --points ... --expand
+forest``): the forest of :mod:`training.labels.forest` fitted on a point layer's training points
+and run over each raster block by block. Apart from that module because it reads rasters (the GIS
+stack), which a run on a dataset with masks never loads."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from model.class_table import IGNORE_INDEX
+from scene.source import Window
+from training.labels.forest import (
+    FOREST_THRESHOLD,
+    FeatureStack,
+    ForestLabelStats,
+    ForestSettings,
+    Timings,
+    class_probabilities,
+    features_at,
+    fit_forest,
+    pixel_features,
+    progress_over,
+)
+from training.points.files import Points
+
+RASTER_BLOCK = 1024
+"""Side in pixels of the blocks a large raster is read in for its forest labels."""
+FEATURE_MARGIN = 72
+"""Context read around a block: 4 x the largest sigma (16 px), where scikit-image truncates its
+Gaussians, and a few pixels for the derivatives after them, so that a block's features equal the
+whole raster's (measured: exactly, where 64 px left differences of 3e-7)."""
+
+
+def raster_blocks(height: int, width: int, block: int = RASTER_BLOCK,
+                  margin: int = FEATURE_MARGIN) -> list[tuple[Window, Window]]:
+    """(kept, read) windows covering a ``height`` x ``width`` raster: each kept block of at most
+    ``block`` x ``block`` pixels, read with up to ``margin`` pixels of context (within the
+    raster)."""
+    out = []
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            keep = Window(y, min(y + block, height), x, min(x + block, width))
+            read = Window(max(0, y - margin), min(height, keep.y1 + margin),
+                          max(0, x - margin), min(width, keep.x1 + margin))
+            out.append((keep, read))
+    return out
+
+
+class RasterForestLabels:
+    """Forest labels of whole rasters: ``sources[j]`` (a :class:`scene.source.SceneSource`, read
+    as training reads it) with its training points ``points[j]`` (K_j, 3) (row, col, class id).
+    The forest is fitted on every point, then labels each raster block by block
+    (:func:`raster_blocks`); ``labels[j]`` is (H_j, W_j) uint8: the class where the forest is sure
+    (largest probability at least ``threshold``) and the pixel is valid, 255 elsewhere. Memory:
+    one byte per raster pixel, and the features of one ``block`` x ``block`` block (with its
+    context) at a time."""
+
+    def __init__(self, sources: Sequence[Any], points: Sequence[Points], num_classes: int,
+                 threshold: float = FOREST_THRESHOLD, stack: FeatureStack = FeatureStack(),
+                 settings: ForestSettings = ForestSettings(), progress: Any = None,
+                 block: int = RASTER_BLOCK) -> None:
+        self.stack, self.timings, self.block = stack, Timings(), block
+        xs, ys = [], []
+        for source, raster_points in progress_over(list(zip(sources, points)), progress,
+                                                   "forest features"):
+            rows: np.ndarray | None = None
+            for keep, features, _ in self._blocks(source, with_points=raster_points):
+                if rows is None:
+                    rows = np.zeros((len(raster_points), features.shape[-1]), np.float32)
+                order, inside = points_in_block(raster_points, keep)
+                rows[order] = features_at(features, inside)[0]
+            if rows is None:
+                continue
+            xs.append(rows)   # in the points' own order, whatever the blocks: the same forest
+            ys.append(raster_points[:, 2].astype(np.int64))
+        y_all = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+        if y_all.size == 0:
+            raise ValueError("the forest needs at least one clicked point")
+        self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
+        self.clicks = int(y_all.size)
+        self.labels: list[np.ndarray] = []
+        for source in progress_over(list(sources), progress, "forest labels"):
+            out = np.full((source.height, source.width), IGNORE_INDEX, np.uint8)
+            for keep, features, valid in self._blocks(source):
+                t0 = time.perf_counter()
+                probs = class_probabilities(self.forest, features, num_classes)
+                self.timings.predict += time.perf_counter() - t0
+                classes = np.where(probs.max(0) >= threshold, probs.argmax(0), IGNORE_INDEX)
+                if valid is not None:
+                    classes[~valid] = IGNORE_INDEX
+                out[keep.y0:keep.y1, keep.x0:keep.x1] = classes
+            self.labels.append(out)
+
+    def _blocks(self, source: Any, with_points: Points | None = None
+                ) -> Iterable[tuple[Window, np.ndarray, np.ndarray | None]]:
+        """(kept window, (h, w, F) features of the kept block, (h, w) valid mask or None) of
+        every block (only blocks holding one of ``with_points`` when given)."""
+        for keep, read in raster_blocks(source.height, source.width, self.block):
+            if with_points is not None and not len(points_in_block(with_points, keep)[0]):
+                continue
+            bands, valid = source.read(read)
+            t0 = time.perf_counter()
+            features = pixel_features(source.rgb(bands), self.stack)
+            self.timings.features += time.perf_counter() - t0
+            inner = (slice(keep.y0 - read.y0, keep.y1 - read.y0),
+                     slice(keep.x0 - read.x0, keep.x1 - read.x0))
+            yield keep, features[inner], None if valid is None else valid[inner]
+
+    def stats(self) -> ForestLabelStats:
+        """Share of the rasters' pixels labelled and seconds spent."""
+        pixels = sum(label.size for label in self.labels)
+        labelled = sum(int((label != IGNORE_INDEX).sum()) for label in self.labels)
+        seconds = {k: round(v, 2) for k, v in asdict(self.timings).items()}
+        return ForestLabelStats(len(self.labels), self.clicks, labelled / max(pixels, 1), seconds)
+
+
+def points_in_block(points: Points, keep: Window) -> tuple[np.ndarray, Points]:
+    """The indices (M,) of the points (K, 3) inside ``keep``, and those points (M, 3) in the
+    block's own coordinates."""
+    rows, cols = points[:, 0] - keep.y0, points[:, 1] - keep.x0
+    inside = (rows >= 0) & (rows < keep.y1 - keep.y0) & (cols >= 0) & (cols < keep.x1 - keep.x0)
+    moved = np.stack([rows[inside], cols[inside], points[inside, 2]], axis=1).astype(np.int64)
+    return np.flatnonzero(inside), moved
+
