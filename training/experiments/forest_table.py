@@ -1,0 +1,59 @@
+"""The table of GeoSeg runs against the forest peer: final and best validation mIoU, seconds, and
+(where ``training.experiments.combine`` ran) the network + forest mean, per run folder; each
+run's forest row is the ``forest.json`` of ``geoseg peer-forest`` with the same points.
+
+    python -m training.experiments.forest_table --runs docs/results/forest-labels/cross-*-s* \\
+        --forests docs/results/forest/tiles1-4-to-5-6-s*
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from statistics import mean
+
+from common.cli import parser
+
+
+def run_row(run: Path) -> dict[str, float]:
+    """Final and best validation mIoU (%), training seconds and (if present) the combine scores."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    epochs = metrics["epochs"]
+    forest_seconds = sum((metrics["config"].get("forest_labels") or {}).get("seconds", {}).values())
+    row = {"final": 100 * epochs[-1]["val_miou"], "best": 100 * max(e["val_miou"] for e in epochs),
+           "seconds": forest_seconds + sum(e["seconds"] for e in epochs)}
+    combine = run / "combine.json"
+    if combine.is_file():
+        row["mean"] = 100 * json.loads(combine.read_text())["miou"]["mean"]
+    return row
+
+
+def spread(values: list[float]) -> str:
+    """``mean [min, max]`` with two decimals."""
+    return f"{mean(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("python -m training.experiments.forest_table", __doc__)
+    p.add_argument("--runs", nargs="+", type=Path, required=True, help="geoseg train run folders")
+    p.add_argument("--forests", nargs="+", type=Path, required=True,
+                   help="geoseg peer-forest folders (forest.json) of the same points")
+    args = p.parse_args(argv)
+    rows = [run_row(r) for r in args.runs]
+    forests = [100 * json.loads((f / "forest.json").read_text())["miou"] for f in args.forests]
+    forest_seconds = [json.loads((f / "forest.json").read_text())["seconds"]["total"]
+                      for f in args.forests]
+    print("| row | final mIoU % | best mIoU % | x forest (final) | seconds |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"| forest peer | {spread(forests)} | | 1.00 | {mean(forest_seconds):.0f} |")
+    final = [r["final"] for r in rows]
+    print(f"| GeoSeg, forest labels | {spread(final)} | {spread([r['best'] for r in rows])} | "
+          f"{mean(final) / mean(forests):.3f} | {mean(r['seconds'] for r in rows):.0f} |")
+    if all("mean" in r for r in rows):
+        both = [r["mean"] for r in rows]
+        print(f"| network + forest mean | {spread(both)} | | {mean(both) / mean(forests):.3f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
