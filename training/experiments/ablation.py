@@ -32,7 +32,8 @@ class Row:
 
 
 P10, P50 = ("--points-per-class", "10"), ("--points-per-class", "50")
-CRF = ("--crf-weight", "0.02")  # the shipped default, spelt out so the rows stay what they were
+GATED_CRF = ("--crf-weight", "0.02")
+CRF = (*GATED_CRF, "--expand", "none")  # the Gated CRF alone, as these rows were measured
 SUPERPIXELS = ("--expand", "superpixels")
 SELF_TRAINING = ("--pseudo-labels",)
 FP32 = ("--amp", "off")
@@ -43,20 +44,23 @@ ROWS: dict[str, Row] = {
     "p10": Row("10 points, plain pfCE", (*P10, "--plain")),
     "p10-sp": Row("10 points + superpixels", (*P10, *SUPERPIXELS, "--crf-weight", "0")),
     "p10-crf": Row("10 points + Gated CRF", (*P10, *CRF)),
-    "p10-both": Row("10 points + superpixels + Gated CRF", (*P10, *SUPERPIXELS, *CRF)),
+    "p10-both": Row("10 points + superpixels + Gated CRF", (*P10, *SUPERPIXELS, *GATED_CRF)),
     "p50": Row("50 points, plain pfCE", (*P50, "--plain")),
     "p50-crf": Row("50 points + Gated CRF", (*P50, *CRF)),
-    "p50-both": Row("50 points + superpixels + Gated CRF", (*P50, *SUPERPIXELS, *CRF)),
+    "p50-both": Row("50 points + superpixels + Gated CRF", (*P50, *SUPERPIXELS, *GATED_CRF)),
     "dense": Row("dense masks", ("--dense",)),
     "dense-fp32": Row("dense masks, fp32 training", ("--dense", *FP32)),
     "p10-crf-fp32": Row("10 points + Gated CRF, fp32 training", (*P10, *CRF, *FP32)),
-    "p10-st": Row("10 points + self-training", (*P10, "--crf-weight", "0", *SELF_TRAINING)),
+    "p10-st": Row("10 points + self-training", (*P10, "--crf-weight", "0", "--expand", "none",
+                                                *SELF_TRAINING)),
     "p10-crf-st": Row("10 points + Gated CRF + self-training", (*P10, *CRF, *SELF_TRAINING)),
     **{f"p10-crf-st{t}": Row(f"10 points + Gated CRF + self-training (threshold {t})",
                              (*P10, *CRF, *SELF_TRAINING, "--pseudo-threshold", t))
        for t in ("0.6", "0.8")},
-    **{f"p10-crf{w}": Row(f"10 points + Gated CRF {w}", (*P10, "--crf-weight", w))
+    **{f"p10-crf{w}": Row(f"10 points + Gated CRF {w}", (*P10, "--crf-weight", w, "--expand", "none"))
        for w in CRF_SWEEP},
+    "p10-forest": Row("10 points + forest labels + Gated CRF (the default)",
+                      (*P10, *GATED_CRF, "--expand", "forest", "--expand-weight", "1.0")),
 }
 
 

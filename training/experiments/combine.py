@@ -45,7 +45,8 @@ def run_options(run: Path) -> argparse.Namespace:
 
 
 def fit_on_run_points(source: SampleSource, points_per_class: int, seed: int) -> Any:
-    """The forest fitted on the points ``geoseg train`` simulated on ``source``."""
+    """The forest peer fitted on the points ``geoseg train`` simulated on ``source`` (its
+    ``random_state`` the seed, as ``geoseg peer-forest --seed``)."""
     dataset = PointSupervisedDataset(source, points_per_class, seed, crop=None, augment=False)
     xs, ys = [], []
     for index in range(len(source)):
@@ -53,7 +54,7 @@ def fit_on_run_points(source: SampleSource, points_per_class: int, seed: int) ->
         x, y = features_at(pixel_features(sample.image), dataset.points(index, sample.mask))
         xs.append(x)
         ys.append(y)
-    return fit_forest(np.concatenate(xs), np.concatenate(ys), ForestSettings(n_jobs=1))
+    return fit_forest(np.concatenate(xs), np.concatenate(ys), ForestSettings(n_jobs=1, random_state=seed))
 
 
 @torch.no_grad()

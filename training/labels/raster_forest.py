@@ -27,8 +27,10 @@ from training.labels.forest import (
 )
 from training.points.files import Points
 
-RASTER_BLOCK = 1024
-"""Side in pixels of the blocks a large raster is read in for its forest labels."""
+RASTER_BLOCK = 512
+"""Side in pixels of the blocks a raster is read in for its forest labels. scikit-image computes
+the features in float64: 72 of them over a 656 px read (512 + 2 x 72 of context) peak at about
+250 MB, so every raster, large or small, costs the same memory."""
 FEATURE_MARGIN = 72
 """Context read around a block: 4 x the largest sigma (16 px), where scikit-image truncates its
 Gaussians, and a few pixels for the derivatives after them, so that a block's features equal the
@@ -50,19 +52,47 @@ def raster_blocks(height: int, width: int, block: int = RASTER_BLOCK,
     return out
 
 
+class BlockLabels:
+    """The forest labels of one raster, kept for the blocks that were labelled: ``blocks`` maps a
+    block's (row, column) origin to its (h, w) uint8 labels (a class, or 255)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.height, self.width = height, width
+        self.blocks: dict[tuple[int, int], np.ndarray] = {}
+
+    def window(self, y0: int, x0: int, height: int, width: int) -> np.ndarray:
+        """(height, width) uint8 labels of the window at (``y0``, ``x0``): 255 outside the
+        labelled blocks and the raster."""
+        out = np.full((height, width), IGNORE_INDEX, np.uint8)
+        for (by, bx), labels in self.blocks.items():
+            top, left = max(y0, by), max(x0, bx)
+            bottom, right = min(y0 + height, by + labels.shape[0]), min(x0 + width, bx + labels.shape[1])
+            if top < bottom and left < right:
+                out[top - y0:bottom - y0, left - x0:right - x0] = labels[top - by:bottom - by,
+                                                                         left - bx:right - bx]
+        return out
+
+    def counts(self) -> tuple[int, int]:
+        """(pixels labelled, pixels of the labelled blocks)."""
+        return (sum(int((b != IGNORE_INDEX).sum()) for b in self.blocks.values()),
+                sum(b.size for b in self.blocks.values()))
+
+
 class RasterForestLabels:
-    """Forest labels of whole rasters: ``sources[j]`` (a :class:`scene.source.SceneSource`, read
-    as training reads it) with its training points ``points[j]`` (K_j, 3) (row, col, class id).
-    The forest is fitted on every point, then labels each raster block by block
-    (:func:`raster_blocks`); ``labels[j]`` is (H_j, W_j) uint8: the class where the forest is sure
+    """Forest labels of rasters of any size: ``sources[j]`` (a :class:`scene.source.SceneSource`,
+    read as training reads it) with its training points ``points[j]`` (K_j, 3) (row, col, class
+    id). The forest is fitted on every point, then labels, block by block
+    (:func:`raster_blocks`), the blocks within ``reach`` pixels of a point (the training crops
+    hold a point; pass the crop side), so a large raster with a few clicks costs a few blocks, not
+    its whole area. ``labels[j]`` (:class:`BlockLabels`): the class where the forest is sure
     (largest probability at least ``threshold``) and the pixel is valid, 255 elsewhere. Memory:
-    one byte per raster pixel, and the features of one ``block`` x ``block`` block (with its
-    context) at a time."""
+    one byte per pixel of the labelled blocks, and the features of one block (with its context)
+    at a time."""
 
     def __init__(self, sources: Sequence[Any], points: Sequence[Points], num_classes: int,
                  threshold: float = FOREST_THRESHOLD, stack: FeatureStack = FeatureStack(),
                  settings: ForestSettings = ForestSettings(), progress: Any = None,
-                 block: int = RASTER_BLOCK) -> None:
+                 block: int = RASTER_BLOCK, reach: int = 256) -> None:
         self.stack, self.timings, self.block = stack, Timings(), block
         xs, ys = [], []
         for source, raster_points in progress_over(list(zip(sources, points)), progress,
@@ -82,25 +112,29 @@ class RasterForestLabels:
             raise ValueError("the forest needs at least one clicked point")
         self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
         self.clicks = int(y_all.size)
-        self.labels: list[np.ndarray] = []
-        for source in progress_over(list(sources), progress, "forest labels"):
-            out = np.full((source.height, source.width), IGNORE_INDEX, np.uint8)
-            for keep, features, valid in self._blocks(source):
+        self.labels: list[BlockLabels] = []
+        for source, raster_points in progress_over(list(zip(sources, points)), progress,
+                                                   "forest labels"):
+            out = BlockLabels(source.height, source.width)
+            for keep, features, valid in self._blocks(source, near=(raster_points, reach)):
                 t0 = time.perf_counter()
                 probs = class_probabilities(self.forest, features, num_classes)
                 self.timings.predict += time.perf_counter() - t0
                 classes = np.where(probs.max(0) >= threshold, probs.argmax(0), IGNORE_INDEX)
                 if valid is not None:
                     classes[~valid] = IGNORE_INDEX
-                out[keep.y0:keep.y1, keep.x0:keep.x1] = classes
+                out.blocks[(keep.y0, keep.x0)] = classes.astype(np.uint8)
             self.labels.append(out)
 
-    def _blocks(self, source: Any, with_points: Points | None = None
+    def _blocks(self, source: Any, with_points: Points | None = None,
+                near: tuple[Points, int] | None = None
                 ) -> Iterable[tuple[Window, np.ndarray, np.ndarray | None]]:
-        """(kept window, (h, w, F) features of the kept block, (h, w) valid mask or None) of
-        every block (only blocks holding one of ``with_points`` when given)."""
+        """(kept window, (h, w, F) features of the kept block, (h, w) valid mask or None) of the
+        blocks holding one of ``with_points``, or within ``near = (points, reach)`` of a point."""
         for keep, read in raster_blocks(source.height, source.width, self.block):
             if with_points is not None and not len(points_in_block(with_points, keep)[0]):
+                continue
+            if near is not None and not len(points_in_block(near[0], grown(keep, near[1]))[0]):
                 continue
             bands, valid = source.read(read)
             t0 = time.perf_counter()
@@ -111,9 +145,9 @@ class RasterForestLabels:
             yield keep, features[inner], None if valid is None else valid[inner]
 
     def stats(self) -> ForestLabelStats:
-        """Share of the rasters' pixels labelled and seconds spent."""
-        pixels = sum(label.size for label in self.labels)
-        labelled = sum(int((label != IGNORE_INDEX).sum()) for label in self.labels)
+        """Share of the labelled blocks' pixels given a class, and seconds spent."""
+        counts = [label.counts() for label in self.labels]
+        labelled, pixels = sum(c[0] for c in counts), sum(c[1] for c in counts)
         seconds = {k: round(v, 2) for k, v in asdict(self.timings).items()}
         return ForestLabelStats(len(self.labels), self.clicks, labelled / max(pixels, 1), seconds)
 
@@ -126,3 +160,7 @@ def points_in_block(points: Points, keep: Window) -> tuple[np.ndarray, Points]:
     moved = np.stack([rows[inside], cols[inside], points[inside, 2]], axis=1).astype(np.int64)
     return np.flatnonzero(inside), moved
 
+
+def grown(window: Window, by: int) -> Window:
+    """``window`` grown by ``by`` pixels on every side."""
+    return Window(window.y0 - by, window.y1 + by, window.x0 - by, window.x1 + by)

@@ -199,12 +199,13 @@ class RasterPointDataset(Dataset):
         self.random_share, self.augment, self.pad_label = random_share, augment, pad_label
         self.epoch = 0
         self._sources: dict[int, SceneSource] = {}
-        self.forest_labels: Optional[list[np.ndarray]] = None
+        self.forest_labels: Optional[list[Any]] = None
 
-    def use_forest_labels(self, labels: Sequence[np.ndarray]) -> None:
-        """Label, besides the points, every pixel of raster ``j`` that ``labels[j]`` (H, W) uint8
-        gives a class (255: none), as expanded labels (packed targets, see
-        :mod:`training.labels.expansion`); needs ``pad_label`` PADDING."""
+    def use_forest_labels(self, labels: Sequence[Any]) -> None:
+        """Label, besides the points, every pixel of raster ``j`` that ``labels[j]`` gives a class
+        (``labels[j].window(y0, x0, h, w)`` -> (h, w) uint8, 255: none; see
+        :class:`training.labels.raster_forest.BlockLabels`), as expanded labels (packed targets,
+        see :mod:`training.labels.expansion`); needs ``pad_label`` PADDING."""
         self.forest_labels = list(labels)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -256,8 +257,6 @@ class RasterPointDataset(Dataset):
         """Write raster ``index``'s forest labels of the crop at (``y0``, ``x0``) into ``label``
         (crop, crop) where it has no point, as expanded labels."""
         assert self.forest_labels is not None
-        window = self.forest_labels[index][y0:y0 + self.crop, x0:x0 + self.crop]
-        forest = np.full(label.shape, IGNORE_INDEX, np.uint8)
-        forest[:window.shape[0], :window.shape[1]] = window
+        forest = self.forest_labels[index].window(y0, x0, self.crop, self.crop)
         take = (label == IGNORE_INDEX) & (forest != IGNORE_INDEX) & valid
         label[take] = forest[take] + EXPANDED_OFFSET

@@ -99,12 +99,12 @@ class PointData:
             bar = None if args.no_progress else partial(tqdm, unit="raster", leave=False)
             sources = [dataset.source(j) for j in range(len(dataset))]
             forest = RasterForestLabels(sources, dataset.points, self.table.num_classes,
-                                        args.forest_threshold, progress=bar)
+                                        args.forest_threshold, progress=bar, reach=args.crop_size)
             dataset.use_forest_labels(forest.labels)
             stats = forest.stats()
             self.forest_stats = asdict(stats)
-            LOG.info(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels of "
-                     f"{stats.images} rasters from {stats.clicks} points "
+            LOG.info(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels near the "
+                     f"points of {stats.images} rasters, from {stats.clicks} points "
                      f"({sum(stats.seconds.values()):.0f} s)")
         return dataset
 
