@@ -2,9 +2,9 @@
 # GeoSeg against the forest peer on dubai-aerial, 10 points per class and photo, both settings:
 #   cross: trained on the points of tiles 1-4, scored on the masks of tiles 5-6;
 #   same:  trained on the points of tiles 5-6, scored on the masks of tiles 5-6.
-# Per seed and setting: the forest peer (geoseg peer-forest), GeoSeg with forest labels
-# (--expand forest --expand-weight 1), and the network with the forest averaged in
-# (training.experiments.combine on the finished run).
+# Per seed and setting: GeoSeg with forest labels (--expand forest --expand-weight 1, the
+# default) and the network with the forest peer averaged in (training.experiments.combine on the
+# finished run; it also scores the forest peer alone on the run's points, as geoseg peer-forest).
 # Usage: training/experiments/forest_peer.sh DUBAI_DIR OUT_DIR [SEEDS...]   (default seeds: 0 1 2)
 set -euo pipefail
 dubai=$1; out=$2; shift 2
