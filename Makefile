@@ -22,7 +22,7 @@ COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 
 
 .PHONY: setup lint test test-unit data train export evaluate demo archive serve stop predict bench bench-sweep \
         bench-model bench-gpu soak compare-synthetic compare-dubai \
-        compare-point-layer clean help
+        compare-point-layer compare-forest clean help
 
 help:
 	@echo "make setup      create .venv (and .venv-kserve for the KServe SDK check) with the pinned requirements"
@@ -38,6 +38,7 @@ help:
 	@echo "make soak       mixed good/bad load + worker kill on $(MODEL), figures in benchmarks/results/"
 	@echo "make compare-synthetic / compare-dubai   10 vs 50 points vs dense masks"
 	@echo "make compare-point-layer [SEEDS='0 1']  a QGIS-style point layer vs simulated points (dubai)"
+	@echo "make compare-forest [SEEDS='0 1 2']  forest labels and network + forest vs the forest peer (dubai)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -157,6 +158,9 @@ compare-dubai:
 
 compare-point-layer:
 	PATH=$(BIN):$$PATH bash training/experiments/compare_point_layer.sh $(DUBAI) runs/compare-point-layer $(SEEDS)
+
+compare-forest:
+	PATH=$(BIN):$$PATH bash training/experiments/forest_peer.sh $(DUBAI) runs/compare-forest $(SEEDS)
 
 clean:
 	rm -rf runs data $(MODEL) model_store logs demo_out .pytest_cache
