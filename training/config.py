@@ -147,13 +147,13 @@ def _supervision_args(p: argparse.ArgumentParser) -> None:
 
 def _expansion_args(weak: argparse._ArgumentGroup) -> None:
     weak.add_argument("--expand", choices=("none", "superpixels", "forest"), default=None,
-                      help="label expansion: forest (default for point labels: a random forest "
-                           "on pixel filter features, fitted on the clicks, labels the pixels it "
-                           "is sure of), superpixels (each SLIC superpixel holding clicked points "
-                           "of one class takes that class) or none (default with --plain, "
-                           "--dense)")
+                      help="label expansion: forest (a random forest on pixel filter features, "
+                           "fitted on the clicks, labels the pixels it is sure of), superpixels "
+                           "(each SLIC superpixel holding clicked points of one class takes that "
+                           "class) or none (default: forest for point labels, none with --plain "
+                           "or --dense)")
     weak.add_argument("--expand-weight", type=at_least(0.0, float), default=None,
-                      help=f"loss weight of expanded pixels, clicked points weighing 1 (default "
+                      help=f"loss weight of expanded pixels, clicked points weighing 1 (default: "
                            f"{FOREST_WEIGHT} for forest labels, {EXPAND_WEIGHT} for superpixels)")
     weak.add_argument("--forest-threshold", type=at_least(0.0, float), default=FOREST_THRESHOLD,
                       help="--expand forest: least class probability of a forest label")
@@ -170,9 +170,9 @@ def _weak_args(p: argparse.ArgumentParser) -> None:
                                 "docs/results.md)")
     _expansion_args(weak)
     weak.add_argument("--crf-weight", type=at_least(0.0, float), default=None,
-                      help="weight of the Gated CRF loss on all valid pixels (default for point "
-                           f"labels: {DEFAULT_CRF_WEIGHT}, measured in docs/results.md; 0: off; "
-                           "off with --plain and --dense)")
+                      help="weight of the Gated CRF loss on all valid pixels (default: "
+                           f"{DEFAULT_CRF_WEIGHT} for point labels, measured in docs/results.md; "
+                           "0: off; off with --plain and --dense)")
     weak.add_argument("--crf-warmup", type=at_least(0), default=1,
                       help="epochs of plain training before the Gated CRF loss is switched on")
     weak.add_argument("--pseudo-labels", action="store_true",
