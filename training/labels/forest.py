@@ -23,7 +23,7 @@ import numpy as np
 
 from model.class_table import IGNORE_INDEX
 from training.labels.expansion import Expansion
-from training.points.files import Points
+from training.points.files import Points, label_to_points
 
 FOREST_THRESHOLD = 0.5
 """Default confidence (largest class probability) above which the forest labels a pixel.
@@ -74,6 +74,14 @@ def pixel_features(image: np.ndarray, stack: FeatureStack = FeatureStack()) -> n
                                                                                     copy=False)
 
 
+def timed_features(image: np.ndarray, stack: FeatureStack, timings: Timings) -> np.ndarray:
+    """:func:`pixel_features` of ``image``, its seconds added to ``timings.features``."""
+    t0 = time.perf_counter()
+    features = pixel_features(image, stack)
+    timings.features += time.perf_counter() - t0
+    return features
+
+
 def features_at(features: np.ndarray, points: Points) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``features`` (H, W, F) at ``points`` (K, 3) int64 (row, col, class id): the
     (K, F) float32 training samples and their (K,) int64 class ids."""
@@ -105,14 +113,19 @@ def class_probabilities(forest: Any, features: np.ndarray, num_classes: int) -> 
     return out.reshape(num_classes, h, w)
 
 
+def sure_classes(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) uint8: the class of largest probability in ``probs`` (K, H, W) where that
+    probability is at least ``threshold``, 255 elsewhere."""
+    return np.where(probs.max(0) >= threshold, probs.argmax(0), IGNORE_INDEX).astype(np.uint8)
+
+
 def confident_labels(probs: np.ndarray, sparse: np.ndarray, threshold: float) -> Expansion:
     """Clicks of ``sparse`` (H, W) uint8 (255 = unlabelled) plus, at every other pixel whose
     largest probability in ``probs`` (K, H, W) is at least ``threshold``, that class (an
     :class:`~training.labels.expansion.Expansion` with no segments)."""
     if probs.shape[1:] != sparse.shape:
         raise ValueError(f"probabilities {probs.shape[1:]} and label {sparse.shape} differ in size")
-    best = probs.argmax(0).astype(np.uint8)
-    labels = np.where(probs.max(0) >= threshold, best, IGNORE_INDEX).astype(np.uint8)
+    labels = sure_classes(probs, threshold)
     clicked = sparse != IGNORE_INDEX
     labels[clicked] = sparse[clicked]
     expanded = (labels != IGNORE_INDEX) & ~clicked
@@ -129,6 +142,19 @@ class ForestLabelStats:
     labelled_share: float
     seconds: dict[str, float]
 
+    @classmethod
+    def of(cls, images: int, clicks: int, labelled: int, pixels: int,
+           timings: Timings) -> ForestLabelStats:
+        """Stats of ``labelled`` pixels out of ``pixels`` and the seconds of ``timings``."""
+        seconds = {k: round(v, 2) for k, v in asdict(timings).items()}
+        return cls(images, clicks, labelled / max(pixels, 1), seconds)
+
+    def summary(self, where: str) -> str:
+        """One line for the log: ``where`` names what was labelled (e.g. "the pixels of 36
+        images")."""
+        return (f"forest labels: {100 * self.labelled_share:.1f}% of {where}, from "
+                f"{self.clicks} clicks ({sum(self.seconds.values()):.0f} s)")
+
 
 class ForestExpander:
     """Packed training targets labelled by a forest fitted on the clicks of all training images.
@@ -141,8 +167,7 @@ class ForestExpander:
     about 2 minutes, features twice included.
     """
 
-    def __init__(self, images_and_labels: Sequence[tuple[np.ndarray, np.ndarray]] | Iterable[
-                 tuple[np.ndarray, np.ndarray]], num_classes: int,
+    def __init__(self, images_and_labels: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int,
                  threshold: float = FOREST_THRESHOLD, stack: FeatureStack = FeatureStack(),
                  settings: ForestSettings = ForestSettings(), progress: Any = None) -> None:
         self.threshold, self.stack, self.settings = threshold, stack, settings
@@ -150,9 +175,7 @@ class ForestExpander:
         pairs = list(images_and_labels)
         xs, ys = [], []
         for image, sparse in progress_over(pairs, progress, "forest features"):
-            rows, cols = np.nonzero(sparse != IGNORE_INDEX)
-            points = np.stack([rows, cols, sparse[rows, cols]], 1).astype(np.int64)
-            x, y = features_at(self._features(image), points)
+            x, y = features_at(timed_features(image, stack, self.timings), label_to_points(sparse))
             xs.append(x)
             ys.append(y)
         y_all = np.concatenate(ys) if ys else np.zeros(0, np.int64)
@@ -161,18 +184,12 @@ class ForestExpander:
         self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
         self._labels: list[Expansion] = []
         for image, sparse in progress_over(pairs, progress, "forest labels"):
-            features = self._features(image)
+            features = timed_features(image, stack, self.timings)
             t0 = time.perf_counter()
             probs = class_probabilities(self.forest, features, num_classes)
             self.timings.predict += time.perf_counter() - t0
             self._labels.append(confident_labels(probs, sparse, threshold))
         self.clicks = int(y_all.size)
-
-    def _features(self, image: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        features = pixel_features(image, self.stack)
-        self.timings.features += time.perf_counter() - t0
-        return features
 
     def expansion(self, index: int) -> Expansion:
         """The labels of training image ``index``."""
@@ -180,10 +197,9 @@ class ForestExpander:
 
     def stats(self) -> ForestLabelStats:
         """Share of pixels labelled and seconds spent."""
-        pixels = sum(e.labels.size for e in self._labels)
-        labelled = sum(int(e.expanded.sum()) for e in self._labels)
-        seconds = {k: round(v, 2) for k, v in asdict(self.timings).items()}
-        return ForestLabelStats(len(self._labels), self.clicks, labelled / max(pixels, 1), seconds)
+        return ForestLabelStats.of(len(self._labels), self.clicks,
+                                   sum(int(e.expanded.sum()) for e in self._labels),
+                                   sum(e.labels.size for e in self._labels), self.timings)
 
 
 def progress_over(items: list[Any], progress: Any, desc: str) -> Iterable[Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,9 @@ from training.labels.forest import (
     class_probabilities,
     features_at,
     fit_forest,
-    pixel_features,
     progress_over,
+    sure_classes,
+    timed_features,
 )
 from training.points.files import Points
 
@@ -54,23 +54,35 @@ def raster_blocks(height: int, width: int, block: int = RASTER_BLOCK,
 
 class BlockLabels:
     """The forest labels of one raster, kept for the blocks that were labelled: ``blocks`` maps a
-    block's (row, column) origin to its (h, w) uint8 labels (a class, or 255)."""
+    block's (row, column) origin, a multiple of ``block``, to its (h, w) uint8 labels (a class,
+    or 255)."""
 
-    def __init__(self, height: int, width: int) -> None:
-        self.height, self.width = height, width
+    def __init__(self, height: int, width: int, block: int) -> None:
+        self.height, self.width, self.block = height, width, block
         self.blocks: dict[tuple[int, int], np.ndarray] = {}
 
     def window(self, y0: int, x0: int, height: int, width: int) -> np.ndarray:
         """(height, width) uint8 labels of the window at (``y0``, ``x0``): 255 outside the
-        labelled blocks and the raster."""
+        labelled blocks and the raster. Looks up only the blocks the window meets (it runs for
+        every training crop)."""
         out = np.full((height, width), IGNORE_INDEX, np.uint8)
-        for (by, bx), labels in self.blocks.items():
-            top, left = max(y0, by), max(x0, bx)
-            bottom, right = min(y0 + height, by + labels.shape[0]), min(x0 + width, bx + labels.shape[1])
-            if top < bottom and left < right:
-                out[top - y0:bottom - y0, left - x0:right - x0] = labels[top - by:bottom - by,
-                                                                         left - bx:right - bx]
+        b = self.block
+        for by in range(max(0, y0) // b * b, y0 + height, b):
+            for bx in range(max(0, x0) // b * b, x0 + width, b):
+                labels = self.blocks.get((by, bx))
+                if labels is not None:
+                    self._paste(out, y0, x0, by, bx, labels)
         return out
+
+    @staticmethod
+    def _paste(out: np.ndarray, y0: int, x0: int, by: int, bx: int, labels: np.ndarray) -> None:
+        """Copy the part of block (``by``, ``bx``) inside the window at (``y0``, ``x0``)."""
+        height, width = out.shape
+        top, left = max(y0, by), max(x0, bx)
+        bottom, right = min(y0 + height, by + labels.shape[0]), min(x0 + width, bx + labels.shape[1])
+        if top < bottom and left < right:
+            out[top - y0:bottom - y0, left - x0:right - x0] = labels[top - by:bottom - by,
+                                                                     left - bx:right - bx]
 
     def counts(self) -> tuple[int, int]:
         """(pixels labelled, pixels of the labelled blocks)."""
@@ -115,15 +127,15 @@ class RasterForestLabels:
         self.labels: list[BlockLabels] = []
         for source, raster_points in progress_over(list(zip(sources, points)), progress,
                                                    "forest labels"):
-            out = BlockLabels(source.height, source.width)
+            out = BlockLabels(source.height, source.width, block)
             for keep, features, valid in self._blocks(source, near=(raster_points, reach)):
                 t0 = time.perf_counter()
                 probs = class_probabilities(self.forest, features, num_classes)
                 self.timings.predict += time.perf_counter() - t0
-                classes = np.where(probs.max(0) >= threshold, probs.argmax(0), IGNORE_INDEX)
+                classes = sure_classes(probs, threshold)
                 if valid is not None:
                     classes[~valid] = IGNORE_INDEX
-                out.blocks[(keep.y0, keep.x0)] = classes.astype(np.uint8)
+                out.blocks[(keep.y0, keep.x0)] = classes
             self.labels.append(out)
 
     def _blocks(self, source: Any, with_points: Points | None = None,
@@ -137,9 +149,7 @@ class RasterForestLabels:
             if near is not None and not len(points_in_block(near[0], grown(keep, near[1]))[0]):
                 continue
             bands, valid = source.read(read)
-            t0 = time.perf_counter()
-            features = pixel_features(source.rgb(bands), self.stack)
-            self.timings.features += time.perf_counter() - t0
+            features = timed_features(source.rgb(bands), self.stack, self.timings)
             inner = (slice(keep.y0 - read.y0, keep.y1 - read.y0),
                      slice(keep.x0 - read.x0, keep.x1 - read.x0))
             yield keep, features[inner], None if valid is None else valid[inner]
@@ -147,9 +157,8 @@ class RasterForestLabels:
     def stats(self) -> ForestLabelStats:
         """Share of the labelled blocks' pixels given a class, and seconds spent."""
         counts = [label.counts() for label in self.labels]
-        labelled, pixels = sum(c[0] for c in counts), sum(c[1] for c in counts)
-        seconds = {k: round(v, 2) for k, v in asdict(self.timings).items()}
-        return ForestLabelStats(len(self.labels), self.clicks, labelled / max(pixels, 1), seconds)
+        return ForestLabelStats.of(len(self.labels), self.clicks, sum(c[0] for c in counts),
+                                   sum(c[1] for c in counts), self.timings)
 
 
 def points_in_block(points: Points, keep: Window) -> tuple[np.ndarray, Points]:

@@ -103,9 +103,7 @@ class PointData:
             dataset.use_forest_labels(forest.labels)
             stats = forest.stats()
             self.forest_stats = asdict(stats)
-            LOG.info(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels near the "
-                     f"points of {stats.images} rasters, from {stats.clicks} points "
-                     f"({sum(stats.seconds.values()):.0f} s)")
+            LOG.info(stats.summary(f"the pixels near the points of {stats.images} rasters"))
         return dataset
 
     def validation_rasters(self) -> list[ValidationRaster]:

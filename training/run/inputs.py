@@ -127,9 +127,7 @@ def training_dataset(args: TrainConfig, source: SampleSource, table: ClassTable,
                                   args.forest_threshold, progress=bar)
         dataset.use_expander(expander)
         stats = expander.stats()
-        LOG.info(f"forest labels: {100 * stats.labelled_share:.1f}% of the pixels of "
-              f"{stats.images} images from {stats.clicks} clicks "
-              f"({sum(stats.seconds.values()):.0f} s)")
+        LOG.info(stats.summary(f"the pixels of {stats.images} images"))
     return dataset
 
 
