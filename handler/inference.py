@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from handler.tiling import BLENDS, TilePredictor
+from model.artifact import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class HandlerConfig:
     ``max_pixels``: width x height above which an image gets 413.
     """
 
-    tile_size: int = 512
-    tile_overlap: int = 96
+    tile_size: int = DEFAULT_TILE_SIZE
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
     tile_blend: str = "taper"
     tile_batch_size: int = 0       # 0: 1 on CPU, 16 on CUDA (see micro_batch)
     max_pixels: int = 100_000_000  # a whole LandCover.ai orthophoto is about 90 Mpx

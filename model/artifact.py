@@ -37,6 +37,13 @@ same key holds it in a training checkpoint and in a point-layer run's metrics.""
 TRAIN_TILE_SIZE = "train_tile_size"
 """Side in pixels of the crops the network was trained on."""
 VAL_MIOU = "val_miou"
+
+DEFAULT_TILE_SIZE = 512
+"""Side in pixels of the tiles a model is run on unless its settings say otherwise (the
+handler's ``tile_size``, the tiles an ONNX export takes)."""
+DEFAULT_TILE_OVERLAP = 96
+"""Pixels neighbouring tiles share unless the settings say otherwise (the handler's
+``tile_overlap``, the overlap an ONNX export suggests to GIS plugins)."""
 EPOCH = "epoch"
 SOURCE_CHECKPOINT = "source_checkpoint"
 

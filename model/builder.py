@@ -6,6 +6,7 @@ built with ``aux_loss=True`` and in training, ``aux`` (N, C, H, W) logits of the
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -119,3 +120,14 @@ def load_backbone_weights(backbone: nn.Module, path: Path, plain_prefix: str) ->
         raise PretrainedWeightsError(f"{path}: no tensor matches this backbone's layers")
     backbone.load_state_dict(best, strict=False)
     return len(best)
+
+
+def without_aux_head(model: NormalizedSegmenter) -> NormalizedSegmenter:
+    """An eval-mode copy of ``model`` whose auxiliary head (training only) is gone."""
+    model = copy.deepcopy(model).eval()
+    if getattr(model.net, "aux_classifier", None) is not None:
+        # torchvision lists aux_classifier in __constants__: it must leave _modules before
+        # it can become the constant None that a scripted forward branches on.
+        del model.net.aux_classifier
+        setattr(model.net, "aux_classifier", None)  # noqa: B010 (typed as a Module)
+    return model

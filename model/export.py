@@ -6,10 +6,13 @@ the class table, the normalisation constants and the architecture. Export checks
 scripted against the eager network and fails when the max abs logit difference exceeds 1e-4.
 
     python -m model.export --checkpoint runs/demo/best.pt --out model/geoseg.pt
+
+``--format onnx`` writes the network for QGIS's Deepness plugin and onnxruntime instead
+(``model.onnx_export``), ``--format dlpk`` an ArcGIS Pro deep learning package around that ONNX
+file (``model.dlpk``).
 """
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from model.artifact import (
     ARCH,
     BAND_SCALING,
     CLASSES,
+    DEFAULT_TILE_OVERLAP,
+    DEFAULT_TILE_SIZE,
     EPOCH,
     META_FORMAT,
     SOURCE_CHECKPOINT,
@@ -29,9 +34,11 @@ from model.artifact import (
     quiet_jit,
     save_artifact,
 )
-from model.builder import IMAGENET_MEAN, IMAGENET_STD, NormalizedSegmenter
+from model.builder import IMAGENET_MEAN, IMAGENET_STD, NormalizedSegmenter, without_aux_head
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable
+from model.dlpk import write_dlpk
+from model.onnx_export import OnnxParityError, TilingHint, export_onnx, training_resolution_cm
 
 PARITY_TOLERANCE = 1e-4
 
@@ -42,14 +49,8 @@ class ParityError(RuntimeError):
 
 def script_model(model: NormalizedSegmenter) -> torch.jit.ScriptModule:
     """Script an eval-mode copy of ``model`` without its auxiliary head."""
-    model = copy.deepcopy(model).eval()
-    if getattr(model.net, "aux_classifier", None) is not None:
-        # torchvision lists aux_classifier in __constants__: it must leave _modules before
-        # it can become the constant None that the scripted forward branches on.
-        del model.net.aux_classifier
-        setattr(model.net, "aux_classifier", None)  # noqa: B010 (typed as a Module)
     with quiet_jit():
-        return torch.jit.script(model)
+        return torch.jit.script(without_aux_head(model))
 
 
 def export_meta(table: ClassTable, arch: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -98,29 +99,83 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int 
     return export_model(model, table, ckpt["arch"], out, extra, parity_size)
 
 
+FORMATS = ("torchscript", "onnx", "dlpk")
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "dlpk": ".dlpk"}
+
+
+def format_of(out: Path | None) -> str:
+    """The export format that the suffix of ``out`` names (torchscript for any other)."""
+    suffix = out.suffix.lower() if out is not None else ""
+    return next((fmt for fmt, ending in SUFFIXES.items() if ending == suffix), "torchscript")
+
+
+def export_gis(checkpoint: str | Path, out: Path, fmt: str, tile: int, overlap: int,
+               resolution_cm: float | None) -> str:
+    """Checkpoint -> ONNX file or ArcGIS package; returns the line that reports its parity."""
+    ckpt = read_checkpoint(checkpoint)
+    model, table = model_from_checkpoint(ckpt, checkpoint)
+    if resolution_cm is None:
+        resolution_cm = training_resolution_cm(ckpt.get("config") or {})
+    hint = TilingHint(tile, overlap, resolution_cm)
+    onnx_path = out if fmt == "onnx" else out.with_name(out.stem + ".onnx.part")
+    result = export_onnx(model, table, ckpt["arch"], onnx_path, hint, ckpt.get(BAND_SCALING),
+                         ckpt.get("crop_size"))
+    if fmt == "dlpk":
+        try:
+            write_dlpk(onnx_path, out)
+        finally:
+            onnx_path.unlink(missing_ok=True)
+    return (f"onnxruntime vs PyTorch on {result.tiles} tiles of {tile} px: argmax agrees on "
+            f"{result.agreement:.4%} of pixels, max |probability difference| "
+            f"{result.max_probability_difference:.1e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("geoseg export", __doc__)
     p.add_argument("--checkpoint", type=existing_file, required=True,
                    help="GeoSeg training checkpoint (.pt)")
-    p.add_argument("--out", type=Path, default=Path("model/geoseg.pt"), help="TorchScript file to write")
+    p.add_argument("--out", type=Path, default=None,
+                   help="file to write (default: model/geoseg.pt, .onnx or .dlpk by --format)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="torchscript: for TorchServe and geoseg predict; onnx: for QGIS "
+                        "(Deepness), onnxruntime and geoseg predict; dlpk: for ArcGIS Pro "
+                        "(default: by the suffix of --out, .onnx or .dlpk, else torchscript)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it exists (it may be the model that `geoseg serve` ships)")
     p.add_argument("--parity-size", type=at_least(1), default=128,
-                   help="side in pixels of the random image used for the parity check")
+                   help="side in pixels of the random image used for the TorchScript parity check")
+    gis = p.add_argument_group("onnx and dlpk")
+    gis.add_argument("--tile-size", type=at_least(16), default=DEFAULT_TILE_SIZE,
+                     help="side in pixels of the square tiles the exported network takes")
+    gis.add_argument("--tile-overlap", type=at_least(0), default=DEFAULT_TILE_OVERLAP,
+                     help="pixels neighbouring tiles should share (written as a percentage for "
+                          "Deepness, as padding for ArcGIS)")
+    gis.add_argument("--resolution", type=at_least(0.0, float), default=None,
+                     help="ground resolution of the training imagery in cm per pixel (default: "
+                          "read from the training rasters when the run had them)")
     args = p.parse_args(argv)
-    if args.out.is_dir():
-        return fail(f"--out {args.out} is a folder; give the file to write")
-    refusal = blocked_path(args.out) or refuse_overwrite(args.out, args.overwrite)
+    fmt = args.format or format_of(args.out)
+    out = args.out or Path("model/geoseg" + SUFFIXES[fmt])
+    if out.is_dir():
+        return fail(f"--out {out} is a folder; give the file to write")
+    if 2 * args.tile_overlap >= args.tile_size:
+        return fail(f"--tile-overlap {args.tile_overlap} must be less than half of --tile-size")
+    refusal = blocked_path(out) or refuse_overwrite(out, args.overwrite)
     if refusal:
         return fail(refusal)
     try:
-        diff = export_checkpoint(args.checkpoint, args.out, args.parity_size)
+        if fmt == "torchscript":
+            diff = export_checkpoint(args.checkpoint, out, args.parity_size)
+            report = f"parity max |eager - scripted| = {diff:.2e}"
+        else:
+            report = export_gis(args.checkpoint, out, fmt, args.tile_size,
+                                args.tile_overlap, args.resolution)
     except CheckpointError as exc:
         return fail(str(exc))
-    except ParityError as exc:
+    except (ParityError, OnnxParityError) as exc:
         return fail(str(exc), 1)
-    size_mb = args.out.stat().st_size / 1e6
-    print(f"wrote {args.out} ({size_mb:.1f} MB); parity max |eager - scripted| = {diff:.2e}")
+    size_mb = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size_mb:.1f} MB); {report}")
     return 0
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from handler.encode import mark_nodata
 from handler.inference import HandlerConfig, config_predictor, warm_up
 from handler.scaling import BandScaling
-from handler.tiling import segment_images
+from handler.tiling import TilePredictor, segment_images
 from model.artifact import load_artifact
 from model.class_table import ClassTable
 from scene.output import assemble, statistics, write_preview, write_statistics
@@ -46,22 +46,27 @@ class Segmenter(Protocol):
 
 
 class LocalSegmenter:
-    """An exported model on ``device``, run like the handler runs it (same tile predictor,
-    micro-batch and warm-up), so its classes equal a server's for the same tiles."""
+    """An exported model run in this process like the handler runs it (same tile predictor,
+    micro-batch and warm-up), so its classes equal a server's for the same tiles: a TorchScript
+    export on ``device``, or an ONNX export (``.onnx``) through onnxruntime on the CPU."""
 
     workers = 1
 
     def __init__(self, model: str | Path, device: str, config: HandlerConfig) -> None:
         self.path = Path(model)
-        self.device = torch.device(device)
-        artifact = load_artifact(self.path, self.device)
-        self.table = artifact.classes
-        self.scaling = BandScaling.from_meta(artifact.band_scaling)
         self.config = config
-        half = config.half_precision and self.device.type == "cuda"
-        network = artifact.network.half() if half else artifact.network
-        self.micro_batch = config.micro_batch(self.device)
-        self.predict = config_predictor(network, self.device, config)
+        if self.path.suffix.lower() == ".onnx":
+            self.table, self.scaling, self.predict = onnx_segmenter_parts(self.path, config)
+            self.micro_batch = config.micro_batch("cpu")
+        else:
+            self.device = torch.device(device)
+            artifact = load_artifact(self.path, self.device)
+            self.table = artifact.classes
+            self.scaling = BandScaling.from_meta(artifact.band_scaling)
+            half = config.half_precision and self.device.type == "cuda"
+            network = artifact.network.half() if half else artifact.network
+            self.micro_batch = config.micro_batch(self.device)
+            self.predict = config_predictor(network, self.device, config)
         warm_up(self.predict, self.micro_batch, config.tile_size)
 
     def __call__(self, source: SceneSource, bands: np.ndarray,
@@ -73,6 +78,24 @@ class LocalSegmenter:
     def fingerprint(self) -> dict[str, Any]:
         stat = self.path.stat()
         return {"model": f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}"}
+
+
+def onnx_segmenter_parts(path: Path, config: HandlerConfig
+                         ) -> tuple[ClassTable, Optional[BandScaling], TilePredictor]:
+    """An ONNX export's class table, band scaling and tile predictor (probabilities where tiles
+    are blended); SceneError when it is not a GeoSeg export or takes other tiles than
+    ``config.tile_size``."""
+    from model.onnx_runtime import OnnxModelError, load_onnx_model, onnx_tile_predictor
+
+    try:
+        model = load_onnx_model(path)
+    except OnnxModelError as exc:
+        raise SceneError(str(exc)) from exc
+    if model.tile != config.tile_size:
+        raise SceneError(f"{path} takes tiles of {model.tile} px: run with --tile {model.tile} "
+                         f"(or export it again with --tile-size {config.tile_size})")
+    scaling = BandScaling.from_meta(model.band_scaling)
+    return model.classes, scaling, onnx_tile_predictor(model.session, scores=config.blended)
 
 
 @dataclass(frozen=True)

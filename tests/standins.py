@@ -86,3 +86,41 @@ class StandInContext:
 
     def set_response_content_type(self, idx, value):
         self.content_type[idx] = value
+
+
+def varied_checkpoint(path: Path, table: ClassTable, tile: int = 512,
+                      band_scaling: dict | None = None) -> Path:
+    """A GeoSeg training checkpoint of an untrained MobileNetV3 DeepLabV3 whose answer varies
+    with the image: BatchNorm statistics taken from synthetic scenes and the last layer centred
+    and scaled on two (tile, tile) scenes, so several classes win with confident margins (a
+    freshly initialised network answers one class everywhere). Deterministic; about 6 s."""
+    import numpy as np
+
+    from model.builder import build_model
+    from model.checkpoint import save_checkpoint
+    from training.data.synthetic import generate_scene
+
+    def scenes(size: int, seeds: range) -> Tensor:
+        rgb = np.stack([generate_scene((size, size), seed=s)[0] for s in seeds])
+        return torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_mobilenet_v3_large", table.num_classes)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the calibration batch
+            module.reset_running_stats()
+    with torch.no_grad():
+        model.train()
+        model(scenes(256, range(100, 104)))
+        model.eval()
+        logits = model(scenes(tile, range(200, 202)))["out"]
+        mean, spread = logits.mean(dim=(0, 2, 3)), logits.std(dim=(0, 2, 3)) / 4
+        last = model.net.classifier[-1]
+        last.weight.div_(spread.view(-1, 1, 1, 1))
+        last.bias.sub_(mean).div_(spread)
+    save_checkpoint(path, {"arch": "deeplabv3_mobilenet_v3_large", "aux_loss": False,
+                           "classes": table.to_dict(), "model": model.state_dict(), "epoch": 0,
+                           "best_miou": 0.0, "crop_size": 256, "config": {},
+                           "band_scaling": band_scaling})
+    return path
