@@ -20,7 +20,7 @@ DUBAI       ?= ../shared/data/dubai-aerial
 COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
                --batch-size 8 --lr 1e-3 --seed 0 --threads 1
 
-.PHONY: setup lint test test-unit data train export evaluate demo archive serve stop predict bench bench-sweep \
+.PHONY: setup lint test test-unit data train export evaluate demo archive serve stop predict bench bench-sweep export-gis bench-onnx \
         bench-model bench-gpu soak compare-synthetic compare-dubai \
         compare-point-layer compare-forest clean help
 
@@ -31,6 +31,7 @@ help:
 	@echo "make demo       synthetic data -> training from points -> export -> TorchServe -> one request"
 	@echo "make train      short training on synthetic data ($(RUN))"
 	@echo "make export     write $(MODEL) from $(RUN)/best.pt"
+	@echo "make export-gis write model/geoseg.onnx (QGIS Deepness) and model/geoseg.dlpk (ArcGIS Pro) from $(RUN)/best.pt"
 	@echo "make archive    build model_store/geoseg.mar;  make serve / make stop: TorchServe on 127.0.0.1:8080"
 	@echo "make bench      load test: TorchServe vs bare model vs Flask peer (BENCH_* knobs)"
 	@echo "make bench-model / bench-sweep   bare-model throughput / best batch settings"
@@ -81,6 +82,14 @@ train: data
 
 export:
 	$(GEOSEG) export --checkpoint $(RUN)/best.pt --out $(MODEL) --overwrite
+
+export-gis:
+	$(GEOSEG) export --checkpoint $(RUN)/best.pt --out model/geoseg.onnx --overwrite
+	$(GEOSEG) export --checkpoint $(RUN)/best.pt --out model/geoseg.dlpk --overwrite
+
+# geoseg predict with the ONNX export vs the TorchScript one (docs/predict.md), about 10 minutes
+bench-onnx:
+	$(BIN)/python -m benchmarks.onnx_predict
 
 evaluate:
 	$(GEOSEG) evaluate --model $(MODEL) --data $(DATA) --split test \
