@@ -14,6 +14,14 @@ reads (GIF, BMP, WebP). Rules, documented in the README:
 - the pixel count (width x height) is checked against ``max_pixels`` from the header, before
   any pixel is decoded: beyond it, 413.
 
+The bulk format for clients that send many tiles (``geoseg predict --server``, pipelines) is
+a NumPy ``.npy`` array (content type ``application/x-npy``): (H, W) or (H, W, C) with C 1 (grey),
+2 (grey and validity), 3 (RGB) or 4 (RGB and validity), dtype uint8, (u)int16, (u)int32, float32
+or float64, C order; a validity band marks no data with 0. It is read without a decoder: the
+header is parsed (no pickles), the size checked against ``max_pixels`` and the byte count before
+anything is allocated, and the pixels are used where they lie in the request. Values that are
+not 8-bit are scaled as a TIFF's are.
+
 A GeoTIFF's georeferencing (its raw GeoTIFF tags, affine transform, pixel area) is kept so
 that a class GeoTIFF can carry it unchanged and the JSON summary can give areas.
 """
@@ -35,6 +43,9 @@ GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
 """ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams."""
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+NPY_MAGIC = b"\x93NUMPY"
+NPY_KINDS = {("u", 1), ("u", 2), ("i", 2), ("u", 4), ("i", 4), ("f", 4), ("f", 8)}
+"""(dtype kind, item size) of the arrays the bulk format takes."""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -75,10 +86,60 @@ def decode_image(data: bytes, max_pixels: int, scaling: Optional[BandScaling] = 
         if size is not None:
             _check_size(*size, max_pixels)
         return _decode_tiff(bytes(data), max_pixels, georef, scaling)
+    if data[:6] == NPY_MAGIC:
+        return _decode_npy(data, max_pixels, scaling)
     if data[:8] == PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
         _check_size(width, height, max_pixels)
     return _decode_pillow(bytes(data), max_pixels, scaling)
+
+
+def npy_header(data: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the pixels) of ``.npy`` bytes, from the header alone (NumPy's
+    own parser, which reads a literal and never a pickle); RequestError 400 when it is not a
+    C-order array of a kind the bulk format takes."""
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(data)
+    try:
+        version = npy.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = npy.read_array_header_2_0(stream)
+    except Exception as exc:  # NumPy's parser raises ValueError, SyntaxError, TokenError, ...
+        raise RequestError(400, f"unreadable .npy header ({(str(exc) or type(exc).__name__).splitlines()[0]})",
+                           {"kind": "corrupt"}) from None
+    if fortran or (dtype.kind, dtype.itemsize) not in NPY_KINDS:
+        raise RequestError(415, f".npy array of dtype {dtype}{', Fortran order' if fortran else ''}"
+                                ": send a C-order array of uint8, (u)int16, (u)int32 or float",
+                           {"kind": "unsupported_mode"})
+    if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
+        raise RequestError(415, f".npy array of shape {shape}: send (H, W) or (H, W, C) with "
+                                "C 1-4 (grey, grey + validity, RGB, RGB + validity)",
+                           {"kind": "unsupported_mode"})
+    return tuple(int(n) for n in shape), dtype, stream.tell()
+
+
+def _decode_npy(data: bytes, max_pixels: int, scaling: Optional[BandScaling]) -> DecodedImage:
+    shape, dtype, offset = npy_header(data)
+    _check_size(shape[1], shape[0], max_pixels)
+    count = int(np.prod(shape))
+    if len(data) - offset != count * dtype.itemsize:
+        raise RequestError(400, f"corrupt or truncated .npy data: {len(data) - offset} bytes of "
+                                f"pixels for a {shape} {dtype} array of {count * dtype.itemsize}",
+                           {"kind": "corrupt"})
+    array = np.frombuffer(data, dtype, count, offset).reshape(shape[0], shape[1], -1)
+    with_validity = array.shape[2] in (2, 4)
+    valid = None
+    if with_validity:
+        valid = array[..., -1] != 0
+        valid = None if valid.all() else valid
+        array = array[..., :-1]
+    if array.dtype == np.uint8 and array.shape[2] == 3:  # read in place: tiling copies tiles out
+        return DecodedImage(array, "npy", valid=valid)
+    bands = np.moveaxis(array, -1, 0)
+    return DecodedImage(bands_to_rgb(to_uint8(bands, scaling, valid)), "npy", valid=valid)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:

@@ -10,6 +10,8 @@ mask); its palette entry is black.
   class names as GDAL band metadata (``CLASS_<id>``); no other tags;
 - ``json``: per-class pixel count, fraction and, for projected GeoTIFF input, area in m^2,
   no-data pixels left out (counted in ``nodata_pixels``);
+- ``npy``: the class ids (H, W) uint8 as a NumPy ``.npy`` array, the bulk format's answer
+  (nothing to encode or decode);
 - ``overlay``: the input image with the class colours blended over it, as JPEG (no-data pixels
   shown unblended), with a legend of the class colours in its lower left corner (when the
   picture is at least twice the legend's size: :func:`add_legend`).
@@ -75,6 +77,14 @@ def encode_png(classes: np.ndarray, table: ClassTable, compress_level: int = 3) 
     im.putpalette(table.palette().reshape(-1).tolist())
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def encode_npy(classes: np.ndarray) -> bytes:
+    """(H, W) uint8 ids -> ``.npy`` bytes (the bulk format's answer: no encoder, 128-byte header)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(classes, dtype=np.uint8),
+                              allow_pickle=False)
     return buf.getvalue()
 
 
@@ -264,6 +274,8 @@ FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
                  accept=("application/json",)),
     OutputFormat("overlay", "image/jpeg", lambda c, rgb, t, g: encode_overlay(rgb, c, t),
                  aliases=("jpeg", "jpg"), accept=("image/jpeg",)),
+    OutputFormat("npy", "application/x-npy", lambda c, rgb, t, g: encode_npy(c),
+                 aliases=("numpy",), accept=("application/x-npy",)),
 )}
 """Every response format, the one table that request parsing and encoding read."""
 

@@ -1,8 +1,9 @@
 """Windows of a scene sent to TorchServe replicas: the same classes as the local model.
 
-Each window goes as one GeoTIFF request (its raw bands and, where some pixels have no data, an
-internal mask) to ``POST <server>/predictions/geoseg`` with ``X-GeoSeg-Edges: none`` (the
-window already carries its context) and comes back as a palette PNG of class ids. Requests are
+Each window goes as one request in the bulk format (a ``.npy`` array of its raw bands and,
+where some pixels have no data, a validity band: nothing to compress or decode on either side)
+to ``POST <server>/predictions/geoseg`` with ``X-GeoSeg-Edges: none`` (the window already
+carries its context) and comes back as a ``.npy`` array of class ids. Requests are
 spread round-robin over the servers, ``concurrency`` at a time; 503 / 507 answers, timeouts and
 connection errors are retried on the next server with exponential backoff; any other answer
 stops the run with the server's error. Rasters that are not 8-bit are sent as they are and
@@ -82,18 +83,15 @@ def read_token(path: Optional[str | Path]) -> Optional[str]:
         return text
 
 
-def window_geotiff(bands: np.ndarray, valid: Optional[np.ndarray]) -> bytes:
-    """(B, h, w) raw bands as a DEFLATE GeoTIFF; ``valid`` (h, w) bool as its internal mask."""
-    import rasterio
-
-    count, h, w = bands.shape
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=w, height=h, count=count, dtype=bands.dtype,
-                      compress="deflate") as dst:
-            dst.write(bands)
-            if valid is not None:
-                dst.write_mask(valid.astype(np.uint8) * 255)
-        return bytes(mem.read())
+def window_npy(bands: np.ndarray, valid: Optional[np.ndarray]) -> bytes:
+    """(B, h, w) raw bands (1: grey, 3: RGB) as the bulk format's ``.npy`` (h, w, B), with a
+    validity band (1 data, 0 none) after them where ``valid`` (h, w) bool marks no data."""
+    pixels = np.moveaxis(bands, 0, -1)
+    if valid is not None:
+        pixels = np.concatenate([pixels, valid[..., None].astype(bands.dtype)], axis=-1)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(pixels), allow_pickle=False)
+    return buf.getvalue()
 
 
 class ServerError(SceneError):
@@ -145,9 +143,12 @@ class ServerSegmenter:
 
     def __call__(self, source: SceneSource, bands: np.ndarray,
                  valid: Optional[np.ndarray]) -> np.ndarray:
-        body = self.post(window_geotiff(bands, valid), "image/tiff", "png")
-        with Image.open(io.BytesIO(body)) as im:
-            classes = np.asarray(im)
+        body = self.post(window_npy(bands, valid), "application/x-npy", "npy")
+        try:
+            classes = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ServerError(f"server answered something other than a .npy class map ({exc}); "
+                              "is it an older GeoSeg?") from None
         if classes.shape != bands.shape[1:]:
             raise ServerError(f"server answered a {classes.shape} map for a "
                               f"{bands.shape[1:]} window")
