@@ -76,6 +76,7 @@ class TrainConfig:
     expand: str
     expand_weight: float
     forest_threshold: float
+    forest_refresh: int
     segment_area: float
     superpixel_cache: Optional[Path]
     crf_weight: float
@@ -95,6 +96,7 @@ class TrainConfig:
     steps_per_epoch: int
     batch_size: int
     crop_size: int
+    color_jitter: float
     optimizer: str
     lr: float
     weight_decay: float
@@ -157,6 +159,10 @@ def _expansion_args(weak: argparse._ArgumentGroup) -> None:
                            f"{FOREST_WEIGHT} for forest labels, {EXPAND_WEIGHT} for superpixels)")
     weak.add_argument("--forest-threshold", type=at_least(0.0, float), default=FOREST_THRESHOLD,
                       help="--expand forest: least class probability of a forest label")
+    weak.add_argument("--forest-refresh", type=at_least(0), default=0,
+                      help="--expand forest: from this epoch on (1-based; 0: never), relabel the "
+                           "training images before each epoch from the mean of the forest's and "
+                           "the network's probabilities (co-training)")
     weak.add_argument("--segment-area", type=positive(float), default=ExpansionConfig.segment_area_px,
                       help="mean superpixel area in pixels of the training images (at --scale)")
     weak.add_argument("--superpixel-cache", type=Path, default=None,
@@ -207,6 +213,9 @@ def _model_and_optimiser_args(p: argparse.ArgumentParser) -> None:
                      help="images per step and process (at least 2: the ASPP pooling's BatchNorm "
                           "needs two); the global batch is this times the processes")
     opt.add_argument("--crop-size", type=at_least(1), default=256, help="training crop side, pixels")
+    opt.add_argument("--color-jitter", type=at_least(0.0, float), default=0.0,
+                     help="photometric augmentation of the network's input: brightness, contrast "
+                          "and saturation factors drawn from 1 +- this (0: off)")
     opt.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                      help="optimiser (sgd: momentum 0.9)")
     opt.add_argument("--lr", type=positive(float), default=1e-3,
@@ -296,6 +305,9 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
             or config.teacher_decay >= 1.0:
         raise OptionError("--pseudo-threshold and --pseudo-start are shares in [0, 1]; "
                           "--teacher-decay < 1")
+    if config.forest_refresh and (config.expand != "forest" or config.images is not None):
+        raise OptionError("--forest-refresh needs --expand forest on a dataset (--data); "
+                          "rasters with --images / --points do not refresh their labels yet")
     return config
 
 

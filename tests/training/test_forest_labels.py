@@ -30,18 +30,26 @@ def test_confident_labels_keep_clicks_and_respect_the_threshold() -> None:
     assert e.clicked[0, 0] and e.clicked.sum() == 1
 
 
-def test_forest_labels_most_of_a_synthetic_scene_rightly() -> None:
+def synthetic_pairs(count: int, size: int, clicks: int
+                    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """Synthetic scenes (seeds 0..count-1) with ``clicks`` clicks per class present: the
+    (image, sparse label) pairs and the dense masks."""
     pairs, masks = [], []
-    for seed in range(3):
-        image, mask = generate_scene(128, seed)
+    for seed in range(count):
+        image, mask = generate_scene(size, seed)
         rng = np.random.default_rng(seed)
         sparse = np.full(mask.shape, U, np.uint8)
         for c in np.unique(mask):
             rows, cols = np.nonzero(mask == c)
-            pick = rng.choice(rows.size, size=min(10, rows.size), replace=False)
+            pick = rng.choice(rows.size, size=min(clicks, rows.size), replace=False)
             sparse[rows[pick], cols[pick]] = c
         pairs.append((image, sparse))
         masks.append(mask)
+    return pairs, masks
+
+
+def test_forest_labels_most_of_a_synthetic_scene_rightly() -> None:
+    pairs, masks = synthetic_pairs(3, 128, 10)
     expander = ForestExpander(pairs, 5, threshold=0.6, settings=SMALL_FOREST)
     labelled = right = total = 0
     for index, mask in enumerate(masks):
@@ -71,3 +79,53 @@ def test_train_with_expand_forest_feeds_forest_labels_to_the_loss(tiny_landcover
     clicked, expanded, _ = unpack_target(torch.from_numpy(packed)[None])
     assert int((expanded != U).sum()) == int(expected.expanded.sum()) > 0
     np.testing.assert_array_equal(clicked[0].numpy() != U, dataset.label(0, sample.mask) != U)
+
+
+def test_refresh_relabels_from_the_mean_of_forest_and_network() -> None:
+    pairs, _ = synthetic_pairs(2, 96, 5)
+    expander = ForestExpander(pairs, 5, threshold=0.6, settings=SMALL_FOREST)
+    forest = [expander._probs[i].astype(np.float32) for i in range(len(pairs))]
+    before = [expander.expansion(i).labels.copy() for i in range(len(pairs))]
+
+    sure = int(np.argmax(sum(f.sum(axis=(1, 2)) for f in forest)))  # a class the scenes hold
+
+    def network(image: np.ndarray) -> np.ndarray:  # sure of that class everywhere
+        probs = np.zeros((5, *image.shape[:2]), np.float32)
+        probs[sure] = 1.0
+        return probs
+
+    share = expander.refresh(network)
+    labelled = total = 0
+    for index, (_, sparse) in enumerate(pairs):
+        mean = (forest[index] + network(pairs[index][0])) / 2
+        expected = confident_labels(mean, sparse, 0.6)
+        e = expander.expansion(index)
+        np.testing.assert_array_equal(e.labels, expected.labels)
+        clicked = sparse != U
+        np.testing.assert_array_equal(e.labels[clicked], sparse[clicked])  # clicks stay
+        assert set(np.unique(e.labels[e.expanded])) <= {sure}  # the mean is sure of it alone
+        labelled += int(e.expanded.sum())
+        total += sparse.size
+    assert labelled > 0 and abs(share - labelled / total) < 1e-9
+    assert any((before[i] != expander.expansion(i).labels).any() for i in range(len(pairs)))
+
+
+def test_forest_refresh_runs_before_the_epochs_it_names(tiny_landcoverai, tmp_path) -> None:
+    from training.run.loop import refresh_forest_labels
+
+    args = parse_args(["--data", str(tiny_landcoverai), "--out", str(tmp_path / "run"),
+                       "--points-per-class", "3", "--expand", "forest", "--crop-size", "48",
+                       "--forest-refresh", "2", "--arch", "deeplabv3_mobilenet_v3_large",
+                       "--no-progress"])
+    source = LandCoverAITiles(tiny_landcoverai, "train")
+    dataset = training_dataset(args, source, load_table(args))
+    calls: list[int] = []
+    dataset.expander.refresh = lambda probabilities: calls.append(len(calls)) or 0.5
+
+    class Constant(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"out": torch.zeros(x.shape[0], 5, *x.shape[2:])}
+
+    for epoch in range(4):  # 0-based: epochs 2, 3 and 4 (1-based) refresh
+        refresh_forest_labels(args, dataset, Constant(), torch.device("cpu"), epoch)
+    assert calls == [0, 1, 2]

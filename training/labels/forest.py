@@ -15,7 +15,7 @@ pixels of those images it is confident about (largest class probability at least
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -183,13 +183,26 @@ class ForestExpander:
             raise ValueError("the forest needs at least one clicked point")
         self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
         self._labels: list[Expansion] = []
+        self._pairs = pairs
+        self._probs: list[np.ndarray] = []
         for image, sparse in progress_over(pairs, progress, "forest labels"):
             features = timed_features(image, stack, self.timings)
             t0 = time.perf_counter()
             probs = class_probabilities(self.forest, features, num_classes)
             self.timings.predict += time.perf_counter() - t0
             self._labels.append(confident_labels(probs, sparse, threshold))
+            self._probs.append(probs.astype(np.float16))
         self.clicks = int(y_all.size)
+
+    def refresh(self, network_probabilities: Callable[[np.ndarray], np.ndarray]) -> float:
+        """Co-training: relabel every image from the mean of the forest's probabilities and
+        ``network_probabilities(image)`` ((H, W, 3) uint8 -> (K, H, W) float32), with the same
+        threshold and the clicks kept. Returns the share of pixels now labelled."""
+        for index, (image, sparse) in enumerate(self._pairs):
+            mean = (self._probs[index].astype(np.float32) + network_probabilities(image)) / 2
+            self._labels[index] = confident_labels(mean, sparse, self.threshold)
+        labelled = sum(int(e.expanded.sum()) for e in self._labels)
+        return labelled / max(sum(e.labels.size for e in self._labels), 1)
 
     def expansion(self, index: int) -> Expansion:
         """The labels of training image ``index``."""
