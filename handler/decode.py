@@ -168,7 +168,7 @@ def _decode_pillow(data: bytes, max_pixels: int, scaling: Optional[BandScaling])
         raise RequestError(413, f"image exceeds the pixel limit ({exc})",
                            {"kind": "too_many_pixels", "limit": max_pixels}) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestError(415, "not a recognised image: send PNG, JPEG or TIFF bytes",
+        raise RequestError(415, "not a recognised image: send PNG, JPEG, TIFF or .npy bytes",
                            {"kind": "unsupported_format"}) from None
     with im:
         kind = (im.format or "unknown").lower()
