@@ -1,5 +1,5 @@
 """Requests a user can get wrong, each with the status and error kind GeoSeg documents for it
-(README, "Errors"). Used by the reliability and soak tests."""
+(docs/serving.md, "Errors"). Used by the reliability and soak tests."""
 from __future__ import annotations
 
 import io
