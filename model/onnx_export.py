@@ -132,8 +132,10 @@ def geoseg_record(table: ClassTable, arch: str, hint: TilingHint,
             BAND_SCALING: band_scaling, TRAIN_TILE_SIZE: train_tile}
 
 
-def to_onnx(model: NormalizedSegmenter, tile: int, path: str | Path) -> None:
-    """Write ``model`` (without its auxiliary head) as ONNX taking (N, 3, tile, tile), N dynamic."""
+def to_onnx(model: NormalizedSegmenter, tile: int, path: str | Path,
+            metadata: dict[str, str]) -> None:
+    """Write ``model`` (without its auxiliary head) as ONNX taking (N, 3, tile, tile), N dynamic,
+    with ``metadata`` (key -> JSON text) as the file's ``metadata_props``."""
     wrapped = ProbabilityNetwork(without_aux_head(model)).eval()
     example = torch.rand(2, 3, tile, tile)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -143,20 +145,9 @@ def to_onnx(model: NormalizedSegmenter, tile: int, path: str | Path) -> None:
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=({0: batch},), optimize=True, verbose=False)
     assert program is not None
+    program.model.metadata_props.update(metadata)
+    program.model.producer_name = "geoseg"
     program.save(str(path))
-
-
-def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
-    """Replace the ONNX file's ``metadata_props`` with ``metadata`` (onnx library)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "geoseg"
-    onnx.save(proto, str(path))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -209,9 +200,8 @@ def export_onnx(model: NormalizedSegmenter, table: ClassTable, arch: str, out: s
     tiles; raises OnnxParityError below :data:`PARITY_AGREEMENT` (the file is removed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(model, hint.tile, out)
     record = geoseg_record(table, arch, hint, band_scaling, train_tile)
-    write_metadata(out, deepness_metadata(table, hint, band_scaling, record))
+    to_onnx(model, hint.tile, out, deepness_metadata(table, hint, band_scaling, record))
     parity = onnx_parity(model, out, parity_tiles(hint.tile, parity_count))
     if parity.agreement < PARITY_AGREEMENT:
         out.unlink()

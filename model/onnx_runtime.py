@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from model.artifact import BAND_SCALING
 from model.class_table import ClassTable, ClassTableError
-from model.onnx_export import GEOSEG_KEY, INPUT_NAME, OUTPUT_NAME, read_metadata
+from model.onnx_export import GEOSEG_KEY, INPUT_NAME, OUTPUT_NAME
 
 
 class OnnxModelError(ValueError):
@@ -44,26 +46,29 @@ class OnnxModel:
 
     @property
     def band_scaling(self) -> Optional[dict[str, Any]]:
-        value = self.meta.get("band_scaling")
+        value = self.meta.get(BAND_SCALING)
         return dict(value) if value else None
 
 
 def load_onnx_model(path: str | Path) -> OnnxModel:
-    """Load ``path``; OnnxModelError (one line) when it is not a GeoSeg ONNX export."""
+    """Load ``path`` into an onnxruntime session (metadata read from that session: the file is
+    parsed once); OnnxModelError (one line) when it is not a GeoSeg ONNX export."""
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     try:
-        meta = read_metadata(path).get(GEOSEG_KEY)
-    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError by case
+        session = cpu_session(path, threads)
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ... by case
         raise OnnxModelError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from exc
-    if not isinstance(meta, dict):
+    text = session.get_modelmeta().custom_metadata_map.get(GEOSEG_KEY)
+    if text is None:
         raise OnnxModelError(f"{path}: ONNX file without GeoSeg's '{GEOSEG_KEY}' metadata; "
                              "export it with `geoseg export --format onnx`")
     try:
+        meta = json.loads(text)
         classes = ClassTable.from_dict(meta["classes"])
         tile = int(meta["tile_size"])
     except (KeyError, TypeError, ValueError, ClassTableError) as exc:
         raise OnnxModelError(f"{path}: unreadable GeoSeg metadata ({exc})") from exc
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    return OnnxModel(cpu_session(path, threads), classes, tile, meta)
+    return OnnxModel(session, classes, tile, meta)
 
 
 def onnx_tile_predictor(session: Any, scores: bool = False) -> Callable[[np.ndarray], np.ndarray]:

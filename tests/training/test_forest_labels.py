@@ -83,7 +83,7 @@ def test_train_with_expand_forest_feeds_forest_labels_to_the_loss(tiny_landcover
 
 def test_refresh_relabels_from_the_mean_of_forest_and_network() -> None:
     pairs, _ = synthetic_pairs(2, 96, 5)
-    expander = ForestExpander(pairs, 5, threshold=0.6, settings=SMALL_FOREST)
+    expander = ForestExpander(pairs, 5, threshold=0.6, settings=SMALL_FOREST, refreshable=True)
     forest = [expander._probs[i].astype(np.float32) for i in range(len(pairs))]
     before = [expander.expansion(i).labels.copy() for i in range(len(pairs))]
 

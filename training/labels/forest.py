@@ -169,7 +169,8 @@ class ForestExpander:
 
     def __init__(self, images_and_labels: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int,
                  threshold: float = FOREST_THRESHOLD, stack: FeatureStack = FeatureStack(),
-                 settings: ForestSettings = ForestSettings(), progress: Any = None) -> None:
+                 settings: ForestSettings = ForestSettings(), progress: Any = None,
+                 refreshable: bool = False) -> None:
         self.threshold, self.stack, self.settings = threshold, stack, settings
         self.timings = Timings()
         pairs = list(images_and_labels)
@@ -183,7 +184,7 @@ class ForestExpander:
             raise ValueError("the forest needs at least one clicked point")
         self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
         self._labels: list[Expansion] = []
-        self._pairs = pairs
+        self._pairs = pairs if refreshable else []  # kept for refresh() only
         self._probs: list[np.ndarray] = []
         for image, sparse in progress_over(pairs, progress, "forest labels"):
             features = timed_features(image, stack, self.timings)
@@ -191,13 +192,17 @@ class ForestExpander:
             probs = class_probabilities(self.forest, features, num_classes)
             self.timings.predict += time.perf_counter() - t0
             self._labels.append(confident_labels(probs, sparse, threshold))
-            self._probs.append(probs.astype(np.float16))
+            if refreshable:  # (K, H, W) float16 per image: hundreds of MB on real photos
+                self._probs.append(probs.astype(np.float16))
         self.clicks = int(y_all.size)
 
     def refresh(self, network_probabilities: Callable[[np.ndarray], np.ndarray]) -> float:
         """Co-training: relabel every image from the mean of the forest's probabilities and
         ``network_probabilities(image)`` ((H, W, 3) uint8 -> (K, H, W) float32), with the same
-        threshold and the clicks kept. Returns the share of pixels now labelled."""
+        threshold and the clicks kept (needs ``refreshable=True``). Returns the share of pixels
+        now labelled."""
+        if not self._probs:
+            raise RuntimeError("this ForestExpander was built without refreshable=True")
         for index, (image, sparse) in enumerate(self._pairs):
             mean = (self._probs[index].astype(np.float32) + network_probabilities(image)) / 2
             self._labels[index] = confident_labels(mean, sparse, self.threshold)

@@ -124,7 +124,8 @@ def training_dataset(args: TrainConfig, source: SampleSource, table: ClassTable,
     if args.expand == "forest":
         bar = None if args.no_progress else partial(tqdm, unit="img", leave=False)
         expander = ForestExpander(dataset.images_and_labels(), len(table.names),
-                                  args.forest_threshold, progress=bar)
+                                  args.forest_threshold, progress=bar,
+                                  refreshable=args.forest_refresh > 0)
         dataset.use_expander(expander)
         stats = expander.stats()
         LOG.info(stats.summary(f"the pixels of {stats.images} images"))
