@@ -41,6 +41,9 @@ help:
 	@echo "make compare-point-layer [SEEDS='0 1']  a QGIS-style point layer vs simulated points (dubai)"
 	@echo "make compare-forest [SEEDS='0 1 2']  forest labels and network + forest vs the forest peer (dubai)"
 
+# Debian's chromium for the labelling page's browser test (no browser is downloaded by pip).
+APT := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
@@ -56,6 +59,9 @@ setup: $(BIN)/python $(KSERVE_VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(KSERVE_VENV)/bin/python -m pip install --quiet -r deploy/kserve/requirements-sdk.txt
+	@command -v chromium >/dev/null 2>&1 || $(APT) install -y -q chromium >/dev/null 2>&1 || \
+	    ($(APT) update -q >/dev/null 2>&1 && $(APT) install -y -q chromium >/dev/null) || \
+	    echo "could not install Debian's chromium (the labelling page's browser test needs it)"
 	@$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
 	@$(BIN)/python -c "from tools.server import java_home; h = java_home(); \
 	    print('java for TorchServe:', 'the system java (17+)' if h is None else h)"

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "stop": Subcommand("tools.serve", "stop the TorchServe that `geoseg serve` started", "stop_main"),
     "demo": Subcommand("tools.demo", "synthetic data -> train -> export -> serve -> segment a scene"),
     "synthetic": Subcommand("training.data.synthetic", "write synthetic scenes or a synthetic dataset"),
+    "label": Subcommand("labelling.server", "click points of classes on rasters in a local web page"),
     "peer-forest": Subcommand("benchmarks.peer_forest", "the forest peer: a random forest on filter features, trained on the same points"),
     "bench": Subcommand("benchmarks.run", "load test: TorchServe vs the bare model (--gpu: the GPU run)"),
 }

@@ -1,0 +1,157 @@
+"""What the labelling page asks of the server, as plain methods (the HTTP layer is
+``labelling.server``): the rasters and classes, tiles, clicks (saved at once), the quick map and
+suggestions. Errors are :class:`PageError` with the HTTP status and a one-line message."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from labelling.quickmap import QuickMapError, QuickMapper
+from labelling.raster import RasterView
+from labelling.store import ClickStore, LayerLock, StoreError
+from model.class_table import ClassTable
+from scene.source import SceneError
+
+
+class PageError(Exception):
+    """An answer other than 200: ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class LabellingApp:
+    """Rasters, class table and the click layer of one page. Raises SceneError / StoreError (one
+    line) when a raster cannot be read, the rasters' CRSs differ, the layer is in another CRS,
+    holds a class not in the table, or is open in another page."""
+
+    def __init__(self, rasters: list[Path], layer: Path, table: ClassTable) -> None:
+        self.table = table
+        self.views: dict[str, RasterView] = {}
+        for path in rasters:
+            view = RasterView(path)
+            if view.name in self.views:
+                raise SceneError(f"two rasters named {view.name}: give each raster its own name")
+            self.views[view.name] = view
+        first = next(iter(self.views.values()))
+        for view in self.views.values():
+            if not view.crs.equals(first.crs):
+                raise SceneError(f"{view.path} is in {view.crs.to_string()}, {first.path} in "
+                                 f"{first.crs.to_string()}: label rasters of one CRS at a time")
+        self.lock = LayerLock(layer)
+        self.lock.acquire()
+        try:
+            self.store = ClickStore(layer, first.crs, table, list(self.views))
+        except StoreError:
+            self.lock.release()
+            raise
+        self.mapper = QuickMapper(self.views, table)
+        self._map_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the layer's lock and the rasters."""
+        self.lock.release()
+        for view in self.views.values():
+            view.close()
+
+    def state(self) -> dict[str, Any]:
+        """Rasters, classes, clicks (each with its raster position) and the layer's path."""
+        return {"rasters": [v.info() for v in self.views.values()],
+                "classes": [{"id": i, "name": n, "color": list(c)}
+                            for i, (n, c) in enumerate(zip(self.table.names, self.table.colors))],
+                "clicks": [self._click_json(c) for c in self.store.all()],
+                "layer": str(self.store.path)}
+
+    def _view(self, name: object) -> RasterView:
+        if not isinstance(name, str) or name not in self.views:
+            raise PageError(404, f"no raster named {name!r}")
+        return self.views[name]
+
+    def _click_json(self, click: Any) -> dict[str, Any]:
+        out = {"id": click.id, "image": click.image, "class_id": click.class_id,
+               "x": click.x, "y": click.y, "row": None, "col": None}
+        if click.image in self.views:
+            out["row"], out["col"] = self.views[click.image].pixel(click.x, click.y)
+        return out
+
+    def tile(self, name: str, level: int, tx: int, ty: int) -> bytes:
+        """PNG tile of raster ``name``."""
+        try:
+            return self._view(name).tile_png(level, tx, ty)
+        except ValueError as exc:
+            raise PageError(404, str(exc)) from None
+
+    def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A click at raster position ``row``, ``col`` (pixel units) of ``image``, class
+        ``class_id``: saved at the centre of that pixel."""
+        view = self._view(body.get("image"))
+        row, col, class_id = _number(body, "row"), _number(body, "col"), _class(body, self.table)
+        if not (0 <= row < view.height and 0 <= col < view.width):
+            raise PageError(400, f"({row:.0f}, {col:.0f}) is outside {view.name} "
+                                 f"({view.height} x {view.width} px)")
+        x, y = view.map_xy(int(row) + 0.5, int(col) + 0.5)
+        return self._click_json(self.store.add(view.name, x, y, class_id))
+
+    def move(self, click_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """Click ``click_id`` moved to ``row``, ``col`` and/or given ``class_id``."""
+        clicks = {c.id: c for c in self.store.all()}
+        if click_id not in clicks:
+            raise PageError(404, f"no click {click_id}")
+        old = clicks[click_id]
+        x, y = old.x, old.y
+        if "row" in body or "col" in body:
+            view = self._view(old.image)
+            row, col = _number(body, "row"), _number(body, "col")
+            if not (0 <= row < view.height and 0 <= col < view.width):
+                raise PageError(400, f"({row:.0f}, {col:.0f}) is outside {view.name}")
+            x, y = view.map_xy(int(row) + 0.5, int(col) + 0.5)
+        class_id = _class(body, self.table) if "class_id" in body else None
+        return self._click_json(self.store.move(click_id, x, y, class_id))
+
+    def delete(self, click_id: int) -> None:
+        """Remove click ``click_id``."""
+        try:
+            self.store.delete(click_id)
+        except KeyError:
+            raise PageError(404, f"no click {click_id}") from None
+
+    def quick_map(self, name: str) -> tuple[bytes, float, int]:
+        """The quick map of raster ``name`` from every click: PNG, seconds, overview step."""
+        view = self._view(name)
+        with self._map_lock:
+            try:
+                result = self.mapper.map(view.name, self.store.all())
+            except QuickMapError as exc:
+                raise PageError(409, str(exc)) from None
+        return result.png(self.table), result.seconds, result.step
+
+    def suggest(self, name: str, count: int) -> list[dict[str, float]]:
+        """The next ``count`` suggested clicks on raster ``name``."""
+        view = self._view(name)
+        if not 1 <= count <= 100:
+            raise PageError(400, "ask for 1 to 100 suggestions")
+        with self._map_lock:
+            try:
+                return self.mapper.suggestions(view.name, self.store.all(), count)
+            except QuickMapError as exc:
+                raise PageError(409, str(exc)) from None
+
+
+def _number(body: dict[str, Any], key: str) -> float:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PageError(400, f"{key} must be a number")
+    return float(value)
+
+
+def _class(body: dict[str, Any], table: ClassTable) -> int:
+    value = body.get("class_id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < table.num_classes:
+        raise PageError(400, f"class {value!r} is not in the class table "
+                             f"(0..{table.num_classes - 1}: {', '.join(table.names)})")
+    return value
+
+
+__all__ = ["LabellingApp", "PageError", "SceneError", "StoreError"]

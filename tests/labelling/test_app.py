@@ -1,0 +1,136 @@
+"""The labelling page's logic without a browser: clicks saved in a GeoPackage that `geoseg
+train` reads, reopening continues, one-line errors for bad input, the lock against a second
+page, the quick map and suggestions."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelling.app import LabellingApp, PageError
+from labelling.store import CLASS_FIELD, StoreError
+from model.class_table import ClassTable
+from scene.source import SceneError
+from tests.labelling.rasters import pixel_centre, two_halves
+from training.points.layer import match_points, read_point_layer
+
+
+@pytest.fixture
+def table() -> ClassTable:
+    return ClassTable(("water", "sand", "road"), ((40, 100, 220), (214, 204, 163), (250, 200, 30)))
+
+
+def test_clicks_are_saved_at_once_where_geoseg_train_finds_them(tmp_path, table):
+    raster = two_halves(tmp_path / "ortho.tif")
+    layer = tmp_path / "clicks.gpkg"
+    app = LabellingApp([raster], layer, table)
+    app.add({"image": "ortho", "row": 10.7, "col": 20.2, "class_id": 0})
+    app.add({"image": "ortho", "row": 200.0, "col": 350.9, "class_id": 1})
+    saved = read_point_layer(layer, CLASS_FIELD)  # read back while the page is still open
+    assert saved.crs is not None and saved.crs.to_epsg() == 32640
+    assert [f.value for f in saved.features] == ["water", "sand"]
+    assert [f.image for f in saved.features] == ["ortho", "ortho"]
+    assert (saved.features[0].x, saved.features[0].y) == pytest.approx(pixel_centre(10, 20))
+    assert (saved.features[1].x, saved.features[1].y) == pytest.approx(pixel_centre(200, 350))
+    mapping = {name: i for i, name in enumerate(table.names)}
+    placed = match_points(saved, [raster], table, mapping)
+    assert not placed.rejected
+    assert sorted(map(tuple, placed.points[0].tolist())) == [(10, 20, 0), (200, 350, 1)]
+    app.close()
+
+
+def test_reopening_continues_and_moves_and_deletes_are_saved(tmp_path, table):
+    raster = two_halves(tmp_path / "ortho.tif")
+    layer = tmp_path / "clicks.gpkg"
+    app = LabellingApp([raster], layer, table)
+    first = app.add({"image": "ortho", "row": 5, "col": 5, "class_id": 0})
+    second = app.add({"image": "ortho", "row": 6, "col": 300, "class_id": 1})
+    app.move(first["id"], {"row": 50, "col": 60, "class_id": 2})
+    app.delete(second["id"])
+    app.close()
+    again = LabellingApp([raster], layer, table)
+    clicks = again.state()["clicks"]
+    assert [(int(c["row"]), int(c["col"]), c["class_id"]) for c in clicks] == [(50, 60, 2)]
+    third = again.add({"image": "ortho", "row": 1, "col": 1, "class_id": 1})
+    assert third["id"] not in [c["id"] for c in clicks]
+    assert len(read_point_layer(layer, CLASS_FIELD).features) == 2
+    again.close()
+
+
+def test_bad_requests_are_one_line_errors_and_change_nothing(tmp_path, table):
+    app = LabellingApp([two_halves(tmp_path / "ortho.tif")], tmp_path / "clicks.gpkg", table)
+    app.add({"image": "ortho", "row": 5, "col": 5, "class_id": 0})
+    bad = [({"image": "ortho", "row": 5, "col": 5, "class_id": 7}, 400, "not in the class table"),
+           ({"image": "ortho", "row": 5000, "col": 5, "class_id": 0}, 400, "outside"),
+           ({"image": "other", "row": 5, "col": 5, "class_id": 0}, 404, "no raster"),
+           ({"image": "ortho", "row": "5", "col": 5, "class_id": 0}, 400, "number")]
+    for body, status, words in bad:
+        with pytest.raises(PageError) as caught:
+            app.add(body)
+        assert caught.value.status == status and words in caught.value.message
+        assert "\n" not in caught.value.message
+    with pytest.raises(PageError, match="no click 99"):
+        app.delete(99)
+    with pytest.raises(PageError, match="two classes"):
+        app.quick_map("ortho")  # one class clicked so far
+    assert len(read_point_layer(tmp_path / "clicks.gpkg", CLASS_FIELD).features) == 1
+    app.close()
+
+
+def test_a_second_page_on_the_same_layer_is_refused_until_the_first_closes(tmp_path, table):
+    raster = two_halves(tmp_path / "ortho.tif")
+    layer = tmp_path / "clicks.gpkg"
+    app = LabellingApp([raster], layer, table)
+    # another process (a second `geoseg label`) on the same layer
+    code = ("import sys; from pathlib import Path; from labelling.app import LabellingApp; "
+            "from model.class_table import ClassTable; "
+            f"t = ClassTable({table.names!r}, {table.colors!r}); "
+            "LabellingApp([Path(sys.argv[1])], Path(sys.argv[2]), t)")
+    other = subprocess.run([sys.executable, "-c", code, str(raster), str(layer)],
+                           capture_output=True, text=True, cwd=os.getcwd())
+    assert other.returncode != 0 and "open in another labelling page" in other.stderr
+    app.close()
+    LabellingApp([raster], layer, table).close()  # free again
+
+
+def test_a_layer_in_another_crs_or_with_an_unknown_class_is_refused(tmp_path, table):
+    raster = two_halves(tmp_path / "ortho.tif")
+    app = LabellingApp([raster], tmp_path / "a.gpkg", table)
+    app.add({"image": "ortho", "row": 5, "col": 5, "class_id": 0})
+    app.close()
+    wgs84 = two_halves(tmp_path / "wgs84.tif", crs="EPSG:4326")
+    with pytest.raises(StoreError, match="EPSG:32640.*reproject"):
+        LabellingApp([wgs84], tmp_path / "a.gpkg", table)
+    fewer = ClassTable(("sand", "road"), ((214, 204, 163), (250, 200, 30)))
+    with pytest.raises(StoreError, match="class 'water' is not in the class table"):
+        LabellingApp([raster], tmp_path / "a.gpkg", fewer)
+    with pytest.raises(SceneError, match="not a readable raster"):
+        (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+        LabellingApp([tmp_path / "broken.tif"], tmp_path / "b.gpkg", table)
+    with pytest.raises(SceneError, match="label rasters of one CRS"):
+        LabellingApp([raster, wgs84], tmp_path / "c.gpkg", table)
+    assert not (tmp_path / "a.gpkg.lock").exists()
+
+
+def test_quick_map_follows_the_clicks_and_suggestions_avoid_them(tmp_path, table):
+    app = LabellingApp([two_halves(tmp_path / "ortho.tif")], tmp_path / "clicks.gpkg", table)
+    for row in (30, 150, 270):
+        app.add({"image": "ortho", "row": row, "col": 60, "class_id": 0})
+        app.add({"image": "ortho", "row": row, "col": 340, "class_id": 1})
+    png, seconds, step = app.quick_map("ortho")
+    rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+    assert rgba.shape[:2] == (300, 400) and step == 1
+    left, right = rgba[:, :190, :3], rgba[:, 210:, :3]
+    assert (left == table.colors[0]).all(-1).mean() > 0.95
+    assert (right == table.colors[1]).all(-1).mean() > 0.95
+    suggested = app.suggest("ortho", 5)
+    assert len(suggested) == 5
+    for s in suggested:
+        assert 0 <= s["row"] < 300 and 0 <= s["col"] < 400
+        assert min(np.hypot(s["row"] - r, s["col"] - c) for r in (30, 150, 270) for c in (60, 340)) >= 8
+    app.close()
