@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class RasterView:
         self.width, self.height = dataset.width, dataset.height
         self.name = self.path.stem
         self.levels = max(0, math.ceil(math.log2(max(self.width, self.height) / TILE)))
+        self._read_lock = threading.Lock()  # one GDAL dataset handle is not safe across threads
 
     def info(self) -> dict[str, object]:
         """What the page needs to lay the raster out."""
@@ -63,9 +65,10 @@ class RasterView:
         from rasterio.windows import Window
 
         window = Window(*box)
-        bands = self.source.dataset.read(self.source.bands, window=window, out_shape=(
-            len(self.source.bands), *out))
-        valid = valid_mask(self.source.dataset, window, out)
+        with self._read_lock:  # the page's tiles are requested in parallel
+            bands = self.source.dataset.read(self.source.bands, window=window, out_shape=(
+                len(self.source.bands), *out))
+            valid = valid_mask(self.source.dataset, window, out)
         return self.source.rgb(bands), (np.ones(out, bool) if valid is None else valid)
 
     def tile_png(self, level: int, tx: int, ty: int) -> bytes:

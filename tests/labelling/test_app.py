@@ -134,3 +134,4 @@ def test_quick_map_follows_the_clicks_and_suggestions_avoid_them(tmp_path, table
         assert 0 <= s["row"] < 300 and 0 <= s["col"] < 400
         assert min(np.hypot(s["row"] - r, s["col"] - c) for r in (30, 150, 270) for c in (60, 340)) >= 8
     app.close()
+
