@@ -3,11 +3,17 @@
 suggestions. Errors are :class:`PageError` with the HTTP status and a one-line message."""
 from __future__ import annotations
 
+import math
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelling.quickmap import QuickMapError, QuickMapper
+import numpy as np
+
+from labelling.jobs import Job, Step
+from labelling.quickmap import OVERVIEW_SIDE, QuickMapError, QuickMapper, class_map_png
 from labelling.raster import RasterView
 from labelling.store import ClickStore, LayerLock, StoreError
 from model.class_table import ClassTable
@@ -22,13 +28,32 @@ class PageError(Exception):
         self.status, self.message = status, message
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What the page's "Train" button runs: ``geoseg train`` on the layer with these options
+    (MobileNetV3 by default: the network that trains on a CPU), then export."""
+
+    arch: str = "deeplabv3_mobilenet_v3_large"
+    epochs: int = 8
+    steps_per_epoch: int = 50
+    extra: tuple[str, ...] = ()
+
+
 class LabellingApp:
     """Rasters, class table and the click layer of one page. Raises SceneError / StoreError (one
     line) when a raster cannot be read, the rasters' CRSs differ, the layer is in another CRS,
-    holds a class not in the table, or is open in another page."""
+    holds a class not in the table, or is open in another page.
 
-    def __init__(self, rasters: list[Path], layer: Path, table: ClassTable) -> None:
-        self.table = table
+    ``model``: an exported GeoSeg model (TorchScript or ONNX) whose maps the page can show;
+    ``work``: where the page's runs, maps and logs go (default ``<layer>-geoseg/`` beside the
+    layer)."""
+
+    def __init__(self, rasters: list[Path], layer: Path, table: ClassTable,
+                 model: Path | None = None, work: Path | None = None,
+                 training: TrainingSettings = TrainingSettings()) -> None:
+        self.table, self.model, self.training = table, model, training
+        self.work = work or layer.with_name(layer.stem + "-geoseg")
+        self.job = Job()
         self.views: dict[str, RasterView] = {}
         for path in rasters:
             view = RasterView(path)
@@ -51,7 +76,8 @@ class LabellingApp:
         self._map_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release the layer's lock and the rasters."""
+        """Stop a running job, release the layer's lock and the rasters."""
+        self.job.stop()
         self.lock.release()
         for view in self.views.values():
             view.close()
@@ -62,7 +88,9 @@ class LabellingApp:
                 "classes": [{"id": i, "name": n, "color": list(c)}
                             for i, (n, c) in enumerate(zip(self.table.names, self.table.colors))],
                 "clicks": [self._click_json(c) for c in self.store.all()],
-                "layer": str(self.store.path)}
+                "layer": str(self.store.path),
+                "model": str(self.model) if self.model else None,
+                "job": self.job.status()}
 
     def _view(self, name: object) -> RasterView:
         if not isinstance(name, str) or name not in self.views:
@@ -137,6 +165,74 @@ class LabellingApp:
                 return self.mapper.suggestions(view.name, self.store.all(), count)
             except QuickMapError as exc:
                 raise PageError(409, str(exc)) from None
+
+
+    def map_path(self, name: str) -> Path:
+        """Where the model's map of raster ``name`` is written."""
+        return self.work / "maps" / f"{name}.tif"
+
+    def start_model_map(self, name: str) -> dict[str, object]:
+        """Start ``geoseg predict`` of raster ``name`` with the current model."""
+        view = self._view(name)
+        if self.model is None:
+            raise PageError(409, "no GeoSeg model yet: train one (button below) or start the "
+                                 "page with --model model.pt")
+        return self._start("map", [self._predict_step(view)])
+
+    def _predict_step(self, view: RasterView, model: Path | None = None) -> Step:
+        return Step("mapping " + view.name, [
+            "predict", str(view.path), str(self.map_path(view.name)), "--model",
+            str(model or self.model), "--overwrite"])
+
+    def start_training(self, name: str) -> dict[str, object]:
+        """Start ``geoseg train`` on every raster and the layer, export its best checkpoint, map
+        raster ``name`` with it; the new model becomes the page's model."""
+        view = self._view(name)
+        clicks = self.store.all()
+        if len({c.class_id for c in clicks}) < 2:
+            raise PageError(409, "click at least two classes before training")
+        run = self.work / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        table_file = run.with_name(run.name + "-classes.json")
+        table_file.parent.mkdir(parents=True, exist_ok=True)
+        self.table.save(table_file)
+        model = run / "model.pt"
+        s = self.training
+        train = ["train", "--images", *[str(v.path) for v in self.views.values()],
+                 "--points", str(self.store.path), "--class-field", "landcover",
+                 "--classes", str(table_file), "--arch", s.arch, "--epochs", str(s.epochs),
+                 "--steps-per-epoch", str(s.steps_per_epoch), "--out", str(run),
+                 "--no-progress", *s.extra]
+        steps = [Step("training", train),
+                 Step("export", ["export", "--checkpoint", str(run / "best.pt"), "--out",
+                                 str(model)]),
+                 self._predict_step(view, model)]
+
+        def adopt() -> None:
+            self.model = model
+        return self._start("training", steps, adopt)
+
+    def _start(self, kind: str, steps: list[Step], on_done: Any = lambda: None) -> dict[str, object]:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            self.job.start(kind, steps, self.work / "logs" / f"{kind}-{stamp}.log", on_done)
+        except RuntimeError as exc:
+            raise PageError(409, str(exc)) from None
+        return self.job.status()
+
+    def model_map(self, name: str) -> tuple[bytes, int]:
+        """The model's map of raster ``name`` (written by the last map or training job) as an
+        RGBA PNG of at most OVERVIEW_SIDE px a side, and its step (raster pixels per PNG pixel)."""
+        import rasterio
+
+        view = self._view(name)
+        path = self.map_path(view.name)
+        if not path.is_file():
+            raise PageError(404, f"no model map of {view.name} yet")
+        with rasterio.open(path) as src:
+            step = max(1, math.ceil(max(src.width, src.height) / OVERVIEW_SIDE))
+            classes = src.read(1, out_shape=(math.ceil(src.height / step),
+                                             math.ceil(src.width / step)))
+        return class_map_png(np.asarray(classes, np.uint8), self.table), step
 
 
 def _number(body: dict[str, Any], key: str) -> float:

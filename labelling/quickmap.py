@@ -42,12 +42,18 @@ class QuickMap:
 
     def png(self, table: ClassTable) -> bytes:
         """The map as RGBA PNG in the table's colours, transparent on nodata."""
-        colours = np.zeros((256, 4), np.uint8)
-        colours[:table.num_classes, :3] = np.asarray(table.colors, np.uint8)
-        colours[:table.num_classes, 3] = 255
-        buffer = io.BytesIO()
-        Image.fromarray(colours[self.classes], "RGBA").save(buffer, format="PNG")
-        return buffer.getvalue()
+        return class_map_png(self.classes, table)
+
+
+def class_map_png(classes: np.ndarray, table: ClassTable) -> bytes:
+    """``classes`` (h, w) uint8 class ids as RGBA PNG in the table's colours; ids outside the
+    table (255 = no data) transparent."""
+    colours = np.zeros((256, 4), np.uint8)
+    colours[:table.num_classes, :3] = np.asarray(table.colors, np.uint8)
+    colours[:table.num_classes, 3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(colours[classes], "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class QuickMapper:

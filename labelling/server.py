@@ -7,9 +7,11 @@ click is saved at once in the GeoPackage (class name in the field ``landcover``,
 name in ``image``, the rasters' CRS), so nothing is lost when the page or the command stops, and
 reopening the same layer continues. Shift-click deletes a point, dragging one moves it.
 "Quick map" paints the map of a pixel-feature forest fitted on the clicks so far (seconds on a
-CPU; not the GeoSeg network), "Suggest" marks where the next clicks would help most. Train the
-network on the layer with ``geoseg train --images ortho.tif --points clicks.gpkg
---class-field landcover``.
+CPU; not the GeoSeg network), "Suggest" marks where the next clicks would help most. "Train
+GeoSeg" runs ``geoseg train --images RASTERS --points clicks.gpkg --class-field landcover`` in the
+background (MobileNetV3, ``--epochs`` x ``--steps-per-epoch``; runs, maps and logs go to
+``clicks-geoseg/`` beside the layer), exports it and shows its map; "GeoSeg map" maps the raster
+with ``--model`` or the last model trained.
 
 The HTTP layer here is Python's own ``http.server`` (a page for one user on loopback needs no
 framework); the logic is ``labelling.app``.
@@ -26,8 +28,8 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
-from common.cli import fail, parser
-from labelling.app import LabellingApp, PageError
+from common.cli import at_least, fail, parser
+from labelling.app import LabellingApp, PageError, TrainingSettings
 from labelling.store import StoreError
 from model.class_table import ClassTable, ClassTableError
 from scene.source import SceneError, list_rasters
@@ -40,13 +42,16 @@ MAX_BODY = 65_536
 TILE_PATH = re.compile(r"^/api/tile/([^/]+)/(\d+)/(\d+)/(\d+)\.png$")
 CLICK_PATH = re.compile(r"^/api/clicks/(\d+)$")
 MAP_PATH = re.compile(r"^/api/map/([^/]+)\.png$")
+MODEL_MAP_PATH = re.compile(r"^/api/model-map/([^/]+)\.png$")
 
 
 class PageHandler(BaseHTTPRequestHandler):
     """Routes: ``GET /`` and ``/static/*`` (the page), ``GET /api/state``, ``GET
     /api/tile/NAME/L/X/Y.png``, ``POST /api/clicks``, ``PUT`` / ``DELETE /api/clicks/ID``, ``GET
     /api/map/NAME.png`` (the quick map; seconds in ``X-Seconds``), ``GET
-    /api/suggest?image=NAME&count=K``. Errors answer JSON ``{"error": "..."}``."""
+    /api/suggest?image=NAME&count=K``, ``POST /api/train?image=NAME`` and ``POST
+    /api/model-map?image=NAME`` (background jobs), ``GET /api/job`` (their progress), ``GET
+    /api/model-map/NAME.png``. Errors answer JSON ``{"error": "..."}``."""
 
     app: LabellingApp
     server_version = "geoseg-label"
@@ -107,6 +112,11 @@ class PageHandler(BaseHTTPRequestHandler):
                 png, seconds, step = app.quick_map(match.group(1))
                 return self._send(200, png, "image/png",
                                   {"X-Seconds": f"{seconds:.2f}", "X-Step": str(step)})
+            if match := MODEL_MAP_PATH.match(path):
+                png, step = app.model_map(match.group(1))
+                return self._send(200, png, "image/png", {"X-Step": str(step)})
+            if path == "/api/job":
+                return self._json(app.job.status())
             if path == "/api/suggest":
                 count = query.get("count", ["10"])[0]
                 if not count.isdigit():
@@ -114,6 +124,10 @@ class PageHandler(BaseHTTPRequestHandler):
                 return self._json(app.suggest(query.get("image", [""])[0], int(count)))
         elif method == "POST" and path == "/api/clicks":
             return self._json(app.add(self._body()), 201)
+        elif method == "POST" and path in ("/api/train", "/api/model-map"):
+            image = query.get("image", [""])[0]
+            started = app.start_training(image) if path == "/api/train" else app.start_model_map(image)
+            return self._json(started, 202)
         elif method in ("PUT", "DELETE") and (match := CLICK_PATH.match(path)):
             click_id = int(match.group(1))
             if method == "PUT":
@@ -165,12 +179,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="GeoPackage of the clicks: created, or continued when it exists")
     p.add_argument("--classes", type=Path, default=DEFAULT_TABLE, help="class table JSON")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1 (0: any free)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="an exported GeoSeg model (.pt or .onnx) whose maps the page can show")
+    p.add_argument("--epochs", type=at_least(1), default=TrainingSettings.epochs,
+                   help="epochs of the page's Train button")
+    p.add_argument("--steps-per-epoch", type=at_least(1), default=TrainingSettings.steps_per_epoch,
+                   help="steps per epoch of the page's Train button")
     args = p.parse_args(argv)
     if args.points.suffix.lower() != ".gpkg":
         return fail(f"{args.points}: the clicks are saved as a GeoPackage; name it *.gpkg")
     try:
         table = ClassTable.load(args.classes)
-        app = LabellingApp(list_rasters(args.rasters), args.points, table)
+        if args.model is not None and not args.model.is_file():
+            return fail(f"--model {args.model}: no such file")
+        app = LabellingApp(list_rasters(args.rasters), args.points, table, model=args.model,
+                           training=TrainingSettings(epochs=args.epochs,
+                                                     steps_per_epoch=args.steps_per_epoch))
     except (ClassTableError, SceneError, StoreError, OSError) as exc:
         return fail(str(exc))
     try:

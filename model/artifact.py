@@ -102,8 +102,13 @@ def save_artifact(scripted: torch.jit.ScriptModule, meta: dict[str, Any], path: 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load an export onto ``device``. Raises ArtifactError when it is not a GeoSeg export."""
     extra = {META_FILE: ""}
-    with quiet_jit():
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    try:
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except RuntimeError as exc:  # torch's reader: "PytorchStreamReader failed ...", etc.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path}: not a TorchScript file ({first.split('. ')[0]}); export "
+                            f"a model with `geoseg export`") from None
     if not extra[META_FILE]:
         raise ArtifactError(f"{path}: TorchScript file without {META_FILE}: not a GeoSeg export")
     try:

@@ -24,7 +24,7 @@ from handler.encode import mark_nodata
 from handler.inference import HandlerConfig, config_predictor, warm_up
 from handler.scaling import BandScaling
 from handler.tiling import TilePredictor, segment_images
-from model.artifact import load_artifact
+from model.artifact import ArtifactError, load_artifact
 from model.class_table import ClassTable
 from scene.output import assemble, statistics, write_preview, write_statistics
 from scene.parts import PartStore
@@ -60,7 +60,10 @@ class LocalSegmenter:
             self.micro_batch = config.micro_batch("cpu")
         else:
             self.device = torch.device(device)
-            artifact = load_artifact(self.path, self.device)
+            try:
+                artifact = load_artifact(self.path, self.device)
+            except ArtifactError as exc:
+                raise SceneError(str(exc)) from None
             self.table = artifact.classes
             self.scaling = BandScaling.from_meta(artifact.band_scaling)
             half = config.half_precision and self.device.type == "cuda"

@@ -199,17 +199,56 @@ async function quickMap() {
   say("fitting the quick map…");
   const t0 = performance.now();
   try {
-    const response = await api("GET", `/api/map/${encodeURIComponent(page.raster.name)}.png`);
-    const blob = await response.blob();
+    await showOverlay(`/api/map/${encodeURIComponent(page.raster.name)}.png`, "quick", () =>
+      `quick map (a pixel-feature forest on ${page.state.clicks.length} clicks, not the GeoSeg ` +
+      `network): ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  } catch (err) { say(err.message, true); }
+}
+
+function showOverlay(url, kind, message) {
+  return api("GET", url).then(async (response) => {
+    const step = +response.headers.get("X-Step");
     const img = new Image();
     img.onload = () => {
-      page.overlay = { raster: page.raster.name, img, step: +response.headers.get("X-Step") };
+      page.overlay = { raster: page.raster.name, img, step, kind };
       draw();
-      say(`quick map (a pixel-feature forest on ${page.state.clicks.length} clicks, not the GeoSeg ` +
-          `network): ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      say(typeof message === "function" ? message() : message);
     };
-    img.src = URL.createObjectURL(blob);
+    img.src = URL.createObjectURL(await response.blob());
+  });
+}
+
+async function startJob(url) {
+  try {
+    const job = await (await api("POST", `${url}?image=${encodeURIComponent(page.raster.name)}`)).json();
+    showJob(job);
+    pollJob();
   } catch (err) { say(err.message, true); }
+}
+
+function showJob(job) {
+  const line = document.getElementById("job");
+  line.classList.toggle("failed", job.state === "failed");
+  if (job.state === "idle") { line.textContent = page.state.model ? `model: ${page.state.model}` : "no GeoSeg model yet"; return; }
+  const what = job.kind === "training" ? "training" : "GeoSeg map";
+  if (job.state === "running") line.textContent = `${what}: ${job.step} (${job.seconds.toFixed(0)} s) ${job.line}`;
+  else if (job.state === "failed") line.textContent = `${what} failed: ${job.error} (log: ${job.log})`;
+  else line.textContent = `${what} done in ${job.seconds.toFixed(0)} s`;
+}
+
+async function pollJob() {
+  let job;
+  try { job = await (await api("GET", "/api/job")).json(); } catch (err) { say(err.message, true); return; }
+  showJob(job);
+  if (job.state === "running") { setTimeout(pollJob, 1000); return; }
+  if (job.state === "done") {
+    await reload();
+    showJob(job);
+    try {
+      await showOverlay(`/api/model-map/${encodeURIComponent(page.raster.name)}.png`, "model",
+                        `GeoSeg map of ${page.raster.name} (model ${page.state.model})`);
+    } catch (err) { say(err.message, true); }
+  }
 }
 
 async function suggest() {
@@ -284,6 +323,10 @@ async function start() {
   canvas.addEventListener("wheel", onWheel, { passive: false });
   document.getElementById("quickmap").onclick = quickMap;
   document.getElementById("suggest").onclick = suggest;
+  document.getElementById("train").onclick = () => startJob("/api/train");
+  document.getElementById("modelmap").onclick = () => startJob("/api/model-map");
+  showJob(page.state.job);
+  if (page.state.job.state === "running") pollJob();
   document.getElementById("opacity").oninput = draw;
   window.addEventListener("resize", draw);
   window.addEventListener("keydown", (event) => {

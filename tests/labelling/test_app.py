@@ -7,12 +7,14 @@ import io
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from labelling.app import LabellingApp, PageError
+from labelling.app import LabellingApp, PageError, TrainingSettings
 from labelling.store import CLASS_FIELD, StoreError
 from model.class_table import ClassTable
 from scene.source import SceneError
@@ -135,3 +137,56 @@ def test_quick_map_follows_the_clicks_and_suggestions_avoid_them(tmp_path, table
         assert min(np.hypot(s["row"] - r, s["col"] - c) for r in (30, 150, 270) for c in (60, 340)) >= 8
     app.close()
 
+
+
+TINY_TRAINING = TrainingSettings(epochs=1, steps_per_epoch=2,
+                                 extra=("--batch-size", "2", "--crop-size", "128", "--threads", "1"))
+
+
+def wait_for(app: LabellingApp, seconds: float = 300) -> dict:
+    end = time.monotonic() + seconds
+    while app.job.running and time.monotonic() < end:
+        time.sleep(0.5)
+    return app.job.status()
+
+
+@pytest.mark.integration
+def test_train_button_trains_exports_and_maps_then_that_model_maps_again(tmp_path, table):
+    """A real `geoseg train` (1 epoch x 2 steps), export and `geoseg predict` in the background."""
+    raster = two_halves(tmp_path / "ortho.tif")
+    app = LabellingApp([raster], tmp_path / "clicks.gpkg", table, training=TINY_TRAINING)
+    with pytest.raises(PageError, match="no GeoSeg model yet"):
+        app.start_model_map("ortho")
+    with pytest.raises(PageError, match="two classes"):
+        app.start_training("ortho")
+    for row in range(20, 300, 40):
+        app.add({"image": "ortho", "row": row, "col": 50, "class_id": 0})
+        app.add({"image": "ortho", "row": row, "col": 350, "class_id": 1})
+    assert app.start_training("ortho")["state"] == "running"
+    with pytest.raises(PageError, match="training is still running"):
+        app.start_training("ortho")
+    status = wait_for(app)
+    assert status["state"] == "done", status
+    assert app.model is not None and app.model.is_file()
+    assert app.model.is_relative_to(tmp_path / "clicks-geoseg" / "runs")
+    png, step = app.model_map("ortho")
+    assert step == 1 and Image.open(io.BytesIO(png)).size == (400, 300)
+    app.map_path("ortho").unlink()
+    app.start_model_map("ortho")
+    assert wait_for(app)["state"] == "done" and app.map_path("ortho").is_file()
+    app.close()
+
+
+def test_a_failing_job_is_reported_with_its_last_line_and_log(tmp_path, table):
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a model")
+    app = LabellingApp([two_halves(tmp_path / "ortho.tif")], tmp_path / "clicks.gpkg", table,
+                       model=bogus)
+    app.start_model_map("ortho")
+    status = wait_for(app, 120)
+    assert status["state"] == "failed" and status["error"].startswith("mapping ortho failed: ")
+    assert "model.pt" in status["error"] and "\n" not in status["error"]
+    assert "Traceback" not in Path(status["log"]).read_text()
+    with pytest.raises(PageError, match="no model map of ortho yet"):
+        app.model_map("ortho")
+    app.close()

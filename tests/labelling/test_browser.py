@@ -3,7 +3,8 @@
 Opens `geoseg label`'s page on a small GeoTIFF (blue left half, sand right half), clicks points of
 two classes, checks the GeoPackage after each step (CRS, class field, coordinates within a pixel),
 deletes one with shift-click, paints the quick map and checks the screenshot's pixels, asks for
-suggestions, and checks that a stopped server is said on the page. Fails (never skips) when the
+suggestions, trains the network from the page (a real, very short `geoseg train`) and waits for
+its map, and checks that a stopped server is said on the page. Fails (never skips) when the
 browser is missing: `make setup` installs it.
 """
 from __future__ import annotations
@@ -16,12 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelling.app import LabellingApp
+from labelling.app import LabellingApp, TrainingSettings
 from labelling.server import serve_in_thread
 from labelling.store import CLASS_FIELD
 from model.class_table import ClassTable
 from tests.labelling.rasters import PIXEL_M, pixel_centre, two_halves
 from training.points.layer import read_point_layer
+
+pytestmark = pytest.mark.integration  # starts a browser and a short training
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -62,7 +65,8 @@ def test_click_points_see_the_quick_map_and_nothing_is_lost(browser_page, tmp_pa
     page = browser_page
     raster = two_halves(tmp_path / "ortho.tif")
     layer = tmp_path / "clicks.gpkg"
-    app = LabellingApp([raster], layer, TABLE)
+    app = LabellingApp([raster], layer, TABLE, training=TrainingSettings(
+        epochs=1, steps_per_epoch=2, extra=("--batch-size", "2", "--crop-size", "128")))
     server, _ = serve_in_thread(app)
     host, port = server.server_address[:2]
     try:
@@ -107,6 +111,13 @@ def test_click_points_see_the_quick_map_and_nothing_is_lost(browser_page, tmp_pa
         page.wait_for_function("document.getElementById('status').textContent"
                                ".includes('suggested places')", timeout=60_000)
         assert "10 suggested places" in page.text_content("#status")
+
+        assert page.text_content("#job") == "no GeoSeg model yet"
+        page.click("#train")  # a real geoseg train (1 epoch x 2 steps), export and predict
+        page.wait_for_function("document.getElementById('status').textContent"
+                               ".startsWith('GeoSeg map of ortho')", timeout=240_000)
+        assert page.text_content("#job").startswith("training done in")
+        assert app.model is not None and app.model.is_file()
 
         server.shutdown()
         server.server_close()
