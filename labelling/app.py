@@ -162,7 +162,8 @@ class LabellingApp:
             raise PageError(400, "ask for 1 to 100 suggestions")
         with self._map_lock:
             try:
-                return self.mapper.suggestions(view.name, self.store.all(), count)
+                return self.mapper.suggestions(view.name, self.store.all(), count,
+                                               network=self._network_classes(view.name))
             except QuickMapError as exc:
                 raise PageError(409, str(exc)) from None
 
@@ -218,6 +219,18 @@ class LabellingApp:
         except RuntimeError as exc:
             raise PageError(409, str(exc)) from None
         return self.job.status()
+
+    def _network_classes(self, name: str) -> np.ndarray | None:
+        """The model's map of raster ``name`` read at the quick map's overview size, (h, w)
+        uint8, when it exists and is newer than the model; else None."""
+        import rasterio
+
+        path = self.map_path(name)
+        if self.model is None or not path.is_file() or (
+                self.model.is_file() and path.stat().st_mtime < self.model.stat().st_mtime):
+            return None
+        with rasterio.open(path) as src:
+            return np.asarray(src.read(1, out_shape=self.mapper.overview_shape(name)), np.uint8)
 
     def model_map(self, name: str) -> tuple[bytes, int]:
         """The model's map of raster ``name`` (written by the last map or training job) as an

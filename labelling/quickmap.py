@@ -3,7 +3,8 @@
 It is not the GeoSeg network: it is the forest peer's recipe (``training.labels.forest``) on an
 overview of each raster (at most :data:`OVERVIEW_SIDE` px a side), so that a click shows its
 effect in seconds on a CPU. The page says so. Suggestions for the next clicks come from the same
-forest and a second opinion (``training.points.suggest``).
+forest and a second opinion (``training.points.suggest``): the GeoSeg network's map where the
+page has one, else a logistic regression on the same features.
 """
 from __future__ import annotations
 
@@ -103,14 +104,25 @@ class QuickMapper:
         classes = np.where(overview.valid, probs.argmax(0), 255).astype(np.uint8)
         return QuickMap(classes, probs, overview.step, time.perf_counter() - t0)
 
-    def suggestions(self, name: str, clicks: list[Click], count: int,
-                    seed: int = 0) -> list[dict[str, float]]:
+    def overview_shape(self, name: str) -> tuple[int, int]:
+        """(h, w) of raster ``name``'s overview."""
+        return self._overview(name)[0].valid.shape
+
+    def suggestions(self, name: str, clicks: list[Click], count: int, seed: int = 0,
+                    network: np.ndarray | None = None) -> list[dict[str, float]]:
         """The next ``count`` clicks on raster ``name``: [{row, col, class_id}] in raster pixels
-        (pixel centres)."""
+        (pixel centres). The second opinion is ``network`` (h, w) uint8, the GeoSeg model's
+        classes on the overview (255 = none), where the page has such a map, else a logistic
+        regression on the forest's features."""
         forest, x, y = self._fit(clicks)
         overview, features = self._overview(name)
         probs = class_probabilities(forest, features, self.table.num_classes)
-        other = class_probabilities(second_opinion(x, y, seed), features, self.table.num_classes)
+        if network is not None:
+            other = np.eye(self.table.num_classes + 1, dtype=np.float32)[
+                np.minimum(network, self.table.num_classes)].transpose(2, 0, 1)[:-1]
+        else:
+            other = class_probabilities(second_opinion(x, y, seed), features,
+                                        self.table.num_classes)
         view = self.views[name]
         done = []
         for click in (c for c in clicks if c.image == name):

@@ -190,3 +190,34 @@ def test_a_failing_job_is_reported_with_its_last_line_and_log(tmp_path, table):
     with pytest.raises(PageError, match="no model map of ortho yet"):
         app.model_map("ortho")
     app.close()
+
+
+def test_suggestions_go_where_the_network_map_disputes_the_quick_map(tmp_path, table):
+    import rasterio
+
+    raster = two_halves(tmp_path / "ortho.tif")
+    app = LabellingApp([raster], tmp_path / "clicks.gpkg", table)
+    for row in (30, 150, 270):
+        app.add({"image": "ortho", "row": row, "col": 60, "class_id": 0})
+        app.add({"image": "ortho", "row": row, "col": 340, "class_id": 1})
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"stands for an exported model")
+    app.model = model
+    network = np.zeros((300, 400), np.uint8)
+    network[:, 200:] = 1
+    network[100:200, 90:170] = 1  # the network says sand inside the water half
+    app.map_path("ortho").parent.mkdir(parents=True)
+    with rasterio.open(raster) as src:
+        profile = src.profile | {"count": 1}
+    with rasterio.open(app.map_path("ortho"), "w", **profile) as dst:
+        dst.write(network[None])
+
+    def in_block(s: dict) -> bool:
+        return 100 <= s["row"] < 200 and 90 <= s["col"] < 170
+
+    water = [s for s in app.suggest("ortho", 6) if s["class_id"] == 0]
+    assert len(water) == 3 and all(in_block(s) for s in water)
+    app.map_path("ortho").unlink()  # no network map: the logistic second opinion, no dispute there
+    water = [s for s in app.suggest("ortho", 6) if s["class_id"] == 0]
+    assert not all(in_block(s) for s in water)
+    app.close()
