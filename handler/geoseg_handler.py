@@ -22,11 +22,11 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from common.allocator import keep_freed_memory
 from handler import metrics
-from handler.decode import decode_image
+from handler.batch import decode_pool, prepare_jobs
 from handler.encode import encode, mark_nodata
 from handler.errors import REASON_PHRASES, RequestError
 from handler.inference import HandlerConfig, config_predictor, warm_up
-from handler.request import Job, choose_format, choose_margin, image_bytes
+from handler.request import Job
 from handler.scaling import BandScaling
 from handler.tiling import plan_tiles, segment_images
 from model.artifact import load_artifact
@@ -65,6 +65,7 @@ class GeoSegHandler(BaseHandler):
         if half:
             self.model = self.model.half()
         self.predict = config_predictor(self.model, self.device, self.config)
+        self.decode_pool = decode_pool(self.config.decode_threads)
         warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True
@@ -74,18 +75,8 @@ class GeoSegHandler(BaseHandler):
     def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
         """One Job (decoded image, output format) or RequestError per request, in order."""
         start = time.perf_counter()
-        jobs: list[Job | RequestError] = []
-        for idx, row in enumerate(data):
-            try:
-                fmt = choose_format(row, request_header(self.context, idx, "X-GeoSeg-Format"),
-                                    request_header(self.context, idx, "Accept"))
-                margin = choose_margin(request_header(self.context, idx, "X-GeoSeg-Edges"))
-                data_bytes = image_bytes(row, request_header(self.context, idx, "Content-Type"),
-                                         request_header(self.context, idx, "Content-Length"))
-                image = decode_image(data_bytes, self.config.max_pixels, self.scaling)
-                jobs.append(Job(idx, image, fmt, margin))
-            except RequestError as exc:
-                jobs.append(exc)
+        jobs = prepare_jobs(data, lambda idx, name: request_header(self.context, idx, name),
+                            self.config.max_pixels, self.scaling, self.decode_pool)
         logger.info("batch of %d requests, %d valid", len(data),
                     sum(isinstance(j, Job) for j in jobs))
         self._stage("decode", start)
