@@ -7,7 +7,8 @@ On a machine with CUDA this
 2. sweeps the bare exported model: precision (fp32 / fp16 / bf16) x channels_last on/off x
    batch size, and replays of a captured CUDA graph of the best setting (fixed shapes);
 3. runs the handler's own batched path in-process (decode, pooled tiling, model, encode) for a
-   TorchServe batch of requests, with the time of each stage per tile;
+   TorchServe batch of requests, with the time of each stage per tile: PNG requests decoded by
+   one thread and by a pool (``decode_threads``), and the ``.npy`` bulk format;
 4. serves the archive through a real TorchServe for each setting of workers x ``batchSize``
    and loads it with locust at several user counts (needs Java and TorchServe);
 
@@ -39,7 +40,6 @@ from PIL import Image
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
 from benchmarks.run import ServeSettings, serve_and_load
-from handler.decode import decode_image
 from handler.encode import encode
 from handler.inference import HandlerConfig, tile_predictor
 from handler.tiling import segment_images
@@ -66,6 +66,7 @@ class GpuPlan:
     repeats: int = 10
     handler_requests: int = 32          # requests in the in-process handler batch
     handler_tile_batch: int = 32
+    decode_threads: int = 8             # the pooled-decode row of the handler stage
     served_precision: str = "fp16"      # the handler's half_precision on CUDA
     served_workers: tuple[int, ...] = (1, 2, 4)
     served_batch_sizes: tuple[int, ...] = (8, 16, 32)
@@ -87,7 +88,7 @@ class GpuPlan:
         return cls(device="cpu", arch="deeplabv3_mobilenet_v3_large", tile=64,
                    precisions=("fp32",), channels_last=(True,), batch_sizes=(1, 2),
                    cuda_graphs=False, warmup=1, repeats=2, handler_requests=2,
-                   handler_tile_batch=2, served_precision="fp32", served_workers=(1,),
+                   handler_tile_batch=2, decode_threads=2, served_precision="fp32", served_workers=(1,),
                    served_batch_sizes=(2,), served_users=(1,), served_delay_ms=5,
                    served_duration=3, image_count=2)
 
@@ -188,20 +189,36 @@ def bare_sweep(model_path: Path, plan: GpuPlan, log: Callable[[str], None]) -> d
             "best": best, "measurements": rows, "cuda_graphs": graphs}
 
 
-def _png_tiles(count: int, size: int) -> list[bytes]:
+def _tile_bodies(count: int, size: int, fmt: str) -> list[bytes]:
+    """``count`` generated ``size`` tiles as request bodies: PNG, or ``.npy`` (the bulk format)."""
+    from benchmarks.bulk_format import npy_bytes
+
     out = []
     for k in range(count):
         rgb, _ = generate_scene((size, size), seed=100 + k)
+        if fmt == "npy":
+            out.append(npy_bytes(rgb))
+            continue
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="PNG")
         out.append(buf.getvalue())
     return out
 
 
+HANDLER_VARIANTS = (("png", 1), ("png", 0), ("npy", 1))
+"""(request format, decode threads) of the in-process handler rows; 0 = the plan's
+``decode_threads``."""
+
+
 def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> dict[str, Any]:
-    """One TorchServe batch of ``handler_requests`` 512-pixel PNG requests through the handler's
-    functions in one process: ms per tile for decode, tiling + model, encode (median of
-    ``repeats`` after one warm-up), and the tiles/s one worker can reach this way."""
+    """One TorchServe batch of ``handler_requests`` tile requests through the handler's
+    functions in one process, for each of :data:`HANDLER_VARIANTS` (PNG decoded by one thread,
+    PNG by ``plan.decode_threads``, the ``.npy`` bulk format): ms per tile for decode, tiling +
+    model, encode (median of ``repeats`` after one warm-up), and the tiles/s one worker can
+    reach this way."""
+    from handler.batch import decode_pool, prepare_jobs
+    from handler.request import Job
+
     device = torch.device(plan.device)
     artifact = load_artifact(model_path, device)
     model, table = artifact.network, artifact.classes
@@ -209,28 +226,37 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
     if half:
         model = model.half()
     predict = tile_predictor(model, device, half, channels_last=True)
-    bodies = _png_tiles(plan.handler_requests, plan.tile)
-    stages: dict[str, list[float]] = {"decode": [], "model": [], "encode": []}
-    for k in range(repeats + 1):
-        t0 = time.perf_counter()
-        images = [decode_image(b, 10 ** 9).rgb for b in bodies]
-        t1 = time.perf_counter()
-        maps = segment_images(images, predict, plan.tile, plan.overlap, plan.handler_tile_batch)
-        synchronize(device)
-        t2 = time.perf_counter()
-        for m, img in zip(maps, images):
-            encode("png", m, img, table, None)
-        t3 = time.perf_counter()
-        if k:
-            for name, a, b in zip(stages, (t0, t1, t2), (t1, t2, t3)):
-                stages[name].append(b - a)
-    n = plan.handler_requests
-    per_tile = {name: 1000 * statistics.median(v) / n for name, v in stages.items()}
-    total = sum(per_tile.values())
-    return {"requests_per_batch": n, "tile_batch": plan.handler_tile_batch,
-            "precision": plan.served_precision, "ms_per_tile": per_tile,
-            "ms_per_tile_total": total, "tiles_per_s_one_worker": 1000 / total,
-            "cpu_ms_per_tile": per_tile["decode"] + per_tile["encode"]}
+    rows = []
+    for fmt, threads in HANDLER_VARIANTS:
+        threads = threads or plan.decode_threads
+        requests = [{"body": b} for b in _tile_bodies(plan.handler_requests, plan.tile, fmt)]
+        pool = decode_pool(threads)
+        stages: dict[str, list[float]] = {"decode": [], "model": [], "encode": []}
+        for k in range(repeats + 1):
+            t0 = time.perf_counter()
+            jobs = prepare_jobs(requests, lambda i, n: None, 10 ** 9, None, pool)
+            images = [j.image.rgb for j in jobs if isinstance(j, Job)]
+            t1 = time.perf_counter()
+            maps = segment_images(images, predict, plan.tile, plan.overlap,
+                                  plan.handler_tile_batch)
+            synchronize(device)
+            t2 = time.perf_counter()
+            for m, img in zip(maps, images):
+                encode(fmt, m, img, table, None)
+            t3 = time.perf_counter()
+            if k:
+                for name, a, b in zip(stages, (t0, t1, t2), (t1, t2, t3)):
+                    stages[name].append(b - a)
+        if pool is not None:
+            pool.shutdown()
+        n = plan.handler_requests
+        per_tile = {name: 1000 * statistics.median(v) / n for name, v in stages.items()}
+        total = sum(per_tile.values())
+        rows.append({"format": fmt, "decode_threads": threads, "ms_per_tile": per_tile,
+                     "ms_per_tile_total": total, "tiles_per_s_one_worker": 1000 / total,
+                     "host_ms_per_tile": per_tile["decode"] + per_tile["encode"]})
+    return {"requests_per_batch": plan.handler_requests, "tile_batch": plan.handler_tile_batch,
+            "precision": plan.served_precision, "rows": rows}
 
 
 def served_settings(plan: GpuPlan) -> list[ServeSettings]:
@@ -318,12 +344,15 @@ def markdown(report: dict[str, Any]) -> str:
                 else f"error: {g['error']} | | |"))
     h = report.get("handler")
     if h:
-        lines += ["", f"## Handler in-process: one batch of {h['requests_per_batch']} PNG "
-                  f"requests ({h['precision']}, tile batch {h['tile_batch']})", "",
-                  "| stage | ms per tile |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in h["ms_per_tile"].items()]
-        lines.append(f"| total (one worker: {h['tiles_per_s_one_worker']:.0f} tiles/s) | "
-                     f"{h['ms_per_tile_total']:.2f} |")
+        lines += ["", f"## Handler in-process: one batch of {h['requests_per_batch']} tile "
+                  f"requests ({h['precision']}, tile batch {h['tile_batch']}), ms per tile", "",
+                  "| request format | decode threads | decode | tiling + model | encode | total "
+                  "| one worker, tiles/s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in h["rows"]:
+            t = r["ms_per_tile"]
+            lines.append(f"| {r['format']} | {r['decode_threads']} | {t['decode']:.2f} | "
+                         f"{t['model']:.2f} | {t['encode']:.2f} | {r['ms_per_tile_total']:.2f} | "
+                         f"{r['tiles_per_s_one_worker']:.0f} |")
     served = report.get("served") or {}
     if served.get("skipped"):
         lines += ["", f"Served sweep skipped: {served['skipped']}"]
@@ -397,9 +426,10 @@ def run(plan: GpuPlan, out: Path, stages: tuple[str, ...], log: Callable[[str], 
     report["bare"] = bare_sweep(model_path, plan, log)
     if "handler" in stages:
         report["handler"] = handler_batch_profile(model_path, plan)
-        log("handler in-process ms/tile: " + ", ".join(
-            f"{k} {v:.2f}" for k, v in report["handler"]["ms_per_tile"].items())
-            + f"; one worker {report['handler']['tiles_per_s_one_worker']:.0f} tiles/s")
+        for row in report["handler"]["rows"]:
+            log(f"handler in-process, {row['format']} x {row['decode_threads']} decode threads, "
+                "ms/tile: " + ", ".join(f"{k} {v:.2f}" for k, v in row["ms_per_tile"].items())
+                + f"; one worker {row['tiles_per_s_one_worker']:.0f} tiles/s")
     if "served" in stages:
         best_served_precision = max(
             (m for m in report["bare"]["measurements"]

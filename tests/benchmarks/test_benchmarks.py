@@ -79,7 +79,9 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     report = json.loads(json_file.read_text())
     assert report["export"]["parity_max_abs"] <= 1e-4
     assert all(m["tiles_per_s"] > 0 for m in report["bare"]["measurements"])
-    assert set(report["handler"]["ms_per_tile"]) == {"decode", "model", "encode"}
+    rows = report["handler"]["rows"]
+    assert [(r["format"], r["decode_threads"]) for r in rows] == [("png", 1), ("png", 2), ("npy", 1)]
+    assert all(set(r["ms_per_tile"]) == {"decode", "model", "encode"} for r in rows)
     (row,) = report["served"]["rows"]
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
     table = next(out.glob("gpu-dry-*.md")).read_text()
