@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import statistics
 import sys
@@ -48,7 +47,6 @@ from model.builder import build_model
 from model.class_table import ClassTable
 from model.export import export_model
 from tools.server import ServerError, java_problem, torchserve_executable
-from training.data.synthetic import generate_scene
 
 
 @dataclass(frozen=True)
@@ -189,22 +187,6 @@ def bare_sweep(model_path: Path, plan: GpuPlan, log: Callable[[str], None]) -> d
             "best": best, "measurements": rows, "cuda_graphs": graphs}
 
 
-def _tile_bodies(count: int, size: int, fmt: str) -> list[bytes]:
-    """``count`` generated ``size`` tiles as request bodies: PNG, or ``.npy`` (the bulk format)."""
-    from benchmarks.bulk_format import npy_bytes
-
-    out = []
-    for k in range(count):
-        rgb, _ = generate_scene((size, size), seed=100 + k)
-        if fmt == "npy":
-            out.append(npy_bytes(rgb))
-            continue
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
-
-
 HANDLER_VARIANTS = (("png", 1), ("png", 0), ("npy", 1))
 """(request format, decode threads) of the in-process handler rows; 0 = the plan's
 ``decode_threads``."""
@@ -216,6 +198,7 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
     PNG by ``plan.decode_threads``, the ``.npy`` bulk format): ms per tile for decode, tiling +
     model, encode (median of ``repeats`` after one warm-up), and the tiles/s one worker can
     reach this way."""
+    from benchmarks.decode_threads import bodies
     from handler.batch import decode_pool, prepare_jobs
     from handler.request import Job
 
@@ -229,7 +212,7 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
     rows = []
     for fmt, threads in HANDLER_VARIANTS:
         threads = threads or plan.decode_threads
-        requests = [{"body": b} for b in _tile_bodies(plan.handler_requests, plan.tile, fmt)]
+        requests = [{"body": b} for b in bodies(fmt, plan.tile, plan.handler_requests)]
         pool = decode_pool(threads)
         stages: dict[str, list[float]] = {"decode": [], "model": [], "encode": []}
         for k in range(repeats + 1):
