@@ -71,6 +71,7 @@ class GpuPlan:
     served_users: tuple[int, ...] = (16, 64, 128)
     served_delay_ms: int = 5
     served_duration: int = 20
+    served_client_processes: int = 4    # locust processes: one Python client tops out near a core
     served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
     image_count: int = 8
 
@@ -87,8 +88,8 @@ class GpuPlan:
                    precisions=("fp32",), channels_last=(True,), batch_sizes=(1, 2),
                    cuda_graphs=False, warmup=1, repeats=2, handler_requests=2,
                    handler_tile_batch=2, decode_threads=2, served_precision="fp32", served_workers=(1,),
-                   served_batch_sizes=(2,), served_users=(1,), served_delay_ms=5,
-                   served_duration=3, image_count=2)
+                   served_batch_sizes=(2,), served_users=(2,), served_delay_ms=5,
+                   served_duration=3, served_client_processes=2, image_count=2)
 
 
 def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
@@ -275,7 +276,7 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
         try:
             loads = serve_and_load(model_path, plan.device, settings, manifest,
                                    list(plan.served_users), plan.served_duration,
-                                   workdir / f"served{k}")
+                                   workdir / f"served{k}", plan.served_client_processes)
         except (ServerError, RuntimeError) as exc:
             rows.append({"settings": asdict(settings), "error": str(exc)})
             log(f"  error: {exc}")

@@ -3,7 +3,8 @@
 Environment: ``GEOSEG_IMAGES`` (manifest.json from benchmarks/images.py), ``GEOSEG_TARGET``
 (``geoseg``: raw body to /predictions/geoseg; ``peer``: multipart ``file`` to /predict),
 ``GEOSEG_DURATION`` (s; only answers completed within this window after spawning count
-towards tiles/s), ``GEOSEG_TILES_OUT`` (JSON file for the tile counts).
+towards tiles/s), ``GEOSEG_TILES_OUT`` (JSON files ``<it>.<pid>`` for the tile counts, one per
+locust process).
 
 Each answer must be 200, ``image/png`` and of the input's width and height.
 """
@@ -52,8 +53,9 @@ def _start(user_count: int, **kwargs) -> None:
 @events.test_stop.add_listener
 def _stop(**kwargs) -> None:
     out = os.environ.get("GEOSEG_TILES_OUT")
-    if out:
-        Path(out).write_text(json.dumps({k: v for k, v in asdict(COUNTS).items() if k != "start"}))
+    if out:  # one file per process: with --processes every worker counts its own answers
+        Path(f"{out}.{os.getpid()}").write_text(
+            json.dumps({k: v for k, v in asdict(COUNTS).items() if k != "start"}))
 
 
 class SegmentationUser(FastHttpUser):

@@ -92,8 +92,11 @@ class ServeSettings:
 # --- measuring --------------------------------------------------------------------------------
 
 def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
-               workdir: Path) -> dict[str, Any]:
-    """Run locust headless against ``host``; requests/s, latency percentiles, tiles/s."""
+               workdir: Path, processes: int = 1) -> dict[str, Any]:
+    """Run locust headless against ``host``; requests/s, latency percentiles, tiles/s.
+    ``processes`` > 1 forks that many locust workers (``--processes``): one Python process
+    sends at most about one core's worth of requests, so a fast server needs several for the
+    client not to be the limit. Each process counts its own tiles (``<tiles file>.<pid>``)."""
     prefix = workdir / f"{target}-u{users}"
     tiles_out = workdir / f"{target}-u{users}-tiles.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -102,17 +105,25 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
            "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "900", "--csv", str(prefix),
            "--host", host, "--only-summary", "--reset-stats", "--loglevel", "WARNING"]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     stats_file = Path(f"{prefix}_stats.csv")
     if not stats_file.exists():
         raise RuntimeError(f"locust wrote no statistics: {proc.stderr.strip()[-2000:]}")
     with stats_file.open() as fh:
         row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
-    tiles = json.loads(tiles_out.read_text()) if tiles_out.exists() else {"tiles": 0, "images": 0}
+    tiles = {"tiles": 0, "images": 0, "late": 0}
+    for part in tiles_out.parent.glob(tiles_out.name + ".*"):  # one file per locust process
+        counted = json.loads(part.read_text())
+        tiles = {k: tiles[k] + counted[k] for k in tiles}
+        part.unlink()
     return {"users": users, "duration_s": duration, "requests": int(row["Request Count"]),
             "failures": int(row["Failure Count"]), "requests_per_s": float(row["Requests/s"]),
             "p50_ms": float(row["50%"]), "p95_ms": float(row["95%"]), "p99_ms": float(row["99%"]),
-            "images_in_window": tiles["images"], "tiles_per_s": tiles["tiles"] / duration}
+            "images_in_window": tiles["images"], "late_answers": tiles["late"],
+            "tiles_per_s": tiles["tiles"] / duration,
+            "client_processes": processes}
 
 
 @functools.lru_cache(maxsize=4)
@@ -146,7 +157,8 @@ def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, rep
 
 
 def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
-                   users: list[int], duration: int, workdir: Path) -> list[dict[str, Any]]:
+                   users: list[int], duration: int, workdir: Path,
+                   client_processes: int = 1) -> list[dict[str, Any]]:
     """Archive the model with ``settings``, start TorchServe on loopback, run locust once per
     user count (``duration`` seconds each), stop the server; one locust result per user count."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +174,8 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
             before = scrape_metrics(server.metrics_url)
             cpu_before, locust_before = stack.cpu_seconds(), children_cpu_seconds()
             started = time.perf_counter()
-            result = run_locust(server.url, "geoseg", manifest, u, duration, workdir)
+            result = run_locust(server.url, "geoseg", manifest, u, duration, workdir,
+                                client_processes)
             result["cpu_ms_per_request"] = cpu_budget(stack, cpu_before, locust_before,
                                                       result["requests"],
                                                       time.perf_counter() - started)
@@ -198,7 +211,7 @@ def stage_breakdown(before: list[Sample], after: list[Sample]) -> dict[str, floa
 
 
 def peer_load(model_path: Path, device: str, manifest: Path, users: list[int], duration: int,
-              workdir: Path) -> list[dict[str, Any]]:
+              workdir: Path, client_processes: int = 1) -> list[dict[str, Any]]:
     """The same load against the Flask peer (whole image per request, no batching)."""
     port = free_port()
     log = open(workdir / "flask_peer.out", "wb")
@@ -216,8 +229,8 @@ def peer_load(model_path: Path, device: str, manifest: Path, users: list[int], d
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the Flask peer did not start; see flask_peer.out") from None
                 time.sleep(0.5)
-        return [run_locust(f"http://127.0.0.1:{port}", "peer", manifest, u, duration, workdir)
-                for u in users]
+        return [run_locust(f"http://127.0.0.1:{port}", "peer", manifest, u, duration, workdir,
+                           client_processes) for u in users]
     finally:
         proc.terminate()
         proc.wait(30)
@@ -267,8 +280,8 @@ def settings_grid(args: argparse.Namespace) -> Grid:
 
 def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
                 users: list[int], duration: int, workdir: Path,
-                peer: Optional[list[dict[str, Any]]], labels: Mapping[str, Any]
-                ) -> list[dict[str, Any]]:
+                peer: Optional[list[dict[str, Any]]], labels: Mapping[str, Any],
+                client_processes: int = 1) -> list[dict[str, Any]]:
     """One setting: the bare ceiling, the served load at each user count, and the comparison
     with ``peer`` (the Flask peer's load at the same user counts; it does not depend on the
     setting, so a run measures it once and passes it to every setting). One result row per
@@ -278,7 +291,8 @@ def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest
     (``before`` and ``after`` kept beside it): on a noisy machine its speed drifts over minutes,
     and a single measurement on one side moved served ÷ bare by up to 0.2 here."""
     before = bare_tiles_per_s(model_path, device, settings)
-    served = serve_and_load(model_path, device, settings, manifest, users, duration, workdir)
+    served = serve_and_load(model_path, device, settings, manifest, users, duration, workdir,
+                            client_processes)
     after = bare_tiles_per_s(model_path, device, settings)
     bare = before | {"tiles_per_s": (before["tiles_per_s"] + after["tiles_per_s"]) / 2,
                      "before": before["tiles_per_s"], "after": after["tiles_per_s"]}
@@ -386,6 +400,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--users", type=int, nargs="+", default=[1, 4], help="locust user counts")
     p.add_argument("--duration", type=int, default=120, help="seconds per locust run")
+    p.add_argument("--client-processes", type=int, default=1,
+                   help="locust processes (--processes): more when the client saturates a core")
     p.add_argument("--images", choices=("tiles", "scenes", "mixed"), default="tiles",
                    help="generated image set: 512x512 tiles, 2048x1536 scenes, or both")
     p.add_argument("--image-count", type=int, default=4, help="images of each size")
@@ -437,11 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         peer = None if args.no_peer else peer_load(model_path, args.device, manifest, grid.users,
-                                                  args.duration, workdir)
+                                                  args.duration, workdir, args.client_processes)
         for k, settings in enumerate(grid.settings):
             print(f"[{k + 1}/{len(grid.settings)}] {settings}", flush=True)
             rows += run_setting(model_path, args.device, settings, manifest, grid.users,
-                                args.duration, workdir / f"setting{k}", peer, labels)
+                                args.duration, workdir / f"setting{k}", peer, labels,
+                                args.client_processes)
     except (ServerError, RuntimeError) as exc:
         return fail(str(exc), 1)
     run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],

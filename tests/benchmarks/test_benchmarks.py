@@ -84,6 +84,9 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     assert all(set(r["ms_per_tile"]) == {"decode", "model", "encode"} for r in rows)
     (row,) = report["served"]["rows"]
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
+    served = row["served"]  # 2 users in 2 locust processes: each process counts its own answers
+    assert served["client_processes"] == 2
+    assert served["images_in_window"] + served["late_answers"] == served["requests"]
     table = next(out.glob("gpu-dry-*.md")).read_text()
     assert "## Bare model" in table and "## Served" in table and "## Handler" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
