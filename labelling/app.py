@@ -68,12 +68,20 @@ class LabellingApp:
         self.lock = LayerLock(layer)
         self.lock.acquire()
         try:
-            self.store = ClickStore(layer, first.crs, table, list(self.views))
+            self.store = ClickStore(layer, first.crs, table, self._raster_at)
         except StoreError:
             self.lock.release()
             raise
         self.mapper = QuickMapper(self.views, table)
         self._map_lock = threading.Lock()
+
+    def _raster_at(self, x: float, y: float) -> str:
+        """The first raster whose extent holds map point x, y; "" for none."""
+        for view in self.views.values():
+            row, col = view.pixel(x, y)
+            if 0 <= row < view.height and 0 <= col < view.width:
+                return view.name
+        return ""
 
     def close(self) -> None:
         """Stop a running job, release the layer's lock and the rasters."""
@@ -115,11 +123,8 @@ class LabellingApp:
         """A click at raster position ``row``, ``col`` (pixel units) of ``image``, class
         ``class_id``: saved at the centre of that pixel."""
         view = self._view(body.get("image"))
-        row, col, class_id = _number(body, "row"), _number(body, "col"), _class(body, self.table)
-        if not (0 <= row < view.height and 0 <= col < view.width):
-            raise PageError(400, f"({row:.0f}, {col:.0f}) is outside {view.name} "
-                                 f"({view.height} x {view.width} px)")
-        x, y = view.map_xy(int(row) + 0.5, int(col) + 0.5)
+        x, y = self._pixel_centre(view, body)
+        class_id = _class(body, self.table)
         return self._click_json(self.store.add(view.name, x, y, class_id))
 
     def move(self, click_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -130,13 +135,22 @@ class LabellingApp:
         old = clicks[click_id]
         x, y = old.x, old.y
         if "row" in body or "col" in body:
-            view = self._view(old.image)
-            row, col = _number(body, "row"), _number(body, "col")
-            if not (0 <= row < view.height and 0 <= col < view.width):
-                raise PageError(400, f"({row:.0f}, {col:.0f}) is outside {view.name}")
-            x, y = view.map_xy(int(row) + 0.5, int(col) + 0.5)
+            x, y = self._pixel_centre(self._view(old.image), body)
         class_id = _class(body, self.table) if "class_id" in body else None
         return self._click_json(self.store.move(click_id, x, y, class_id))
+
+    @staticmethod
+    def _pixel_centre(view: RasterView, body: dict[str, Any]) -> tuple[float, float]:
+        """Map x, y of the centre of the pixel at ``body``'s ``row``, ``col``; PageError for a
+        position outside the raster or on no data."""
+        row, col = _number(body, "row"), _number(body, "col")
+        if not (0 <= row < view.height and 0 <= col < view.width):
+            raise PageError(400, f"({row:.0f}, {col:.0f}) is outside {view.name} "
+                                 f"({view.height} x {view.width} px)")
+        if not view.read((int(col), int(row), 1, 1), (1, 1))[1][0, 0]:
+            raise PageError(400, f"({row:.0f}, {col:.0f}) of {view.name} is no data: click on "
+                                 f"the photo")
+        return view.map_xy(int(row) + 0.5, int(col) + 0.5)
 
     def delete(self, click_id: int) -> None:
         """Remove click ``click_id``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,16 +86,19 @@ def _alive(pid: int) -> bool:
 class ClickStore:
     """The clicks of one layer, in memory and on disk after every change (thread-safe)."""
 
-    def __init__(self, path: Path, crs: CRS, table: ClassTable, images: list[str]) -> None:
+    def __init__(self, path: Path, crs: CRS, table: ClassTable,
+                 locate: Callable[[float, float], str] = lambda x, y: "") -> None:
+        """``locate(x, y)``: the name of the raster that holds map point x, y ("" for none),
+        for points of an existing layer that name no raster (a layer drawn in QGIS)."""
         self.path, self.crs, self.table = path, crs, table
         self._lock = threading.Lock()
         self._clicks: dict[int, Click] = {}
         if path.exists():
-            for click in self._read(images):
+            for click in self._read(locate):
                 self._clicks[click.id] = click
         self._next = max(self._clicks, default=0) + 1
 
-    def _read(self, images: list[str]) -> list[Click]:
+    def _read(self, locate: Callable[[float, float], str]) -> list[Click]:
         """The clicks of an existing layer; :class:`StoreError` for another CRS or an unknown
         class."""
         try:
@@ -110,7 +114,7 @@ class ClickStore:
             if name not in self.table.names:
                 raise StoreError(f"{layer.where(feature.fid)}: class {name!r} is not in the class "
                                  f"table ({', '.join(self.table.names)})")
-            image = feature.image or (images[0] if len(images) == 1 else "")
+            image = feature.image or locate(feature.x, feature.y)
             clicks.append(Click(feature.fid, image, feature.x, feature.y,
                                 self.table.names.index(name)))
         return clicks

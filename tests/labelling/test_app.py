@@ -221,3 +221,34 @@ def test_suggestions_go_where_the_network_map_disputes_the_quick_map(tmp_path, t
     water = [s for s in app.suggest("ortho", 6) if s["class_id"] == 0]
     assert not all(in_block(s) for s in water)
     app.close()
+
+
+def test_clicks_on_no_data_are_refused_and_a_qgis_layer_without_image_field_is_placed(tmp_path, table):
+    import pyogrio.raw
+    import rasterio
+    import shapely
+
+    raster = two_halves(tmp_path / "ortho.tif")
+    with rasterio.open(raster, "r+") as dst:
+        dst.nodata = 0
+        bands = dst.read()
+        bands[:, :, :40] = 0  # a no-data collar on the left
+        dst.write(bands)
+    other = two_halves(tmp_path / "east.tif")
+    with rasterio.open(other, "r+") as dst:  # a second raster 1 km east
+        dst.transform = dst.transform * dst.transform.translation(2000, 0)
+    xs = [pixel_centre(100, 100), (pixel_centre(50, 300)[0] + 1000, pixel_centre(50, 300)[1])]
+    layer = tmp_path / "qgis.gpkg"  # drawn in QGIS: a class field, no image field
+    pyogrio.raw.write(layer, np.array(shapely.to_wkb(shapely.points(xs)), dtype=object),
+                      [np.array(["water", "sand"], dtype=object)], [CLASS_FIELD],
+                      geometry_type="Point", crs="EPSG:32640", driver="GPKG")
+    app = LabellingApp([raster, other], layer, table)
+    placed = [(c["image"], int(c["row"]), int(c["col"])) for c in app.state()["clicks"]]
+    assert placed == [("ortho", 100, 100), ("east", 50, 300)]
+    with pytest.raises(PageError, match="no data"):
+        app.add({"image": "ortho", "row": 10, "col": 20, "class_id": 0})
+    first = app.state()["clicks"][0]["id"]
+    with pytest.raises(PageError, match="no data"):
+        app.move(first, {"row": 10, "col": 5})
+    assert len(read_point_layer(layer, CLASS_FIELD).features) == 2
+    app.close()
