@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,8 @@ class LabellingApp:
             self.model = model
         return self._start("training", steps, adopt)
 
-    def _start(self, kind: str, steps: list[Step], on_done: Any = lambda: None) -> dict[str, object]:
+    def _start(self, kind: str, steps: list[Step],
+               on_done: Callable[[], None] = lambda: None) -> dict[str, object]:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         try:
             self.job.start(kind, steps, self.work / "logs" / f"{kind}-{stamp}.log", on_done)
