@@ -86,7 +86,10 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
     served = row["served"]  # 2 users in 2 locust processes: each process counts its own answers
     assert served["client_processes"] == 2
-    assert served["images_in_window"] + served["late_answers"] == served["requests"]
+    # every process counts its own answers; one file overwriting the others would keep about
+    # half of them (locust's own request count, reported by the workers every few seconds,
+    # differs from the sum by a few requests either way)
+    assert served["images_in_window"] + served["late_answers"] >= 0.75 * served["requests"]
     table = next(out.glob("gpu-dry-*.md")).read_text()
     assert "## Bare model" in table and "## Served" in table and "## Handler" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
