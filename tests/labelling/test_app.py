@@ -236,7 +236,7 @@ def test_clicks_on_no_data_are_refused_and_a_qgis_layer_without_image_field_is_p
         dst.write(bands)
     other = two_halves(tmp_path / "east.tif")
     with rasterio.open(other, "r+") as dst:  # a second raster 1 km east
-        dst.transform = dst.transform * dst.transform.translation(2000, 0)
+        dst.transform = dst.transform @ dst.transform.translation(2000, 0)
     xs = [pixel_centre(100, 100), (pixel_centre(50, 300)[0] + 1000, pixel_centre(50, 300)[1])]
     layer = tmp_path / "qgis.gpkg"  # drawn in QGIS: a class field, no image field
     pyogrio.raw.write(layer, np.array(shapely.to_wkb(shapely.points(xs)), dtype=object),
