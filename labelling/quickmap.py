@@ -49,11 +49,9 @@ class QuickMap:
 def class_map_png(classes: np.ndarray, table: ClassTable) -> bytes:
     """``classes`` (h, w) uint8 class ids as RGBA PNG in the table's colours; ids outside the
     table (255 = no data) transparent."""
-    colours = np.zeros((256, 4), np.uint8)
-    colours[:table.num_classes, :3] = np.asarray(table.colors, np.uint8)
-    colours[:table.num_classes, 3] = 255
+    alpha = np.where(classes < table.num_classes, 255, 0).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(colours[classes], "RGBA").save(buffer, format="PNG")
+    Image.fromarray(np.dstack([table.colorize(classes), alpha]), "RGBA").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -66,6 +64,7 @@ class QuickMapper:
         self.views, self.table, self.side = views, table, side
         self.settings = ForestSettings(n_estimators=trees)
         self._cache: dict[str, tuple[Overview, np.ndarray]] = {}
+        self._last: tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _overview(self, name: str) -> tuple[Overview, np.ndarray]:
         """The overview of raster ``name`` and its (h, w, F) features."""
@@ -74,33 +73,42 @@ class QuickMapper:
             self._cache[name] = (overview, pixel_features(overview.rgb))
         return self._cache[name]
 
+    def _overview_pixel(self, name: str, click: Click) -> tuple[int, int]:
+        """(row, col) of ``click`` on raster ``name``'s overview, clamped to it."""
+        overview = self._overview(name)[0]
+        row, col = self.views[name].pixel(click.x, click.y)
+        h, w = overview.valid.shape
+        return (min(max(int(row // overview.step), 0), h - 1),
+                min(max(int(col // overview.step), 0), w - 1))
+
     def _samples(self, clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
         """Features (N, F) and class ids (N,) of the clicks, each at its overview pixel."""
         xs, ys = [], []
-        for name in sorted({c.image for c in clicks if c.image in self.views}):
-            overview, features = self._overview(name)
-            view = self.views[name]
-            h, w = overview.valid.shape
-            for click in (c for c in clicks if c.image == name):
-                row, col = view.pixel(click.x, click.y)
-                r = min(max(int(row // overview.step), 0), h - 1)
-                c = min(max(int(col // overview.step), 0), w - 1)
-                xs.append(features[r, c])
-                ys.append(click.class_id)
+        for click in sorted((c for c in clicks if c.image in self.views), key=lambda c: c.image):
+            features = self._overview(click.image)[1]
+            xs.append(features[self._overview_pixel(click.image, click)])
+            ys.append(click.class_id)
         return np.asarray(xs, np.float32), np.asarray(ys, np.int64)
 
-    def _fit(self, clicks: list[Click]) -> tuple[Any, np.ndarray, np.ndarray]:
-        x, y = self._samples(clicks)
-        if np.unique(y).size < 2:
-            raise QuickMapError("click at least two classes for a map")
-        return fit_forest(x, y, self.settings), x, y
+    def _forest_map(self, name: str, clicks: list[Click]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The training samples x (N, F), y (N,) of ``clicks`` and the (K, h, w) probabilities of
+        their forest on raster ``name``'s overview; the last result is kept, so that "Suggest"
+        after "Quick map" with the same clicks neither refits nor predicts again."""
+        key = (name, tuple(clicks))
+        if self._last is None or self._last[0] != key:
+            x, y = self._samples(clicks)
+            if np.unique(y).size < 2:
+                raise QuickMapError("click at least two classes for a map")
+            forest = fit_forest(x, y, self.settings)
+            probs = class_probabilities(forest, self._overview(name)[1], self.table.num_classes)
+            self._last = (key, x, y, probs)
+        return self._last[1], self._last[2], self._last[3]
 
     def map(self, name: str, clicks: list[Click]) -> QuickMap:
         """The forest of ``clicks`` (all rasters') mapping raster ``name``."""
         t0 = time.perf_counter()
-        forest, _, _ = self._fit(clicks)
-        overview, features = self._overview(name)
-        probs = class_probabilities(forest, features, self.table.num_classes)
+        probs = self._forest_map(name, clicks)[2]
+        overview = self._overview(name)[0]
         classes = np.where(overview.valid, probs.argmax(0), 255).astype(np.uint8)
         return QuickMap(classes, probs, overview.step, time.perf_counter() - t0)
 
@@ -114,22 +122,16 @@ class QuickMapper:
         (pixel centres). The second opinion is ``network`` (h, w) uint8, the GeoSeg model's
         classes on the overview (255 = none), where the page has such a map, else a logistic
         regression on the forest's features."""
-        forest, x, y = self._fit(clicks)
+        x, y, probs = self._forest_map(name, clicks)
         overview, features = self._overview(name)
-        probs = class_probabilities(forest, features, self.table.num_classes)
         if network is not None:
             other = np.eye(self.table.num_classes + 1, dtype=np.float32)[
                 np.minimum(network, self.table.num_classes)].transpose(2, 0, 1)[:-1]
         else:
             other = class_probabilities(second_opinion(x, y, seed), features,
                                         self.table.num_classes)
-        view = self.views[name]
-        done = []
-        for click in (c for c in clicks if c.image == name):
-            row, col = view.pixel(click.x, click.y)
-            done.append((int(row // overview.step), int(col // overview.step), click.class_id))
-        h, w = overview.valid.shape
-        have = np.clip(np.asarray(done, np.int64).reshape(-1, 3), 0, [h - 1, w - 1, 255])
+        have = np.asarray([(*self._overview_pixel(name, c), c.class_id) for c in clicks
+                           if c.image == name], np.int64).reshape(-1, 3)
         picks = suggest_clicks(probs, other, have, count, np.random.default_rng(seed),
                                overview.valid)
         return [{"row": (int(r) + 0.5) * overview.step, "col": (int(c) + 0.5) * overview.step,

@@ -14,28 +14,28 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from PIL import Image
-from rasterio.transform import from_origin
 
 from common.cli import fail, parser
 from labelling.app import LabellingApp
 from labelling.server import serve_in_thread
 from model.class_table import ClassTable
 from training.points.files import simulate_points
+from training.points.simulated import write_geotiff
 
 CHROMIUM = "/usr/bin/chromium"
+"""Debian's chromium (``make setup`` installs it); no browser is downloaded."""
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+"""Headless chromium as root on a machine without network: no sandbox, no GPU, no background
+connections (which a closed network refuses many at a time)."""
 
 
 def photo_as_geotiff(photo: Path, out: Path) -> np.ndarray:
-    """Write ``photo`` as a GeoTIFF in UTM 40N (0.5 m pixels); return its (H, W, 3) pixels."""
+    """Write ``photo`` as a GeoTIFF in UTM 40N, 0.5 m pixels (``training.points.simulated``'s
+    writer, image slot 0); return its (H, W, 3) pixels."""
     rgb = np.asarray(Image.open(photo).convert("RGB"))
-    with rasterio.open(out, "w", driver="GTiff", width=rgb.shape[1], height=rgb.shape[0], count=3,
-                       dtype="uint8", crs="EPSG:32640",
-                       transform=from_origin(300000.0, 2780000.0, 0.5, 0.5)) as dst:
-        dst.write(np.moveaxis(rgb, -1, 0))
+    write_geotiff(out, np.moveaxis(rgb, -1, 0), 0)
     return rgb
 
 

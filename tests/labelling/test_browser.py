@@ -22,13 +22,11 @@ from labelling.server import serve_in_thread
 from labelling.store import CLASS_FIELD
 from model.class_table import ClassTable
 from tests.labelling.rasters import PIXEL_M, pixel_centre, two_halves
+from tools.figure_label import CHROMIUM, FLAGS
 from training.points.layer import read_point_layer
 
 pytestmark = pytest.mark.integration  # starts a browser and a short training
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TABLE = ClassTable(("water", "sand"), ((40, 100, 220), (230, 200, 60)))
 LEFT = [(40, 50), (150, 80), (260, 120)]
 RIGHT = [(40, 330), (150, 300), (260, 360)]

@@ -15,6 +15,7 @@ has no room left, the spacing is halved until it has).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,9 @@ def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
 
 def candidate_scores(probs: np.ndarray, other: np.ndarray | None,
                      settings: SuggestionSettings = SuggestionSettings()) -> np.ndarray:
-    """Score of every pixel: ``probs`` (K, H, W) the map's probabilities, ``other`` (K, H, W) or
-    None the second opinion's -> (H, W) float32, higher = more worth a click."""
+    """Score of every pixel: ``probs`` (K, ...) the map's probabilities (e.g. (K, H, W) or (K, N)
+    sampled pixels), ``other`` of the same shape or None the second opinion's -> (...) float32,
+    higher = more worth a click."""
     score = margin_uncertainty(probs)
     if other is not None:
         if other.shape != probs.shape:
@@ -59,7 +61,8 @@ def spread_picks(rows: np.ndarray, cols: np.ndarray, groups: np.ndarray, order: 
     """Indices into ``rows``/``cols`` (N,) of at most ``count`` picks: candidates visited in
     ``order`` (best first), one group (the map's class) after the other in turn, each pick at
     least ``min_distance`` from every other pick and from ``taken`` (M, 2) (row, col)."""
-    queues = {int(g): [i for i in order if groups[i] == g] for g in np.unique(groups[order])}
+    queues = {int(g): deque(int(i) for i in order if groups[i] == g)
+              for g in np.unique(groups[order])}
     placed = [tuple(p) for p in np.asarray(taken, np.float64).reshape(-1, 2)]
     picks: list[int] = []
     far2 = min_distance ** 2
@@ -67,7 +70,7 @@ def spread_picks(rows: np.ndarray, cols: np.ndarray, groups: np.ndarray, order: 
         for group in sorted(queues):
             queue = queues[group]
             while queue:
-                i = queue.pop(0)
+                i = queue.popleft()
                 r, c = float(rows[i]), float(cols[i])
                 if all((r - pr) ** 2 + (c - pc) ** 2 >= far2 for pr, pc in placed):
                     picks.append(i)
@@ -95,8 +98,8 @@ def suggest_clicks(probs: np.ndarray, other: np.ndarray | None, clicks: Points, 
         return np.zeros((0, 3), np.int64)
     sample = rng.choice(flat, size=min(settings.candidates, flat.size), replace=False)
     rows, cols = np.divmod(sample, w)
-    score = candidate_scores(probs[:, rows, cols][:, :, None], None if other is None else
-                             other[:, rows, cols][:, :, None], settings)[:, 0]
+    score = candidate_scores(probs[:, rows, cols], None if other is None else
+                             other[:, rows, cols], settings)
     groups = probs[:, rows, cols].argmax(0)
     order = np.lexsort((rng.random(score.size), -score))  # best first, ties at random
     distance, picks = settings.min_distance, np.zeros(0, np.int64)
