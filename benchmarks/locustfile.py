@@ -4,7 +4,7 @@ Environment: ``GEOSEG_IMAGES`` (manifest.json from benchmarks/images.py), ``GEOS
 (``geoseg``: raw body to /predictions/geoseg; ``peer``: multipart ``file`` to /predict),
 ``GEOSEG_DURATION`` (s; only answers completed within this window after spawning count
 towards tiles/s), ``GEOSEG_TILES_OUT`` (JSON files ``<it>.<pid>`` for the tile counts, one per
-locust process).
+locust process), ``GEOSEG_KEY`` (TorchServe's inference key, sent as a Bearer token when set).
 
 Each answer must be 200, ``image/png`` and of the input's width and height.
 """
@@ -24,6 +24,7 @@ from benchmarks.responses import multipart_form, png_size
 MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest.json"))
 TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
 WINDOW = float(os.environ.get("GEOSEG_DURATION", "inf"))
+AUTH = {"Authorization": f"Bearer {os.environ['GEOSEG_KEY']}"} if os.environ.get("GEOSEG_KEY") else {}
 MANIFEST = json.loads(MANIFEST_PATH.read_text())
 IMAGES = [(entry, (MANIFEST_PATH.parent / entry["file"]).read_bytes()) for entry in MANIFEST["images"]]
 
@@ -77,7 +78,7 @@ class SegmentationUser(FastHttpUser):
             body, content_type = data, "application/octet-stream"
             path = "/predictions/geoseg"
         # locust's stub says str | dict, but FastHttpSession sends bytes as they are
-        with self.client.post(path, data=body, headers={"Content-Type": content_type},  # type: ignore[arg-type]
+        with self.client.post(path, data=body, headers={"Content-Type": content_type, **AUTH},  # type: ignore[arg-type]
                               name=entry["kind"], catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}")

@@ -125,7 +125,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def serve_and_predict(model: Path, scene: Path, work: Path, workers: int, repeats: int) -> list[float]:
     from handler.inference import model_config_yaml
     from tools.archive import build_archive
-    from tools.server import TorchServe
+    from tools.server import KEY_FILE, TorchServe
 
     config = work / f"config-{workers}.yaml"
     config.write_text(model_config_yaml({"minWorkers": workers, "maxWorkers": workers,
@@ -135,7 +135,8 @@ def serve_and_predict(model: Path, scene: Path, work: Path, workers: int, repeat
     server = TorchServe(store, workdir=work / f"ts-{workers}").start(timeout=300)
     try:
         return [run_predict([str(scene), str(work / "served.tif"), "--server", server.url,
-                             "--concurrency", str(2 * workers)])["tiles_per_s"]
+                             "--concurrency", str(2 * workers),
+                             "--token-file", str(server.workdir / KEY_FILE)])["tiles_per_s"]
                 for _ in range(repeats)]
     finally:
         server.stop()

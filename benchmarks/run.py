@@ -92,8 +92,9 @@ class ServeSettings:
 # --- measuring --------------------------------------------------------------------------------
 
 def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
-               workdir: Path, processes: int = 1) -> dict[str, Any]:
-    """Run locust headless against ``host``; requests/s, latency percentiles, tiles/s.
+               workdir: Path, processes: int = 1, key: Optional[str] = None) -> dict[str, Any]:
+    """Run locust headless against ``host`` (sending the inference ``key`` when given);
+    requests/s, latency percentiles, tiles/s.
     ``processes`` > 1 forks that many locust workers (``--processes``): one Python process
     sends at most about one core's worth of requests, so a fast server needs several for the
     client not to be the limit. Each process counts its own tiles (``<tiles file>.<pid>``)."""
@@ -101,7 +102,8 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
     tiles_out = workdir / f"{target}-u{users}-tiles.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "GEOSEG_IMAGES": str(manifest), "GEOSEG_TARGET": target,
-           "GEOSEG_DURATION": str(duration), "GEOSEG_TILES_OUT": str(tiles_out)}
+           "GEOSEG_DURATION": str(duration), "GEOSEG_TILES_OUT": str(tiles_out),
+           "GEOSEG_KEY": key or ""}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
            "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "900", "--csv", str(prefix),
            "--host", host, "--only-summary", "--reset-stats", "--loglevel", "WARNING"]
@@ -175,7 +177,7 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
             cpu_before, locust_before = stack.cpu_seconds(), children_cpu_seconds()
             started = time.perf_counter()
             result = run_locust(server.url, "geoseg", manifest, u, duration, workdir,
-                                client_processes)
+                                client_processes, server.key("inference"))
             result["cpu_ms_per_request"] = cpu_budget(stack, cpu_before, locust_before,
                                                       result["requests"],
                                                       time.perf_counter() - started)

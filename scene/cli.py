@@ -47,7 +47,8 @@ def build_parser():
     p.add_argument("--concurrency", type=at_least(1), default=2,
                    help="windows in flight at once with --server")
     p.add_argument("--token-file", type=Path,
-                   help="TorchServe key_file.json (or a file holding the inference token)")
+                   help="TorchServe's key_file.json, or a file holding the inference key alone "
+                        "(default: key_file.json of the current folder, if any)")
     p.add_argument("--device", default=None, help="local mode: cpu or cuda (default: cuda if present)")
     p.add_argument("--tile", type=at_least(16), default=defaults.tile_size,
                    help="tile side in pixels (must match the server's with --server)")

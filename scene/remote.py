@@ -31,6 +31,7 @@ from common.cli import warn
 from handler.scaling import BandScaling
 from model.class_table import ClassTable
 from scene.source import SceneError, SceneSource
+from tools.server import KEY_FILE
 
 RETRY_STATUS = {503, 507}
 RETRIES = 8
@@ -65,17 +66,22 @@ def ping(server: str, token: Optional[str] = None, timeout_s: float = PING_TIMEO
                                     timeout=timeout_s):
             return None
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
+        body = _body(exc)
+        if exc.code in (401, 403) or _key_refused(exc.code, body):
             return None
-        return f"GET /ping answered {exc.code}: {_error_text(exc)}"
+        return f"GET /ping answered {exc.code}: {_error_text(exc, body)}"
     except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as exc:
         return f"no answer to GET /ping ({getattr(exc, 'reason', exc)})"
 
 
 def read_token(path: Optional[str | Path]) -> Optional[str]:
-    """The inference key in TorchServe's ``key_file.json``, or a file holding the token alone."""
+    """The inference key in TorchServe's ``key_file.json``, or a file holding the token alone;
+    without ``path``, the ``key_file.json`` of the current folder if there is one (where
+    ``geoseg serve`` started TorchServe)."""
     if path is None:
-        return None
+        if not Path(KEY_FILE).is_file():
+            return None
+        path = KEY_FILE
     text = Path(path).read_text().strip()
     try:
         return str(json.loads(text)["inference"]["key"])
@@ -168,8 +174,15 @@ class ServerSegmenter:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
                     return answer.read()
             except urllib.error.HTTPError as exc:
+                body = _body(exc)
+                if _key_refused(exc.code, body):
+                    raise ServerError(f"{url.split('/predictions/')[0]} refused "
+                                      f"{'a wrong or expired' if self.token else 'a request without an'}"
+                                      f" inference key: pass --token-file with the server's "
+                                      f"{KEY_FILE} (read by itself from the folder the server "
+                                      f"was started in)") from None
                 if exc.code not in RETRY_STATUS:
-                    raise ServerError(f"{url} answered {exc.code}: {_error_text(exc)}") from None
+                    raise ServerError(f"{url} answered {exc.code}: {_error_text(exc, body)}") from None
                 reason = f"{exc.code}"
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 reason = str(getattr(exc, "reason", exc))
@@ -181,8 +194,22 @@ class ServerSegmenter:
         raise AssertionError("unreachable")
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _body(exc: urllib.error.HTTPError) -> bytes:
+    """The body of an error answer (empty when it cannot be read)."""
     try:
-        return str(json.loads(exc.read()).get("error", exc.reason))
-    except (ValueError, AttributeError, OSError):
+        return exc.read() or b""
+    except OSError:
+        return b""
+
+
+def _key_refused(status: int, body: bytes) -> bool:
+    """Whether TorchServe's token check turned the request away (0.12 answers a missing,
+    wrong or expired key with 400 and an ``InvalidKeyException``)."""
+    return status == 400 and b"InvalidKeyException" in body
+
+
+def _error_text(exc: urllib.error.HTTPError, body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("error", exc.reason))
+    except (ValueError, AttributeError):
         return str(exc.reason)

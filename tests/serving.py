@@ -48,7 +48,7 @@ def post(server: TorchServe, data: bytes, headers: Optional[dict] = None,
          form: Optional[dict[str, bytes]] = None, timeout: float = 120) -> Reply:
     """POST to ``/predictions/geoseg``: raw bytes, or a multipart form when ``form`` is given
     (its ``format`` entry becomes a plain field, the others file parts)."""
-    headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+    headers = {"Content-Type": "application/octet-stream", **server.auth(), **(headers or {})}
     if form is not None:
         files = {k: v for k, v in form.items() if k != "format"}
         fields = {k: v for k, v in form.items() if k == "format"}
@@ -68,7 +68,7 @@ def announce_upload(server: TorchServe, size: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", server.ports["inference"], timeout=60)
     try:
         conn.putrequest("POST", "/predictions/geoseg")
-        for name, value in (("Content-Type", "application/octet-stream"),
+        for name, value in (("Content-Type", "application/octet-stream"), *server.auth().items(),
                             ("Content-Length", str(size)), ("Expect", "100-continue")):
             conn.putheader(name, value)
         conn.endheaders()
@@ -79,7 +79,8 @@ def announce_upload(server: TorchServe, size: int) -> int:
 
 def ping(server: TorchServe) -> str:
     """The ``status`` that ``/ping`` reports (Healthy when every model has a live worker)."""
-    with urllib.request.urlopen(f"{server.url}/ping", timeout=30) as r:
+    req = urllib.request.Request(f"{server.url}/ping", headers=server.auth())
+    with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())["status"]
 
 

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "archive": Subcommand("tools.archive", "exported model -> TorchServe archive (model_store/geoseg.mar)"),
     "serve": Subcommand("tools.serve", "build the archive and start TorchServe on 127.0.0.1:8080"),
     "stop": Subcommand("tools.serve", "stop the TorchServe that `geoseg serve` started", "stop_main"),
+    "key": Subcommand("tools.key", "print a key of the TorchServe that `geoseg serve` started"),
     "demo": Subcommand("tools.demo", "synthetic data -> train -> export -> serve -> segment a scene"),
     "synthetic": Subcommand("training.data.synthetic", "write synthetic scenes or a synthetic dataset"),
     "label": Subcommand("labelling.server", "click points of classes on rasters in a local web page"),

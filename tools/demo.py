@@ -49,11 +49,12 @@ class DemoSettings:
     scene_seed: int = 2030
 
 
-def request(url: str, body: bytes, fmt: str) -> tuple[bytes, float]:
-    """PUT the raw image (like ``curl -T``) asking for ``fmt``; (response body, seconds)."""
+def request(url: str, body: bytes, fmt: str, auth: dict[str, str]) -> tuple[bytes, float]:
+    """PUT the raw image (like ``curl -T``) asking for ``fmt``, with the ``auth`` header;
+    (response body, seconds)."""
     req = urllib.request.Request(url, data=body, method="PUT",
                                  headers={"X-GeoSeg-Format": fmt,
-                                          "Content-Type": "application/octet-stream"})
+                                          "Content-Type": "application/octet-stream", **auth})
     t0 = time.perf_counter()
     with urllib.request.urlopen(req, timeout=600) as r:
         return r.read(), time.perf_counter() - t0
@@ -125,7 +126,7 @@ def segment_over_http(model_store: Path, image_path: Path, out: Path,
     try:
         url = f"{server.url}/predictions/geoseg"
         for fmt, name in (("png", "mask.png"), ("overlay", "overlay.jpg"), ("json", "summary.json")):
-            answer, seconds = request(url, image, fmt)
+            answer, seconds = request(url, image, fmt, server.auth())
             (out / name).write_bytes(answer)
             print(f"{fmt:>8}: {out / name} ({len(answer) / 1e3:.0f} kB, {seconds:.2f} s)")
     except urllib.error.HTTPError as exc:

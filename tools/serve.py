@@ -3,8 +3,9 @@
 ``serve`` builds ``<model-store>/geoseg.mar`` from the exported model, starts TorchServe as a
 daemon with the given config (default: the project's ``config.properties``, found beside the
 installed package whatever the current folder: inference on 127.0.0.1:8080, management on
-:8081, metrics on :8082), writes its logs under ``logs/`` and waits until the model answers.
-``stop`` stops it (``torchserve --stop``).
+:8081, metrics on :8082, token authorisation on), writes its logs under ``logs/`` and waits
+until the model answers. TorchServe writes its keys to ``key_file.json`` in the current folder
+(``geoseg key`` prints the inference key). ``stop`` stops it (``torchserve --stop``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from typing import Optional
 
 from common.cli import existing_file, fail, parser
 from tools.archive import ArchiveError, build_archive
-from tools.server import BASE_CONFIG, ServerError, java_env, read_key, require_torchserve, wait_ready
+from tools.server import (
+    BASE_CONFIG,
+    KEY_FILE,
+    ServerError,
+    java_env,
+    read_key,
+    require_torchserve,
+    wait_ready,
+)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -51,6 +60,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ArchiveError, ServerError) as exc:
         return fail(str(exc), 1)
     print(f"serving {url}/predictions/geoseg (logs in {logs}/; `geoseg stop` to stop)")
+    if read_key(".", "inference"):
+        print(f"keys in {KEY_FILE}: send -H \"Authorization: Bearer $(geoseg key)\"")
     return 0
 
 

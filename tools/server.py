@@ -134,8 +134,7 @@ def wait_ready(url: str, model: str, timeout: float,
         reason = failure() if failure else None
         if reason:
             raise ServerError(reason)
-        token = key() if key else None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = bearer(key() if key else None)
         try:
             if stage == "ping":  # with token authorisation on, /ping needs the key too
                 req = urllib.request.Request(f"{url}/ping", headers=headers)
@@ -200,14 +199,23 @@ def _group_alive(group: int) -> bool:
         return True
 
 
+KEY_FILE = "key_file.json"
+"""What TorchServe names the file of keys it writes into its working directory."""
+
+
 def read_key(workdir: str | Path, kind: str) -> Optional[str]:
     """Key ``kind`` (inference, management, API) from the ``key_file.json`` TorchServe writes
     into its working directory ``workdir`` under token authorisation; None while the file is
     missing or still being written."""
     try:
-        return json.loads((Path(workdir) / "key_file.json").read_text())[kind]["key"]
+        return json.loads((Path(workdir) / KEY_FILE).read_text())[kind]["key"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def bearer(key: Optional[str]) -> dict[str, str]:
+    """The ``Authorization`` header that carries ``key`` (none without a key)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class TorchServe:
@@ -257,10 +265,10 @@ class TorchServe:
         header = f"# {self.base_config.name} with this server's addresses and model store\n"
         return header + "".join(f"{k}={v}\n" for k, v in settings.items())
 
-    def start(self, timeout: float = 240,
-              ready_key: Optional[Callable[[], Optional[str]]] = None) -> TorchServe:
-        """Start and wait until the model answers; ``ready_key`` gives the inference key
-        when token authorisation is on."""
+    def start(self, timeout: float = 240) -> TorchServe:
+        """Start and wait until the model answers (with the inference key of
+        ``key_file.json`` once TorchServe has written it: token authorisation is on in the
+        project's configs)."""
         java = java_env()  # ServerError when Java cannot run TorchServe here
         executable = require_torchserve()
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -277,7 +285,7 @@ class TorchServe:
             start_new_session=True)
         try:
             wait_ready(self.url, self.models.split("=")[0], timeout, self.process,
-                       self.load_failure, ready_key)
+                       self.load_failure, lambda: self.key("inference"))
         except ServerError as exc:
             self.stop()
             raise ServerError(f"{exc}; log tail:\n{self.log_tail()}") from None
@@ -291,13 +299,17 @@ class TorchServe:
         the file is missing or still being written."""
         return read_key(self.workdir, kind)
 
+    def auth(self, kind: str = "inference") -> dict[str, str]:
+        """The ``Authorization`` header with key ``kind`` (none when token authorisation is
+        off)."""
+        return bearer(self.key(kind))
+
     def workers(self, model: Optional[str] = None) -> list[dict]:
         """The model's workers as the management API describes them: ``id``, ``pid``,
         ``status`` (READY, ...), ``memoryUsage`` (bytes)."""
         model = model or self.models.split("=")[0]
-        key = self.key("management")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        req = urllib.request.Request(f"{self.management_url}/models/{model}", headers=headers)
+        req = urllib.request.Request(f"{self.management_url}/models/{model}",
+                                     headers=self.auth("management"))
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())[0]["workers"]
 

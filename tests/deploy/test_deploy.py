@@ -514,7 +514,7 @@ class LayoutServer(TorchServe):
                 "TS_GRPC_INFERENCE_PORT": str(self.ports["grpc_inference"]),
                 "TS_GRPC_MANAGEMENT_PORT": str(self.ports["grpc_management"])}
 
-    def start(self, timeout: float = 240, ready_key=None, wait_for_model: bool = True) -> LayoutServer:
+    def start(self, timeout: float = 240, wait_for_model: bool = True) -> LayoutServer:
         executable = torchserve_executable()
         assert executable, "no `torchserve` executable: run `make setup`"
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)

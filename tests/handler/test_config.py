@@ -15,14 +15,13 @@ TORCHSERVE_MODEL_KEYS = {"minWorkers", "maxWorkers", "batchSize", "maxBatchDelay
                          "responseTimeout"}
 
 
-def test_production_properties_differ_from_the_base_only_in_token_authorisation():
+def test_production_properties_differ_from_the_base_only_in_key_lifetime():
     base = read_properties(ROOT / "config.properties")
     prod = read_properties(ROOT / "config.prod.properties")
     assert BASE_CONFIG == ROOT / "config.properties"
     assert set(base) == set(prod)
-    assert {k for k in base if base[k] != prod[k]} == {"disable_token_authorization"}
-    assert (base["disable_token_authorization"], prod["disable_token_authorization"]) == \
-        ("true", "false")
+    assert {k for k in base if base[k] != prod[k]} == {"token_expiration_min"}
+    assert int(prod["token_expiration_min"]) == 60 < int(base["token_expiration_min"])
 
 
 def test_base_properties_serve_prometheus_metrics_with_geoseg_counters():
@@ -67,8 +66,7 @@ def test_server_config_is_the_base_with_only_its_own_overrides(tmp_path):
 def test_server_config_can_start_from_the_production_file(tmp_path):
     server = TorchServe(tmp_path, workdir=tmp_path / "ts",
                         base_config=ROOT / "config.prod.properties")
-    assert read_properties_text(server.config_text(), tmp_path)["disable_token_authorization"] \
-        == "false"
+    assert read_properties_text(server.config_text(), tmp_path)["token_expiration_min"] == "60"
 
 
 def read_properties_text(text: str, tmp_path: Path) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""What the server exposes: loopback only, no model registration, and keys enforced in production."""
+"""What the server exposes: loopback only, no model registration, and keys enforced by the
+development config (``make serve``) as by the production one."""
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,8 +25,9 @@ def test_configs_bind_loopback_and_keep_the_model_api_off(name):
     assert config["enable_model_api"] == "false"
 
 
-def test_production_config_turns_token_authorisation_on():
-    assert properties("config.prod.properties")["disable_token_authorization"] == "false"
+@pytest.mark.parametrize("name", ["config.properties", "config.prod.properties"])
+def test_both_configs_turn_token_authorisation_on(name):
+    assert properties(name)["disable_token_authorization"] == "false"
 
 
 REFUSED = "refused"  # TorchServe 0.12 answers a missing or wrong token 400 InvalidKeyException
@@ -48,10 +50,12 @@ def status(url: str, method: str = "GET", key: str | None = None, data: bytes | 
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
+    """TorchServe with the development config as ``make serve`` uses it (only the addresses
+    and the model store moved)."""
     work = tmp_path_factory.mktemp("keyed")
-    ts = TorchServe(standin_store(work), workdir=work / "ts",
-                    extra_config={"disable_token_authorization": "false"})
-    ts.start(timeout=300, ready_key=lambda: ts.key("inference"))
+    ts = TorchServe(standin_store(work), workdir=work / "ts")
+    assert ts.base_config == ROOT / "config.properties"
+    ts.start(timeout=300)
     yield ts
     ts.stop()
 
@@ -83,3 +87,33 @@ def test_with_keys_inference_and_management_pass(keyed_server):
 def test_registering_a_model_over_the_api_is_refused_even_with_the_key(keyed_server):
     url = f"{keyed_server.management_url}/models?url=http://127.0.0.1:9/evil.mar"
     assert status(url, "POST", key_of(keyed_server, "management")) == 405
+
+
+def worker_count(server: TorchServe) -> int:
+    return len(server.workers())
+
+
+def test_development_config_refuses_worker_scaling_without_the_management_key(keyed_server):
+    scale = f"{keyed_server.management_url}/models/geoseg?min_worker=2&max_worker=2&synchronous=true"
+    assert worker_count(keyed_server) == 1
+    assert status(scale, "PUT") == REFUSED  # any local user, no key
+    assert status(scale, "PUT", "not-the-key") == REFUSED
+    assert status(scale, "PUT", key_of(keyed_server, "inference")) == REFUSED
+    assert worker_count(keyed_server) == 1
+    # The owner, with the management key from key_file.json, still can.
+    assert status(scale, "PUT", key_of(keyed_server, "management")) == 200
+    assert worker_count(keyed_server) == 2
+    back = f"{keyed_server.management_url}/models/geoseg?min_worker=1&max_worker=1&synchronous=true"
+    assert status(back, "PUT", key_of(keyed_server, "management")) == 200
+
+
+def test_geoseg_key_prints_the_keys_torchserve_wrote(keyed_server, tmp_path, capsys):
+    from tools.cli import main as geoseg
+
+    assert geoseg(["key", "--dir", str(keyed_server.workdir)]) == 0
+    assert capsys.readouterr().out.strip() == key_of(keyed_server, "inference")
+    assert geoseg(["key", "management", "--dir", str(keyed_server.workdir)]) == 0
+    assert capsys.readouterr().out.strip() == key_of(keyed_server, "management")
+    assert geoseg(["key", "--dir", str(tmp_path)]) == 1  # no server started there
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no ") and "key_file.json" in err and len(err.splitlines()) == 1

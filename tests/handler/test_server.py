@@ -132,7 +132,8 @@ def test_explanations_endpoint_is_answered_like_predictions(server):
     # TorchServe's explain path (taken for a whole batch) must still answer one map per request.
     def explain(data):
         req = urllib.request.Request(f"{server.url}/explanations/geoseg", data=data,
-                                     headers={"Content-Type": "application/octet-stream"})
+                                     headers={"Content-Type": "application/octet-stream",
+                                              **server.auth()})
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 return r.status, r.headers.get("Content-Type"), r.read()

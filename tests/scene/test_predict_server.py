@@ -13,7 +13,7 @@ import rasterio
 from scene.cli import main as predict_main
 from tests.scenes import scene_bands, write_scene
 from tests.serving import post, standin_store
-from tools.server import TorchServe
+from tools.server import KEY_FILE, TorchServe
 
 FLAGS = ["--tile", "64", "--overlap", "16", "--tile-batch", "8", "--tiles-per-window", "2",
          "--quiet"]  # the stand-in archive's handler section (tests/serving.py)
@@ -42,7 +42,8 @@ def test_server_mode_equals_local_mode_and_one_request(served, tmp_path):
                          *FLAGS]) == 0
     dead = f"http://127.0.0.1:{closed_port()}"
     assert predict_main([str(scene), str(remote), "--server", ts.url, "--server", dead,
-                         "--concurrency", "4", *FLAGS]) == 0
+                         "--concurrency", "4", "--token-file", str(ts.workdir / KEY_FILE),
+                         *FLAGS]) == 0
     assert remote.read_bytes() == local.read_bytes()
 
     whole = post(ts, scene.read_bytes(), headers={"Content-Type": "image/tiff",
@@ -56,8 +57,26 @@ def test_server_mode_equals_local_mode_and_one_request(served, tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_a_server_error_stops_the_run_with_its_message(served, tmp_path, capsys):
+def test_without_the_key_the_run_stops_with_one_line_and_finds_it_where_the_server_runs(
+        served, tmp_path, capsys, monkeypatch):
     _, ts = served
+    scene = write_scene(tmp_path / "scene.tif", scene_bands(200, 200, seed=2))
+    monkeypatch.chdir(tmp_path)  # no key_file.json here
+    assert predict_main([str(scene), str(tmp_path / "o.tif"), "--server", ts.url, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "without an inference key" in err and "--token-file" in err and len(err.splitlines()) == 1
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-key\n")
+    assert predict_main([str(scene), str(tmp_path / "o.tif"), "--server", ts.url, "--quiet",
+                         "--token-file", str(wrong)]) == 1
+    assert "wrong or expired inference key" in capsys.readouterr().err
+    monkeypatch.chdir(ts.workdir)  # where TorchServe wrote key_file.json: found by itself
+    assert predict_main([str(scene), str(tmp_path / "o.tif"), "--server", ts.url, "--quiet"]) == 0
+
+
+def test_a_server_error_stops_the_run_with_its_message(served, tmp_path, capsys, monkeypatch):
+    _, ts = served
+    monkeypatch.chdir(ts.workdir)  # the key from the server's key_file.json
     scene = write_scene(tmp_path / "big.tif", scene_bands(1100, 1100, seed=1))  # > 1 Mpx limit
     assert predict_main([str(scene), str(tmp_path / "o.tif"), "--server", ts.url,
                          "--tiles-per-window", "40", "--tile", "64", "--overlap", "16",
