@@ -1,8 +1,9 @@
 """A fixed, generated set of benchmark images with a manifest (no download).
 
 Kinds: ``tiles`` (512x512 scenes, one tile each), ``scenes`` (2048x1536 scenes: many tiles),
-``mixed`` (both). The manifest lists each file with its size and the number of tiles the server
-cuts it into, so load tests can report tiles/s.
+``mixed`` (both). Formats: ``png``, or ``npy`` (the bulk format: the (H, W, 3) uint8 pixels as a
+NumPy ``.npy`` file, answered the same way). The manifest lists each file with its size, its
+format and the number of tiles the server cuts it into, so load tests can report tiles/s.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from handler.inference import HandlerConfig
@@ -18,11 +20,25 @@ from training.data.synthetic import generate_scene
 
 HANDLER = HandlerConfig()  # the served tile size and overlap
 SIZES = {"tiles": (512, 512), "scenes": (1536, 2048)}
+FORMATS = ("png", "npy")
+
+
+def encode(rgb: np.ndarray, fmt: str) -> bytes:
+    """(H, W, 3) uint8 as the bytes of a ``png`` or ``npy`` request body."""
+    buf = io.BytesIO()
+    if fmt == "npy":
+        np.lib.format.write_array(buf, np.ascontiguousarray(rgb), allow_pickle=False)
+    else:
+        Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: int = 7,
-                    tile: int = HANDLER.tile_size, overlap: int = HANDLER.tile_overlap) -> Path:
-    """Write ``count`` images of each size of ``kind`` as PNG, plus ``manifest.json``."""
+                    tile: int = HANDLER.tile_size, overlap: int = HANDLER.tile_overlap,
+                    fmt: str = "png") -> Path:
+    """Write ``count`` images of each size of ``kind`` in ``fmt``, plus ``manifest.json``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}: {' or '.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kinds = ["tiles", "scenes"] if kind == "mixed" else [kind]
@@ -33,11 +49,9 @@ def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: 
         h, w = SIZES[k]
         for i in range(count):
             rgb, _ = generate_scene((h, w), seed * 1000 + len(entries))
-            name = f"{k}_{i:03d}.png"
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, format="PNG")
-            (out / name).write_bytes(buf.getvalue())
-            entries.append({"file": name, "kind": k, "width": w, "height": h,
+            name = f"{k}_{i:03d}.{fmt}"
+            (out / name).write_bytes(encode(rgb, fmt))
+            entries.append({"file": name, "kind": k, "format": fmt, "width": w, "height": h,
                             "tiles": len(plan_tiles(h, w, tile, overlap))})
     manifest = out / "manifest.json"
     manifest.write_text(json.dumps({"tile": tile, "overlap": overlap, "images": entries},

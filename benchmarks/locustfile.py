@@ -6,7 +6,8 @@ Environment: ``GEOSEG_IMAGES`` (manifest.json from benchmarks/images.py), ``GEOS
 towards tiles/s), ``GEOSEG_TILES_OUT`` (JSON files ``<it>.<pid>`` for the tile counts, one per
 locust process), ``GEOSEG_KEY`` (TorchServe's inference key, sent as a Bearer token when set).
 
-Each answer must be 200, ``image/png`` and of the input's width and height.
+Each answer must be 200, in the request's format (PNG images get a palette PNG, ``.npy`` arrays
+of the bulk format a ``.npy`` of class ids) and of the input's width and height.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Optional
 
 from locust import FastHttpUser, constant, events, task
 
-from benchmarks.responses import multipart_form, png_size
+from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, multipart_form
 
 MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest.json"))
 TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
@@ -71,21 +72,25 @@ class SegmentationUser(FastHttpUser):
     def segment(self) -> None:
         entry, data = IMAGES[self.next_image]
         self.next_image = (self.next_image + 1) % len(IMAGES)
+        fmt = entry.get("format", "png")
         if TARGET == "peer":
             body, content_type = multipart_form({"file": data})
             path = "/predict"
         else:
-            body, content_type = data, "application/octet-stream"
+            body, content_type = data, CONTENT_TYPE[fmt]
             path = "/predictions/geoseg"
+        answer = "image/png" if fmt == "png" else "application/x-npy"
+        headers = {"Content-Type": content_type, "Accept": answer, **AUTH}
         # locust's stub says str | dict, but FastHttpSession sends bytes as they are
-        with self.client.post(path, data=body, headers={"Content-Type": content_type, **AUTH},  # type: ignore[arg-type]
+        with self.client.post(path, data=body, headers=headers,  # type: ignore[arg-type]
                               name=entry["kind"], catch_response=True) as response:
+            size = ANSWER_SIZE[fmt](response.content or b"")
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}")
-            elif not (response.headers.get("Content-Type") or "").startswith("image/png"):
+            elif not (response.headers.get("Content-Type") or "").startswith(answer):
                 response.failure(f"content type {response.headers.get('Content-Type')}")
-            elif png_size(response.content or b"") != (entry["width"], entry["height"]):
-                response.failure(f"output size {png_size(response.content or b'')}")
+            elif size != (entry["width"], entry["height"]):
+                response.failure(f"output size {size}")
             else:
                 response.success()
                 start = COUNTS.start

@@ -1,8 +1,11 @@
 """Request and response helpers shared by the load tests (no locust import: no gevent patching)."""
 from __future__ import annotations
 
+import io
 import struct
 import uuid
+
+import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -12,6 +15,25 @@ def png_size(body: bytes) -> tuple[int, int] | None:
     if body[:8] != PNG_SIGNATURE or len(body) < 24:
         return None
     return struct.unpack(">II", body[16:24])
+
+
+def npy_size(body: bytes) -> tuple[int, int] | None:
+    """(width, height) of a 2-D ``.npy`` array from its header, or None for anything else."""
+    stream = io.BytesIO(body[:4096])
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        header = (np.lib.format.read_array_header_1_0 if major == 1
+                  else np.lib.format.read_array_header_2_0)
+        shape, _, _ = header(stream)
+    except ValueError:
+        return None
+    return (shape[1], shape[0]) if len(shape) == 2 else None
+
+
+ANSWER_SIZE = {"png": png_size, "npy": npy_size}
+"""The answer's (width, height) reader for each request format (answers come back in it)."""
+CONTENT_TYPE = {"png": "application/octet-stream", "npy": "application/x-npy"}
+"""What a load test sends as Content-Type for each request format."""
 
 
 def multipart_form(files: dict[str, bytes], fields: dict[str, bytes] | None = None

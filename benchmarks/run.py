@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from benchmarks.cpu_budget import StackProcesses, children_cpu_seconds, cpu_budget
-from benchmarks.images import write_image_set
+from benchmarks.images import FORMATS, write_image_set
 from benchmarks.model_throughput import count_flops, device_name, measure
 from common.allocator import keep_freed_memory
 from common.cli import fail, parser
@@ -115,6 +115,9 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
         raise RuntimeError(f"locust wrote no statistics: {proc.stderr.strip()[-2000:]}")
     with stats_file.open() as fh:
         row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
+    if int(row["Request Count"]) == 0:
+        raise RuntimeError(f"no {target} request was answered within {duration} s of load "
+                           f"({users} users): give it a longer --duration")
     tiles = {"tiles": 0, "images": 0, "late": 0}
     for part in tiles_out.parent.glob(tiles_out.name + ".*"):  # one file per locust process
         counted = json.loads(part.read_text())
@@ -407,6 +410,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", choices=("tiles", "scenes", "mixed"), default="tiles",
                    help="generated image set: 512x512 tiles, 2048x1536 scenes, or both")
     p.add_argument("--image-count", type=int, default=4, help="images of each size")
+    p.add_argument("--format", choices=FORMATS, default="png",
+                   help="request format: png, or npy (the bulk format: raw pixels in, class ids "
+                        "out; no Flask peer row, the peer takes images only)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="handler and bare model (fp16 on CUDA only)")
     shipped = ServeSettings()
@@ -448,13 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
     device = device_name(torch.device(args.device))
+    images = args.images if args.format == "png" else f"{args.images} ({args.format})"
     labels = {"date": stamp, "device": device, "arch": load_artifact(model_path, "cpu").meta.get("arch"),
-              "images": args.images}
+              "images": images}
     manifest = write_image_set(workdir / "images", args.images, args.image_count,
-                               tile=args.tile, overlap=args.overlap)
+                               tile=args.tile, overlap=args.overlap, fmt=args.format)
     rows: list[dict[str, Any]] = []
     try:
-        peer = None if args.no_peer else peer_load(model_path, args.device, manifest, grid.users,
+        peer = None if args.no_peer or args.format != "png" else peer_load(model_path, args.device, manifest, grid.users,
                                                   args.duration, workdir, args.client_processes)
         for k, settings in enumerate(grid.settings):
             print(f"[{k + 1}/{len(grid.settings)}] {settings}", flush=True)
@@ -464,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ServerError, RuntimeError) as exc:
         return fail(str(exc), 1)
     run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],
-                "torch": torch.__version__, "images": args.images, "sweep": args.sweep}
+                "torch": torch.__version__, "images": images, "sweep": args.sweep}
     report = write_report(rows, run_info, Path(args.out), f"{stamp}-{args.device.split(':')[0]}",
                           "batch_size" if args.sweep else "users")
     print(f"wrote {report.json}, {report.plot}, rows in {report.markdown}; "

@@ -1,10 +1,13 @@
 """Smoke tests of the benchmarks (seconds, a stand-in model): they run and write their files."""
+import io
 import json
+
+import numpy as np
 
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import main as throughput_main
 from benchmarks.predict import main as predict_main
-from benchmarks.responses import png_size
+from benchmarks.responses import npy_size, png_size
 from benchmarks.run import main as run_main
 from tests.standins import write_standin
 
@@ -21,6 +24,18 @@ def test_png_size_reads_the_header(tmp_path):
     manifest = json.loads(write_image_set(tmp_path, "tiles", count=1).read_text())
     assert png_size((tmp_path / manifest["images"][0]["file"]).read_bytes()) == (512, 512)
     assert png_size(b"not a png") is None
+
+
+def test_npy_size_reads_the_header_of_class_maps_only(tmp_path):
+    manifest = json.loads(write_image_set(tmp_path, "tiles", count=1, fmt="npy").read_text())
+    entry = manifest["images"][0]
+    assert entry["file"].endswith(".npy") and entry["format"] == "npy"
+    request = (tmp_path / entry["file"]).read_bytes()
+    assert npy_size(request) is None  # (512, 512, 3) pixels: not a class map
+    answer = io.BytesIO()
+    np.save(answer, np.zeros((70, 90), np.uint8))
+    assert npy_size(answer.getvalue()) == (90, 70)
+    assert npy_size(b"not a npy") is None
 
 
 def test_model_throughput_writes_its_result(tmp_path):
@@ -57,6 +72,20 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
     assert len((out / "results.md").read_text().splitlines()) == 3
     assert next(out.glob("*.png")).stat().st_size > 1000
+
+
+def test_bench_with_the_bulk_format_checks_every_answer(tmp_path):
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "results"
+    assert run_main(["--model", str(model), "--users", "2", "--duration", "4", "--format", "npy",
+                     "--image-count", "1", "--tile", "128", "--overlap", "32",
+                     "--out", str(out)]) == 0
+    (json_file,) = out.glob("*.json")
+    (row,) = json.loads(json_file.read_text())["rows"]
+    assert row["images"] == "tiles (npy)" and "peer" not in row  # the peer takes images only
+    served = row["served"]  # locust fails every answer not a .npy map of the request's size
+    assert served["failures"] == 0 and served["requests"] > 0 and served["tiles_per_s"] > 0
+    assert served["stages"]["decode"] < served["stages"]["model"]
 
 
 def test_handler_profile_times_every_stage(tmp_path):
