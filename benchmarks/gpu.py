@@ -5,12 +5,14 @@ On a machine with CUDA this
 1. exports a DeepLabV3-ResNet50 (random weights: throughput does not depend on them) through
    the same scripting and parity check as ``model.export``;
 2. sweeps the bare exported model: precision (fp32 / fp16 / bf16) x channels_last on/off x
-   batch size, and replays of a captured CUDA graph of the best setting (fixed shapes);
+   batch size, replays of a captured CUDA graph of the best setting (fixed shapes), and the
+   network rebuilt and compiled with ``torch.compile`` at that setting (``model.compiled``);
 3. runs the handler's own batched path in-process (decode, pooled tiling, model, encode) for a
    TorchServe batch of requests, with the time of each stage per tile: PNG requests decoded by
    one thread and by a pool (``decode_threads``), and the ``.npy`` bulk format;
 4. serves the archive through a real TorchServe for each setting of workers x ``batchSize``
-   and loads it with locust at several user counts (needs Java and TorchServe);
+   and loads it with locust at several user counts, with PNG tiles and with the ``.npy`` bulk
+   format (needs Java and TorchServe);
 
 and writes ``<out>/gpu-<stamp>.json``, a markdown table ``<out>/gpu-<stamp>.md`` and a plot.
 ``--dry-run`` does the same on the CPU with a MobileNetV3, 64-pixel tiles and one short
@@ -33,9 +35,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.images import encode as encode_image
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
 from benchmarks.run import ServeSettings, serve_and_load
@@ -45,6 +49,7 @@ from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.builder import build_model
 from model.class_table import ClassTable
+from model.compiled import argmax_agreement, compiled_network
 from model.export import export_model
 from tools.server import ServerError, java_problem, torchserve_executable
 
@@ -60,6 +65,7 @@ class GpuPlan:
     channels_last: tuple[bool, ...] = (False, True)
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     cuda_graphs: bool = True
+    compile_backend: str = "inductor"   # torch.compile of the rebuilt eager network ("" = skip)
     warmup: int = 3
     repeats: int = 10
     handler_requests: int = 32          # requests in the in-process handler batch
@@ -73,6 +79,7 @@ class GpuPlan:
     served_duration: int = 20
     served_client_processes: int = 4    # locust processes: one Python client tops out near a core
     served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
+    served_formats: tuple[str, ...] = ("png", "npy")  # request formats of the served rows
     image_count: int = 8
 
     @property
@@ -83,10 +90,13 @@ class GpuPlan:
 
     @classmethod
     def dry(cls) -> GpuPlan:
-        """CPU, tiny: every stage runs in a few seconds."""
+        """CPU, tiny: every stage runs in a few seconds. The compiled row compiles with
+    ``aot_eager`` (the graph capture and the rebuilt network, without TorchInductor's code
+    generation, which takes minutes on a small CPU)."""
         return cls(device="cpu", arch="deeplabv3_mobilenet_v3_large", tile=64,
                    precisions=("fp32",), channels_last=(True,), batch_sizes=(1, 2),
-                   cuda_graphs=False, warmup=1, repeats=2, handler_requests=2,
+                   cuda_graphs=False, compile_backend="aot_eager", warmup=1, repeats=2,
+                   handler_requests=2,
                    handler_tile_batch=2, decode_threads=2, served_precision="fp32", served_workers=(1,),
                    served_batch_sizes=(2,), served_users=(2,), served_delay_ms=5,
                    served_duration=3, served_client_processes=2, image_count=2)
@@ -183,9 +193,46 @@ def bare_sweep(model_path: Path, plan: GpuPlan, log: Callable[[str], None]) -> d
             log(f"cuda graph batch {bs}: " + (f"{g['tiles_per_s']:.1f} tiles/s, argmax agreement "
                                               f"{g['argmax_agreement_with_eager']:.6f}"
                                               if "error" not in g else g["error"]))
+    compiled = measure_compiled(model_path, plan, best, flops, ceilings[best["precision"]], log) \
+        if plan.compile_backend else None
     return {"gflop_per_tile": flops / 1e9,
             "matmul_ceiling_tflops": {p: c / 1e12 for p, c in ceilings.items()},
-            "best": best, "measurements": rows, "cuda_graphs": graphs}
+            "best": best, "measurements": rows, "cuda_graphs": graphs, "compiled": compiled}
+
+
+def measure_compiled(model_path: Path, plan: GpuPlan, best: dict[str, Any], flops: float,
+                     ceiling: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """The export rebuilt as an eager network and ``torch.compile``d (``plan.compile_backend``)
+    at the best bare setting: seconds to compile, tiles/s against the TorchScript row of the
+    same setting, and the share of pixels whose class id agrees with TorchScript's on a
+    random batch."""
+    device = torch.device(plan.device)
+    dtype = DTYPES[best["precision"]]
+    artifact = load_artifact(model_path, "cpu")
+    scripted = artifact.network.to(device=device, dtype=dtype)
+    try:
+        net = compiled_network(artifact, plan.compile_backend, device=device, dtype=dtype,
+                               channels_last=best["channels_last"])
+        x = torch.rand(best["batch_size"], 3, plan.tile, plan.tile, device=device, dtype=dtype,
+                       generator=torch.Generator(device=device).manual_seed(0))
+        if best["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        started = time.perf_counter()
+        agreement = argmax_agreement(scripted, net, x)  # the first call compiles
+        compile_s = time.perf_counter() - started
+        m = measure(net, device, best["precision"], best["channels_last"], best["batch_size"],
+                    plan.tile, flops, ceiling, plan.warmup, plan.repeats)
+    except Exception as exc:  # noqa: BLE001 (a backend that fails is a row, not a crashed run)
+        log(f"compiled ({plan.compile_backend}): {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        return {"backend": plan.compile_backend, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    log(f"compiled ({plan.compile_backend}) {best['precision']} batch {best['batch_size']}: "
+        f"{m.tiles_per_s:.1f} tiles/s against {best['tiles_per_s']:.1f} TorchScript "
+        f"({m.tiles_per_s / best['tiles_per_s']:.2f}x), compiled in {compile_s:.0f} s, argmax "
+        f"agreement {agreement:.6f}")
+    return {"backend": plan.compile_backend, **asdict(m), "compile_seconds": compile_s,
+            "torchscript_tiles_per_s": best["tiles_per_s"],
+            "speedup": m.tiles_per_s / best["tiles_per_s"],
+            "argmax_agreement_with_torchscript": agreement}
 
 
 HANDLER_VARIANTS = (("png", 1), ("png", 0), ("npy", 1))
@@ -265,28 +312,34 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
     for reason in (java_problem(), None if torchserve_executable() else "no torchserve on PATH"):
         if reason:
             return {"skipped": reason, "rows": []}
-    manifest = write_image_set(workdir / "images", "tiles", plan.image_count, tile=plan.tile,
-                               overlap=plan.overlap)
-    if plan.tile != 512:  # the image set is 512-pixel scenes; the dry run uses smaller tiles
-        manifest = _retile_manifest(manifest, plan.tile)
+    manifests = {}
+    for fmt in plan.served_formats:
+        manifest = write_image_set(workdir / f"images-{fmt}", "tiles", plan.image_count,
+                                   tile=plan.tile, overlap=plan.overlap, fmt=fmt)
+        if plan.tile != 512:  # the image set is 512-pixel scenes; the dry run uses smaller tiles
+            manifest = _retile_manifest(manifest, plan.tile)
+        manifests[fmt] = manifest
     rows: list[dict[str, Any]] = []
     for k, settings in enumerate(served_settings(plan)):
-        log(f"served [{k + 1}] workers {settings.workers} batchSize {settings.batch_size} "
-            f"delay {settings.max_batch_delay_ms} ms tile batch {settings.tile_batch}")
-        try:
-            loads = serve_and_load(model_path, plan.device, settings, manifest,
-                                   list(plan.served_users), plan.served_duration,
-                                   workdir / f"served{k}", plan.served_client_processes)
-        except (ServerError, RuntimeError) as exc:
-            rows.append({"settings": asdict(settings), "error": str(exc)})
-            log(f"  error: {exc}")
-            continue
-        for load in loads:
-            ratio = load["tiles_per_s"] / bare_best_tiles_per_s if bare_best_tiles_per_s else 0.0
-            rows.append({"settings": asdict(settings), "served": load, "served_over_bare": ratio})
-            log(f"  users {load['users']:>4}: {load['tiles_per_s']:8.1f} tiles/s "
-                f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
-                f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}")
+        for fmt, manifest in manifests.items():
+            log(f"served [{k + 1}] {fmt}: workers {settings.workers} batchSize "
+                f"{settings.batch_size} delay {settings.max_batch_delay_ms} ms tile batch "
+                f"{settings.tile_batch}")
+            try:
+                loads = serve_and_load(model_path, plan.device, settings, manifest,
+                                       list(plan.served_users), plan.served_duration,
+                                       workdir / f"served{k}-{fmt}", plan.served_client_processes)
+            except (ServerError, RuntimeError) as exc:
+                rows.append({"settings": asdict(settings), "format": fmt, "error": str(exc)})
+                log(f"  error: {exc}")
+                continue
+            for load in loads:
+                ratio = load["tiles_per_s"] / bare_best_tiles_per_s if bare_best_tiles_per_s else 0.0
+                rows.append({"settings": asdict(settings), "format": fmt, "served": load,
+                             "served_over_bare": ratio})
+                log(f"  users {load['users']:>4}: {load['tiles_per_s']:8.1f} tiles/s "
+                    f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
+                    f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}")
     return {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
 
 
@@ -295,7 +348,11 @@ def _retile_manifest(manifest: Path, tile: int) -> Path:
     data = json.loads(manifest.read_text())
     for entry in data["images"]:
         path = manifest.parent / entry["file"]
-        Image.open(path).resize((tile, tile)).save(path)
+        if entry.get("format") == "npy":
+            small = np.asarray(Image.fromarray(np.load(path)).resize((tile, tile)))
+            path.write_bytes(encode_image(small, "npy"))
+        else:
+            Image.open(path).resize((tile, tile)).save(path)
         entry.update(width=tile, height=tile, tiles=1)
     data["tile"] = tile
     manifest.write_text(json.dumps(data, indent=2) + "\n")
@@ -326,6 +383,15 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{g['tiles_per_s']:.1f} | {g['seconds_median'] * 1e3:.2f} | "
                 f"{g['argmax_agreement_with_eager']:.6f} |" if "error" not in g
                 else f"error: {g['error']} | | |"))
+    c = report["bare"].get("compiled")
+    if c:
+        lines += ["", f"## Compiled network (torch.compile, {c['backend']}; best bare setting)", ""]
+        lines += [f"error: {c['error']}"] if "error" in c else [
+            "| precision | batch | tiles/s | TorchScript tiles/s | speed-up | compile s "
+            "| argmax agreement with TorchScript |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {c['precision']} | {c['batch_size']} | {c['tiles_per_s']:.1f} | "
+            f"{c['torchscript_tiles_per_s']:.1f} | {c['speedup']:.2f}x | {c['compile_seconds']:.0f} | "
+            f"{c['argmax_agreement_with_torchscript']:.6f} |"]
     h = report.get("handler")
     if h:
         lines += ["", f"## Handler in-process: one batch of {h['requests_per_batch']} tile "
@@ -343,16 +409,17 @@ def markdown(report: dict[str, Any]) -> str:
     elif served.get("rows"):
         lines += ["", f"## Served (TorchServe + locust; bare best "
                   f"{served['bare_best_tiles_per_s']:.1f} tiles/s)", "",
-                  "| workers | batchSize | delay ms | users | tiles/s | served ÷ bare | p50 ms "
-                  "| p95 ms | failures |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| format | workers | batchSize | delay ms | users | tiles/s | served ÷ bare | p50 ms "
+                  "| p95 ms | failures |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in served["rows"]:
             s = r["settings"]
+            fmt = r.get("format", "png")
             if "error" in r:
-                lines.append(f"| {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
+                lines.append(f"| {fmt} | {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
                              f"| | error: {r['error'][:80]} | | | | |")
                 continue
             v = r["served"]
-            lines.append(f"| {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
+            lines.append(f"| {fmt} | {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
                          f"| {v['users']} | {v['tiles_per_s']:.1f} | {r['served_over_bare']:.3f} "
                          f"| {v['p50_ms']:.0f} | {v['p95_ms']:.0f} | {v['failures']} |")
     return "\n".join(lines) + "\n"
@@ -378,12 +445,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"bare {report['arch']} on {report['device']}", fontsize=9)
     ax.legend(fontsize=7)
     rows = [r for r in (report.get("served") or {}).get("rows", []) if "served" in r]
-    for w in sorted({r["settings"]["workers"] for r in rows}):
-        for b in sorted({r["settings"]["batch_size"] for r in rows}):
-            rs = [r for r in rows if r["settings"]["workers"] == w and r["settings"]["batch_size"] == b]
-            if rs:
-                ax2.plot([r["served"]["users"] for r in rs], [r["served"]["tiles_per_s"] for r in rs],
-                         "o-", label=f"{w} workers, batchSize {b}")
+    for fmt in sorted({r.get("format", "png") for r in rows}):
+        for w in sorted({r["settings"]["workers"] for r in rows}):
+            for b in sorted({r["settings"]["batch_size"] for r in rows}):
+                rs = [r for r in rows if r["settings"]["workers"] == w and r.get("format", "png") == fmt
+                      and r["settings"]["batch_size"] == b]
+                if rs:
+                    ax2.plot([r["served"]["users"] for r in rs],
+                             [r["served"]["tiles_per_s"] for r in rs], "o-" if fmt == "png" else "s--",
+                             label=f"{fmt}, {w} workers, batchSize {b}")
     if rows:
         ax2.axhline(report["served"]["bare_best_tiles_per_s"], color="k", ls="--", label="bare best")
         ax2.legend(fontsize=7)

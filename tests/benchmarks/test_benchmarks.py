@@ -111,8 +111,13 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     rows = report["handler"]["rows"]
     assert [(r["format"], r["decode_threads"]) for r in rows] == [("png", 1), ("png", 2), ("npy", 1)]
     assert all(set(r["ms_per_tile"]) == {"decode", "model", "encode"} for r in rows)
-    (row,) = report["served"]["rows"]
+    row, bulk = report["served"]["rows"]
+    assert (row["format"], bulk["format"]) == ("png", "npy")
+    assert bulk["served"]["failures"] == 0 and bulk["served"]["tiles_per_s"] > 0
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
+    compiled = report["bare"]["compiled"]  # the rebuilt network, compiled (aot_eager on the CPU)
+    assert compiled["backend"] == "aot_eager" and compiled["tiles_per_s"] > 0
+    assert compiled["argmax_agreement_with_torchscript"] == 1.0
     served = row["served"]  # 2 users in 2 locust processes: each process counts its own answers
     assert served["client_processes"] == 2
     # every process counts its own answers; one file overwriting the others would keep about
@@ -121,6 +126,7 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     assert served["images_in_window"] + served["late_answers"] >= 0.75 * served["requests"]
     table = next(out.glob("gpu-dry-*.md")).read_text()
     assert "## Bare model" in table and "## Served" in table and "## Handler" in table
+    assert "## Compiled network" in table and "| npy |" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
 
 
