@@ -25,7 +25,7 @@ from handler import metrics
 from handler.batch import decode_pool, prepare_jobs
 from handler.encode import encode, mark_nodata
 from handler.errors import REASON_PHRASES, RequestError
-from handler.inference import HandlerConfig, config_predictor, warm_up
+from handler.inference import HandlerConfig, config_predictor, serving_network, warm_up
 from handler.request import Job
 from handler.scaling import BandScaling
 from handler.tiling import plan_tiles, segment_images
@@ -64,13 +64,15 @@ class GeoSegHandler(BaseHandler):
         half = self.config.half_precision and self.device.type == "cuda"
         if half:
             self.model = self.model.half()
+        self.model, self.network_kind = serving_network(artifact, self.model, self.device, self.config)
         self.predict = config_predictor(self.model, self.device, self.config)
         self.decode_pool = decode_pool(self.config.decode_threads)
         warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True
-        logger.info("GeoSeg model %s on %s, classes %s, %s, freed memory kept: %s", artifact.arch,
-                    self.device, self.classes.names, self.config, kept)
+        logger.info("GeoSeg model %s on %s as %s, classes %s, %s, freed memory kept: %s",
+                    artifact.arch, self.device, self.network_kind, self.classes.names, self.config,
+                    kept)
 
     def preprocess(self, data: list[dict]) -> list[Job | RequestError]:
         """One Job (decoded image, output format) or RequestError per request, in order."""
