@@ -77,6 +77,7 @@ class TrainConfig:
     expand_weight: float
     forest_threshold: float
     forest_refresh: int
+    forest_segments: float
     segment_area: float
     superpixel_cache: Optional[Path]
     crf_weight: float
@@ -163,6 +164,9 @@ def _expansion_args(weak: argparse._ArgumentGroup) -> None:
                       help="--expand forest: from this epoch on (1-based; 0: never), relabel the "
                            "training images before each epoch from the mean of the forest's and "
                            "the network's probabilities (co-training)")
+    weak.add_argument("--forest-segments", type=at_least(0.0, float), default=0.0,
+                      help="--expand forest: average the forest's probabilities within regions of "
+                           "this Felzenszwalb scale before labelling (0: per pixel)")
     weak.add_argument("--segment-area", type=positive(float), default=ExpansionConfig.segment_area_px,
                       help="mean superpixel area in pixels of the training images (at --scale)")
     weak.add_argument("--superpixel-cache", type=Path, default=None,
@@ -305,6 +309,9 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
             or config.teacher_decay >= 1.0:
         raise OptionError("--pseudo-threshold and --pseudo-start are shares in [0, 1]; "
                           "--teacher-decay < 1")
+    if config.forest_segments and (config.expand != "forest" or config.images is not None):
+        raise OptionError("--forest-segments needs --expand forest on a dataset (--data); "
+                          "rasters with --images / --points are labelled block by block")
     if config.forest_refresh and (config.expand != "forest" or config.images is not None):
         raise OptionError("--forest-refresh needs --expand forest on a dataset (--data); "
                           "rasters with --images / --points do not refresh their labels yet")

@@ -3,7 +3,8 @@
 For a finished ``geoseg train`` run on a dataset with masks (simulated points), this refits the
 forest peer on exactly the run's training points (same images, ``--points-per-class`` and
 ``--seed``), then scores on the run's validation images: the network alone, the forest alone,
-and the mean of their probabilities (optionally with the network's left-right flip averaged in).
+and the mean of their probabilities (optionally with the network's left-right flip averaged in),
+each also averaged within the photo's regions (``*_segments``, :mod:`training.labels.segments`).
 The network's probabilities are the blended tile scores that validation, the server and
 ``geoseg predict`` take the argmax of, so its row equals the run's final validation mIoU.
 
@@ -32,6 +33,7 @@ from training.labels.forest import (
     fit_forest,
     pixel_features,
 )
+from training.labels.segments import image_segments, segment_mean
 from training.run.evaluate import load_for_evaluation
 from training.run.metrics import confusion_matrix, scores
 
@@ -91,14 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = load_for_evaluation(args.run / args.checkpoint, torch.device("cpu"))
     k = table.num_classes
     rows = {name: np.zeros((k, k), np.int64) for name in
-            ("network", "network_flip", "forest", "mean", "mean_flip")}
+            ("network", "network_flip", "forest", "mean", "mean_flip", "network_segments",
+             "forest_segments", "mean_segments")}
     for index in range(len(val_source)):
         sample = val_source.load(index)
         net = network_probabilities(model, sample.image, flip=False)
         net_flip = network_probabilities(model, sample.image, flip=True)
         tree = class_probabilities(forest, pixel_features(sample.image), k)
+        regions = image_segments(sample.image)
         for name, probs in (("network", net), ("network_flip", net_flip), ("forest", tree),
-                            ("mean", (net + tree) / 2), ("mean_flip", (net_flip + tree) / 2)):
+                            ("mean", (net + tree) / 2), ("mean_flip", (net_flip + tree) / 2),
+                            ("network_segments", segment_mean(net, regions)),
+                            ("forest_segments", segment_mean(tree, regions)),
+                            ("mean_segments", segment_mean((net + tree) / 2, regions))):
             rows[name] += confusion_matrix(probs.argmax(0), sample.mask, k)
     result = {name: float(scores(cm).miou) for name, cm in rows.items()}
     out = args.out or args.run / "combine.json"

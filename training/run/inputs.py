@@ -18,6 +18,7 @@ from training.data.options import load_table, open_source
 from training.data.sources import PointSupervisedDataset, SampleSource
 from training.labels.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
 from training.labels.forest import ForestExpander
+from training.labels.segments import SegmentSettings
 from training.points.files import Points, georeferencing, image_key, read_point_annotations
 from training.points.options import Validation
 from training.run.distributed import SINGLE, Group
@@ -107,6 +108,11 @@ def read_annotations(args: TrainConfig, sources: list[SampleSource], table: Clas
     return out
 
 
+def forest_segments(args: TrainConfig) -> SegmentSettings | None:
+    """The regions within which ``--forest-segments`` averages the forest's probabilities."""
+    return SegmentSettings(scale=args.forest_segments) if args.forest_segments else None
+
+
 def training_dataset(args: TrainConfig, source: SampleSource, table: ClassTable,
                      annotations: dict[str, Points] | None = None) -> PointSupervisedDataset:
     """Crops of ``source`` with their labels: points (simulated, or ``annotations`` read from
@@ -125,7 +131,8 @@ def training_dataset(args: TrainConfig, source: SampleSource, table: ClassTable,
         bar = None if args.no_progress else partial(tqdm, unit="img", leave=False)
         expander = ForestExpander(dataset.images_and_labels(), len(table.names),
                                   args.forest_threshold, progress=bar,
-                                  refreshable=args.forest_refresh > 0)
+                                  refreshable=args.forest_refresh > 0,
+                                  segments=forest_segments(args))
         dataset.use_expander(expander)
         stats = expander.stats()
         LOG.info(stats.summary(f"the pixels of {stats.images} images"))
