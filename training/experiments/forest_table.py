@@ -1,5 +1,6 @@
 """The table of GeoSeg runs against the forest peer: final and best validation mIoU, seconds, and
-(where ``training.experiments.combine`` ran) the network + forest mean, per run folder; each
+(where ``training.experiments.combine`` ran) the network + forest mean and the maps averaged
+within regions, per run folder; each
 run's forest row is the ``forest.json`` of ``geoseg peer-forest`` with the same points.
 
     python -m training.experiments.forest_table --runs docs/results/forest-labels/cross-*-s* \\
@@ -24,8 +25,16 @@ def run_row(run: Path) -> dict[str, float]:
            "seconds": forest_seconds + sum(e["seconds"] for e in epochs)}
     combine = run / "combine.json"
     if combine.is_file():
-        row["mean"] = 100 * json.loads(combine.read_text())["miou"]["mean"]
+        scored = json.loads(combine.read_text())["miou"]
+        row.update({name: 100 * scored[name] for name in COMBINED if name in scored})
     return row
+
+
+COMBINED = {"mean": "network + forest mean",
+            "network_segments": "network, averaged within regions",
+            "forest_segments": "forest peer, averaged within regions",
+            "mean_segments": "network + forest mean, averaged within regions"}
+"""The ``combine.json`` scores the table shows, with their row names."""
 
 
 def spread(values: list[float]) -> str:
@@ -49,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     final = [r["final"] for r in rows]
     print(f"| GeoSeg, forest labels | {spread(final)} | {spread([r['best'] for r in rows])} | "
           f"{mean(final) / mean(forests):.3f} | {mean(r['seconds'] for r in rows):.0f} |")
-    if all("mean" in r for r in rows):
-        both = [r["mean"] for r in rows]
-        print(f"| network + forest mean | {spread(both)} | | {mean(both) / mean(forests):.3f} | |")
+    for name, label in COMBINED.items():
+        if all(name in r for r in rows):
+            values = [r[name] for r in rows]
+            print(f"| {label} | {spread(values)} | | {mean(values) / mean(forests):.3f} | |")
     return 0
 
 
