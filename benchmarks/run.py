@@ -360,7 +360,7 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     xs = [r["served"]["users"] if x_key == "users" else r["settings"][x_key] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [r["served"]["tiles_per_s"] for r in rows], "o-", label="served tiles/s")
-    ax.plot(xs, [r["bare"]["tiles_per_s"] for r in rows], "k--", label="bare model tiles/s")
+    ax.plot(xs, [r["bare"]["tiles_per_s"] for r in rows], "kx--", label="bare model tiles/s")
     if all(r.get("peer") for r in rows):
         ax.plot(xs, [r["peer"]["tiles_per_s"] for r in rows], "s-", label="Flask peer tiles/s")
     ax.set_xlabel(x_key)
@@ -370,7 +370,8 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     ax2.set_ylabel("p95 latency (ms)")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=lines, loc="best", fontsize=8)  # labels from the handles
-    ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}", fontsize=9)
+    ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}, {rows[0].get('images', 'tiles')}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
