@@ -6,6 +6,7 @@
 # default) and the network with the forest peer averaged in (training.experiments.combine on the
 # finished run; it also scores the forest peer alone on the run's points, as geoseg peer-forest).
 # Usage: training/experiments/forest_peer.sh DUBAI_DIR OUT_DIR [SEEDS...]   (default seeds: 0 1 2)
+# EXTRA="--forest-segments 100" adds training options to every run.
 set -euo pipefail
 dubai=$1; out=$2; shift 2
 seeds=${*:-0 1 2}
@@ -19,7 +20,7 @@ for seed in $seeds; do
     else dirs="--train-dirs tile5 tile6 --val-dirs tile5 tile6"; fi
     run="$out/$setting-forest-labels-s$seed"
     python -m training.train $data $dirs $recipe --expand forest --expand-weight 1.0 \
-        --seed "$seed" --out "$run"
+        ${EXTRA:-} --seed "$seed" --out "$run"
     python -m training.experiments.combine "$run" --classes "$table"
   done
 done
