@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from handler.tiling import axis_spans, plan_tiles, segment_images
+from handler.tiling import axis_spans, class_ids, plan_tiles, segment_images
 from tests.standins import ColourRule
 from training.data.synthetic import generate_scene
 
@@ -69,3 +69,14 @@ def test_tiles_of_several_images_share_micro_batches():
 def test_bad_tiling_parameters_are_refused():
     with pytest.raises(ValueError):
         plan_tiles(10, 10, 16, 16)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 17])
+def test_class_ids_are_numpys_argmax_ties_included(classes):
+    rng = np.random.default_rng(classes)
+    scores = rng.integers(0, 4, size=(classes, 37, 53)).astype(np.float32)  # many exact ties
+    scores[:, 0, 0] = 1.0  # every class tied: the first one wins
+    ids = class_ids(scores)
+    assert ids.dtype == np.uint8 and ids.shape == (37, 53)
+    np.testing.assert_array_equal(ids, scores.argmax(0))
+    assert ids[0, 0] == 0
