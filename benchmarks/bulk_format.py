@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.predict import RESULTS
+from benchmarks.responses import npy_bytes
 from common.cli import at_least, parser
 from handler.decode import decode_image
 from handler.encode import encode
@@ -41,12 +42,6 @@ def cpu_ms(fn: Callable[[], object], repeats: int) -> dict[str, float]:
         times.append(1000 * (time.thread_time() - start))
     p10, median, p90 = np.percentile(times, [10, 50, 90])
     return {"median": float(median), "p10": float(p10), "p90": float(p90)}
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 def measure(size: int, repeats: int) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.bulk_format import npy_bytes
 from benchmarks.predict import RESULTS
+from benchmarks.responses import npy_bytes
 from common.cli import at_least, parser
 from handler.batch import decode_pool, prepare_jobs
 from training.data.synthetic import generate_scene

@@ -35,11 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
-from PIL import Image
 
-from benchmarks.images import encode as encode_image
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
 from benchmarks.run import ServeSettings, serve_and_load
@@ -49,7 +46,7 @@ from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.builder import build_model
 from model.class_table import ClassTable
-from model.compiled import argmax_agreement, compiled_network
+from model.compiled import checked_compile
 from model.export import export_model
 from tools.server import ServerError, java_problem, torchserve_executable
 
@@ -211,14 +208,9 @@ def measure_compiled(model_path: Path, plan: GpuPlan, best: dict[str, Any], flop
     artifact = load_artifact(model_path, "cpu")
     scripted = artifact.network.to(device=device, dtype=dtype)
     try:
-        net = compiled_network(artifact, plan.compile_backend, device=device, dtype=dtype,
-                               channels_last=best["channels_last"])
-        x = torch.rand(best["batch_size"], 3, plan.tile, plan.tile, device=device, dtype=dtype,
-                       generator=torch.Generator(device=device).manual_seed(0))
-        if best["channels_last"]:
-            x = x.contiguous(memory_format=torch.channels_last)
         started = time.perf_counter()
-        agreement = argmax_agreement(scripted, net, x)  # the first call compiles
+        net, agreement = checked_compile(artifact, scripted, plan.compile_backend, device, dtype,
+                                         best["channels_last"], best["batch_size"], plan.tile)
         compile_s = time.perf_counter() - started
         m = measure(net, device, best["precision"], best["channels_last"], best["batch_size"],
                     plan.tile, flops, ceiling, plan.warmup, plan.repeats)
@@ -314,11 +306,9 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
             return {"skipped": reason, "rows": []}
     manifests = {}
     for fmt in plan.served_formats:
-        manifest = write_image_set(workdir / f"images-{fmt}", "tiles", plan.image_count,
-                                   tile=plan.tile, overlap=plan.overlap, fmt=fmt)
-        if plan.tile != 512:  # the image set is 512-pixel scenes; the dry run uses smaller tiles
-            manifest = _retile_manifest(manifest, plan.tile)
-        manifests[fmt] = manifest
+        manifests[fmt] = write_image_set(workdir / f"images-{fmt}", "tiles", plan.image_count,
+                                         tile=plan.tile, overlap=plan.overlap, fmt=fmt,
+                                         tile_side=plan.tile)  # one tile each
     rows: list[dict[str, Any]] = []
     for k, settings in enumerate(served_settings(plan)):
         for fmt, manifest in manifests.items():
@@ -341,22 +331,6 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
                     f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
                     f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}")
     return {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
-
-
-def _retile_manifest(manifest: Path, tile: int) -> Path:
-    """Shrink every image of ``manifest`` to one ``tile`` x ``tile`` tile (dry runs)."""
-    data = json.loads(manifest.read_text())
-    for entry in data["images"]:
-        path = manifest.parent / entry["file"]
-        if entry.get("format") == "npy":
-            small = np.asarray(Image.fromarray(np.load(path)).resize((tile, tile)))
-            path.write_bytes(encode_image(small, "npy"))
-        else:
-            Image.open(path).resize((tile, tile)).save(path)
-        entry.update(width=tile, height=tile, tiles=1)
-    data["tile"] = tile
-    manifest.write_text(json.dumps(data, indent=2) + "\n")
-    return manifest
 
 
 def markdown(report: dict[str, Any]) -> str:

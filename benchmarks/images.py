@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.responses import npy_bytes
 from handler.inference import HandlerConfig
 from handler.tiling import plan_tiles
 from training.data.synthetic import generate_scene
@@ -25,18 +26,18 @@ FORMATS = ("png", "npy")
 
 def encode(rgb: np.ndarray, fmt: str) -> bytes:
     """(H, W, 3) uint8 as the bytes of a ``png`` or ``npy`` request body."""
-    buf = io.BytesIO()
     if fmt == "npy":
-        np.lib.format.write_array(buf, np.ascontiguousarray(rgb), allow_pickle=False)
-    else:
-        Image.fromarray(rgb).save(buf, format="PNG")
+        return npy_bytes(rgb)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()
 
 
 def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: int = 7,
                     tile: int = HANDLER.tile_size, overlap: int = HANDLER.tile_overlap,
-                    fmt: str = "png") -> Path:
-    """Write ``count`` images of each size of ``kind`` in ``fmt``, plus ``manifest.json``."""
+                    fmt: str = "png", tile_side: int = SIZES["tiles"][0]) -> Path:
+    """Write ``count`` images of each size of ``kind`` in ``fmt``, plus ``manifest.json``
+    (``tile_side``: the side of the ``tiles`` kind, 512 unless a small run asks for less)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown image format {fmt!r}: {' or '.join(FORMATS)}")
     out = Path(out)
@@ -46,7 +47,7 @@ def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: 
         raise ValueError(f"unknown image set {kind!r}: tiles, scenes or mixed")
     entries: list[dict[str, object]] = []
     for k in kinds:
-        h, w = SIZES[k]
+        h, w = (tile_side, tile_side) if k == "tiles" else SIZES[k]
         for i in range(count):
             rgb, _ = generate_scene((h, w), seed * 1000 + len(entries))
             name = f"{k}_{i:03d}.{fmt}"

@@ -17,6 +17,13 @@ def png_size(body: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", body[16:24])
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (the bulk format's body)."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
 def npy_size(body: bytes) -> tuple[int, int] | None:
     """(width, height) of a 2-D ``.npy`` array from its header, or None for anything else."""
     stream = io.BytesIO(body[:4096])

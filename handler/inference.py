@@ -147,18 +147,12 @@ def serving_network(artifact: Any, scripted: torch.nn.Module, device: torch.devi
     random (micro_batch, 3, tile, tile) input at least :data:`COMPILED_AGREEMENT` of the time."""
     if not config.compile:
         return scripted, "TorchScript"
-    from model.compiled import argmax_agreement, compiled_network
+    from model.compiled import checked_compile
 
     half = config.half_precision and device.type == "cuda"
-    dtype = torch.float16 if half else torch.float32
-    compiled = compiled_network(artifact, config.compile, device=device, dtype=dtype,
-                                channels_last=config.channels_last)
-    generator = torch.Generator(device=device).manual_seed(0)
-    x = torch.rand(config.micro_batch(device), 3, config.tile_size, config.tile_size,
-                   device=device, dtype=dtype, generator=generator)
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    agreement = argmax_agreement(scripted, compiled, x)
+    compiled, agreement = checked_compile(
+        artifact, scripted, config.compile, device, torch.float16 if half else torch.float32,
+        config.channels_last, config.micro_batch(device), config.tile_size)
     if agreement < COMPILED_AGREEMENT:
         return scripted, (f"TorchScript (the {config.compile} build agreed on only "
                           f"{100 * agreement:.2f}% of pixels)")

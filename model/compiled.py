@@ -42,6 +42,21 @@ def compiled_network(artifact: Artifact, backend: str = "inductor", mode: Option
     return torch.compile(model, backend=backend, mode=mode, dynamic=False)
 
 
+def checked_compile(artifact: Artifact, reference: Any, backend: str, device: torch.device,
+                    dtype: torch.dtype, channels_last: bool, batch: int, tile: int
+                    ) -> tuple[Any, float]:
+    """:func:`compiled_network` and its :func:`argmax_agreement` with ``reference`` (the
+    TorchScript export on ``device`` in ``dtype``) on a seeded random (batch, 3, tile, tile)
+    input; the first call, which compiles, happens here."""
+    compiled = compiled_network(artifact, backend, device=device, dtype=dtype,
+                                channels_last=channels_last)
+    x = torch.rand(batch, 3, tile, tile, device=device, dtype=dtype,
+                   generator=torch.Generator(device=device).manual_seed(0))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return compiled, argmax_agreement(reference, compiled, x)
+
+
 @torch.inference_mode()
 def argmax_agreement(reference: Any, candidate: Any, x: torch.Tensor) -> float:
     """Share of pixels whose class id (argmax of ``out``) is the same from both networks on

@@ -31,7 +31,7 @@ from common.cli import warn
 from handler.scaling import BandScaling
 from model.class_table import ClassTable
 from scene.source import SceneError, SceneSource
-from tools.server import KEY_FILE
+from tools.server import KEY_FILE, bearer
 
 RETRY_STATUS = {503, 507}
 RETRIES = 8
@@ -60,9 +60,8 @@ def ping(server: str, token: Optional[str] = None, timeout_s: float = PING_TIMEO
     is unhealthy), or None when it is up. A refusal for want of a token counts as up: the
     prediction requests say what is wrong with the token."""
     url = ping_url(server)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+        with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(token)),
                                     timeout=timeout_s):
             return None
     except urllib.error.HTTPError as exc:
@@ -163,9 +162,7 @@ class ServerSegmenter:
     def post(self, body: bytes, content_type: str, fmt: str) -> bytes:
         """POST ``body`` and return the answer, retrying overloads and dropped connections."""
         headers = {"Content-Type": content_type, "X-GeoSeg-Format": fmt,
-                   "X-GeoSeg-Edges": "none"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+                   "X-GeoSeg-Edges": "none", **bearer(self.token)}
         for attempt in range(self.retries + 1):
             with self._lock:
                 url = self.urls[next(self._next)]
