@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.predict import RESULTS
+from benchmarks import RESULTS
 from benchmarks.responses import npy_bytes
 from common.cli import at_least, parser
 from handler.decode import decode_image

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.predict import RESULTS
+from benchmarks import RESULTS
 from benchmarks.responses import npy_bytes
 from common.cli import at_least, parser
 from handler.batch import decode_pool, prepare_jobs

@@ -23,7 +23,8 @@ import numpy as np
 import rasterio
 import torch
 
-from benchmarks.predict import RESULTS, run_predict, summary, write_large_scene
+from benchmarks import RESULTS
+from benchmarks.predict import run_predict, summary, write_large_scene
 from common.cli import at_least, parser
 from model.builder import build_model
 from model.class_table import ClassTable

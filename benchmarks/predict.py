@@ -37,6 +37,7 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from benchmarks import RESULTS
 from benchmarks.gpu import export_random_model
 from common.allocator import SWITCH, keep_freed_memory
 from common.cli import parser
@@ -46,7 +47,6 @@ from model.artifact import load_artifact
 from scene.cli import SUMMARY
 from training.data.synthetic import generate_scene
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 2048
 
 

@@ -25,7 +25,7 @@ from handler import metrics
 from handler.batch import decode_pool, prepare_jobs
 from handler.encode import encode, mark_nodata
 from handler.errors import REASON_PHRASES, RequestError
-from handler.inference import HandlerConfig, config_predictor, serving_network, warm_up
+from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, serving_network, warm_up
 from handler.request import Job
 from handler.scaling import BandScaling
 from handler.tiling import plan_tiles, segment_images
@@ -66,8 +66,11 @@ class GeoSegHandler(BaseHandler):
             self.model = self.model.half()
         self.model, self.network_kind = serving_network(artifact, self.model, self.device, self.config)
         self.predict = config_predictor(self.model, self.device, self.config)
+        self.predict_lone = lone_tile_predictor(self.model, self.device, self.config)
         self.decode_pool = decode_pool(self.config.decode_threads)
-        warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
+        for predict in (self.predict, self.predict_lone):
+            if predict is not None:
+                warm_up(predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True
         logger.info("GeoSeg model %s on %s as %s, classes %s, %s, freed memory kept: %s",
@@ -91,7 +94,7 @@ class GeoSegHandler(BaseHandler):
         cfg = self.config
         maps = segment_images([j.image.rgb for j in good], self.predict, cfg.tile_size,
                               cfg.tile_overlap, cfg.micro_batch(self.device),
-                              [j.margin for j in good])
+                              [j.margin for j in good], lone_ids=self.predict_lone)
         by_index = {j.index: mark_nodata(m, j.image.valid) for j, m in zip(good, maps)}
         for j in good:
             h, w = j.image.rgb.shape[:2]

@@ -109,26 +109,46 @@ def model_config_yaml(torchserve: Mapping[str, Any], handler: HandlerConfig | No
 
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,
-                   channels_last: bool = False, scores: bool = False) -> TilePredictor:
-    """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids (argmax on the device: only uint8 crosses the
-    host-device link), or with ``scores`` (B, K, t, t) float32 class probabilities (softmax in
-    float32 on the device), which ``handler.tiling`` blends across tile overlaps.
+                   channels_last: bool = False, scores: bool = False,
+                   score_ids: bool = False) -> TilePredictor:
+    """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids (argmax of the logits on the device: only
+    uint8 crosses the host-device link), or with ``scores`` (B, K, t, t) float32 class
+    probabilities (softmax in float32 on the device), which ``handler.tiling`` blends across
+    tile overlaps, or with ``score_ids`` (B, t, t) uint8 argmax of exactly those probabilities,
+    taken on the device (the class map of a tile alone in its image: ``segment_images``'
+    ``lone_ids``; first class on ties, as the host's ``class_ids``).
 
     ``half`` applies on CUDA only (``model`` must already be in half precision);
-    ``channels_last`` on any device. Call :func:`warm_up` before the first answer counts.
+    ``channels_last`` on any device. On CUDA the batch goes through one pinned host buffer per
+    shape, so its copy to the device is asynchronous. Call :func:`warm_up` before the first
+    answer counts.
     """
     cuda = device.type == "cuda"
     dtype = torch.float16 if half and cuda else torch.float32
+    pinned: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def to_device(batch: np.ndarray) -> torch.Tensor:
+        if not cuda:
+            return torch.from_numpy(np.ascontiguousarray(batch))
+        staging = pinned.get(batch.shape)
+        if staging is None:
+            staging = pinned.setdefault(batch.shape, torch.empty(batch.shape, dtype=torch.uint8,
+                                                                 pin_memory=True))
+        # the previous batch's copy has finished: its answer was copied back before we return
+        np.copyto(staging.numpy(), batch)
+        return staging.to(device, non_blocking=True)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=cuda)
-        x = x.permute(0, 3, 1, 2).to(dtype).div_(255.0)
+        x = to_device(batch).permute(0, 3, 1, 2).to(dtype).div_(255.0)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             logits = model(x)["out"]
-            if scores:
-                return logits.float().softmax(1).cpu().numpy()
+            if scores or score_ids:
+                probabilities = logits.float().softmax(1)
+                if scores:
+                    return probabilities.cpu().numpy()
+                return probabilities.argmax(1).to(torch.uint8).cpu().numpy()
         return logits.argmax(1).to(torch.uint8).cpu().numpy()
 
     return predict
@@ -172,6 +192,17 @@ def config_predictor(model: torch.nn.Module, device: torch.device, config: Handl
     half = config.half_precision and device.type == "cuda"
     return tile_predictor(model, device, half, config.channels_last,
                           scores=config.blended)
+
+
+def lone_tile_predictor(model: torch.nn.Module, device: torch.device, config: HandlerConfig
+                        ) -> TilePredictor | None:
+    """Where ``config`` blends tiles, the ``lone_ids`` predictor of
+    ``handler.tiling.segment_images`` for :func:`config_predictor`'s network (argmax of its
+    scores on the device); None with the hard split, whose predictor already answers ids."""
+    if not config.blended:
+        return None
+    half = config.half_precision and device.type == "cuda"
+    return tile_predictor(model, device, half, config.channels_last, score_ids=True)
 
 
 def warm_up(predict: TilePredictor, micro_batch: int, tile: int) -> None:

@@ -249,7 +249,8 @@ class _Stitcher:
 
 def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: int,
                    overlap: int, micro_batch: int,
-                   margins: Optional[Sequence[Optional[int]]] = None) -> list[np.ndarray]:
+                   margins: Optional[Sequence[Optional[int]]] = None,
+                   lone_ids: Optional[TilePredictor] = None) -> list[np.ndarray]:
     """Class maps (H, W) uint8 for several RGB images (H, W, 3) uint8 at once.
 
     ``predict`` returns scores (blended) or class ids (hard split): see the module docstring.
@@ -260,8 +261,17 @@ def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
     requests batched together share the device's batches, and the network always runs at one
     shape: kernels chosen for another batch size could flip a near-tie argmax, and an image's
     answer would then depend on its companions.
+
+    ``lone_ids``: for a ``predict`` that returns scores, the same network's (B, tile, tile)
+    uint8 argmax of exactly those scores (``handler.inference.tile_predictor(...,
+    score_ids=True)``). A tile alone in its image has no neighbour to blend with: its taper
+    weights are all 1, so its class map is the argmax of its own scores. Micro-batches made
+    only of such tiles (single-tile requests) go to ``lone_ids``, which takes the argmax on the
+    device: the same class ids, with B x tile x tile bytes to copy back instead of B x K x tile
+    x tile floats, and no blending on the host.
     """
-    return [s.result() for s in _stitched(images, predict, tile, overlap, micro_batch, margins)]
+    return [s.result() for s in _stitched(images, predict, tile, overlap, micro_batch, margins,
+                                          lone_ids=lone_ids)]
 
 
 def blended_scores(images: Sequence[np.ndarray], predict: TilePredictor, tile: int,
@@ -281,18 +291,21 @@ def blended_scores(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
 
 def _stitched(images: Sequence[np.ndarray], predict: TilePredictor, tile: int, overlap: int,
               micro_batch: int, margins: Optional[Sequence[Optional[int]]],
-              keep_scores: bool = False) -> list[_Stitcher]:
+              keep_scores: bool = False, lone_ids: Optional[TilePredictor] = None
+              ) -> list[_Stitcher]:
     """Every tile of ``images`` through ``predict`` in micro-batches, added to one stitcher per
-    image (see :func:`segment_images`)."""
+    image (see :func:`segment_images`; ``lone_ids`` for micro-batches of lone tiles)."""
     margins = list(margins) if margins is not None else [None] * len(images)
     stitchers = [_Stitcher(img.shape[0], img.shape[1], tile, overlap, margins[k], keep_scores)
                  for k, img in enumerate(images)]
     jobs = [(k, r, c, t) for k, s in enumerate(stitchers) for r, c, t in s.tiles()]
+    lone = {k for k, s in enumerate(stitchers) if len(s.rows) == len(s.cols) == 1}
     for chunk in _chunks(jobs, max(1, micro_batch)):
         batch = np.zeros((max(1, micro_batch), tile, tile, 3), dtype=np.uint8)
         for slot, (k, _, _, t) in enumerate(chunk):
             batch[slot] = cut(images[k], t, tile)
-        answers = predict(batch)
+        alone = lone_ids is not None and not keep_scores and all(k in lone for k, *_ in chunk)
+        answers = lone_ids(batch) if alone and lone_ids is not None else predict(batch)
         for (k, r, c, t), answer in zip(chunk, answers):
             stitchers[k].add(r, c, t, answer)
     return stitchers

@@ -80,3 +80,60 @@ def test_class_ids_are_numpys_argmax_ties_included(classes):
     assert ids.dtype == np.uint8 and ids.shape == (37, 53)
     np.testing.assert_array_equal(ids, scores.argmax(0))
     assert ids[0, 0] == 0
+
+
+def softmax_rule(batch: np.ndarray) -> np.ndarray:
+    """(B, t, t, 3) -> (B, 3, t, t) float32 'probabilities' from the colour channels, with exact
+    ties wherever two channels are equal (a blended map must still break them the same way)."""
+    x = (batch.astype(np.float32) // 64).transpose(0, 3, 1, 2) + 1.0
+    return x / x.sum(1, keepdims=True)
+
+
+def test_lone_tiles_take_the_device_argmax_and_give_the_same_maps():
+    calls = {"scores": 0, "ids": 0}
+
+    def scores(batch):
+        calls["scores"] += 1
+        return softmax_rule(batch)
+
+    def ids(batch):
+        calls["ids"] += 1
+        return softmax_rule(batch).argmax(1).astype(np.uint8)
+
+    rng = np.random.default_rng(3)
+    lone = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((32, 32), (20, 27))]
+    blended = segment_images(lone, scores, tile=32, overlap=8, micro_batch=2)
+    assert calls == {"scores": 1, "ids": 0}
+    fast = segment_images(lone, scores, tile=32, overlap=8, micro_batch=2, lone_ids=ids)
+    assert calls == {"scores": 1, "ids": 1}  # both single-tile images went to the ids predictor
+    for a, b in zip(blended, fast):
+        np.testing.assert_array_equal(a, b)
+    # a micro-batch that holds a tile with neighbours is blended from scores as before
+    big = rng.integers(0, 256, size=(60, 45, 3), dtype=np.uint8)
+    mixed = [lone[0], big]
+    want = segment_images(mixed, scores, tile=32, overlap=8, micro_batch=8)
+    got = segment_images(mixed, scores, tile=32, overlap=8, micro_batch=8, lone_ids=ids)
+    assert calls["ids"] == 1
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_score_ids_predictor_is_the_argmax_of_its_own_scores_ties_included():
+    from handler.inference import tile_predictor
+
+    class Tied(torch.nn.Module):
+        """Logits (B, 4, H, W): classes 1 and 2 always equal, class 3 from the red channel."""
+
+        def forward(self, x):
+            r = x[:, :1]
+            return {"out": torch.cat([0.5 - r, r.round(), r.round(), r - 0.25], 1)}
+
+    model = Tied().eval()
+    cpu = torch.device("cpu")
+    batch = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    scores = tile_predictor(model, cpu, scores=True)(batch)
+    ids = tile_predictor(model, cpu, score_ids=True)(batch)
+    assert ids.dtype == np.uint8 and ids.shape == (2, 16, 16)
+    assert set(np.unique(ids)) >= {0, 1}  # both sides of the rule occur; class 2 never wins a tie
+    for k in range(2):
+        np.testing.assert_array_equal(ids[k], class_ids(scores[k]))
