@@ -41,7 +41,7 @@ from benchmarks.images import write_image_set
 from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
 from benchmarks.run import ServeSettings, serve_and_load
 from handler.encode import encode
-from handler.inference import HandlerConfig, tile_predictor
+from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, warm_up
 from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.builder import build_model
@@ -77,6 +77,7 @@ class GpuPlan:
     served_client_processes: int = 4    # locust processes: one Python client tops out near a core
     served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
     served_formats: tuple[str, ...] = ("png", "npy")  # request formats of the served rows
+    served_decode_threads: tuple[int, ...] = (1,)     # handler decode_threads of the served rows
     image_count: int = 8
 
     @property
@@ -105,7 +106,7 @@ def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
     table = ClassTable.load()
     model = build_model(arch, num_classes=len(table.names), pretrained="none").eval()
     diff = export_model(model, table, arch, path, {"weights": "random (benchmark only)"}, 64)
-    return {"arch": arch, "path": str(path), "parity_max_abs": diff,
+    return {"arch": arch, "path": path.name, "parity_max_abs": diff,
             "megabytes": path.stat().st_size / 2 ** 20}
 
 
@@ -190,20 +191,20 @@ def bare_sweep(model_path: Path, plan: GpuPlan, log: Callable[[str], None]) -> d
             log(f"cuda graph batch {bs}: " + (f"{g['tiles_per_s']:.1f} tiles/s, argmax agreement "
                                               f"{g['argmax_agreement_with_eager']:.6f}"
                                               if "error" not in g else g["error"]))
-    compiled = measure_compiled(model_path, plan, best, flops, ceilings[best["precision"]], log) \
-        if plan.compile_backend else None
     return {"gflop_per_tile": flops / 1e9,
             "matmul_ceiling_tflops": {p: c / 1e12 for p, c in ceilings.items()},
-            "best": best, "measurements": rows, "cuda_graphs": graphs, "compiled": compiled}
+            "best": best, "measurements": rows, "cuda_graphs": graphs, "compiled": None}
 
 
-def measure_compiled(model_path: Path, plan: GpuPlan, best: dict[str, Any], flops: float,
-                     ceiling: float, log: Callable[[str], None]) -> dict[str, Any]:
+def measure_compiled(model_path: Path, plan: GpuPlan, bare: dict[str, Any],
+                     log: Callable[[str], None]) -> dict[str, Any]:
     """The export rebuilt as an eager network and ``torch.compile``d (``plan.compile_backend``)
     at the best bare setting: seconds to compile, tiles/s against the TorchScript row of the
     same setting, and the share of pixels whose class id agrees with TorchScript's on a
-    random batch."""
+    random batch. ``bare``: :func:`bare_sweep`'s report."""
     device = torch.device(plan.device)
+    best, flops = bare["best"], bare["gflop_per_tile"] * 1e9
+    ceiling = bare["matmul_ceiling_tflops"][best["precision"]] * 1e12
     dtype = DTYPES[best["precision"]]
     artifact = load_artifact(model_path, "cpu")
     scripted = artifact.network.to(device=device, dtype=dtype)
@@ -248,7 +249,13 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
     half = plan.served_precision == "fp16" and device.type == "cuda"
     if half:
         model = model.half()
-    predict = tile_predictor(model, device, half, channels_last=True)
+    config = HandlerConfig(tile_size=plan.tile, tile_overlap=plan.overlap,
+                           tile_batch_size=plan.handler_tile_batch, half_precision=half)
+    predict = config_predictor(model, device, config)  # as served: blended scores,
+    lone = lone_tile_predictor(model, device, config)   # ids on the device for lone tiles
+    for p in (predict, lone):
+        if p is not None:
+            warm_up(p, plan.handler_tile_batch, plan.tile)
     rows = []
     for fmt, threads in HANDLER_VARIANTS:
         threads = threads or plan.decode_threads
@@ -261,7 +268,7 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
             images = [j.image.rgb for j in jobs if isinstance(j, Job)]
             t1 = time.perf_counter()
             maps = segment_images(images, predict, plan.tile, plan.overlap,
-                                  plan.handler_tile_batch)
+                                  plan.handler_tile_batch, lone_ids=lone)
             synchronize(device)
             t2 = time.perf_counter()
             for m, img in zip(maps, images):
@@ -284,23 +291,28 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
 
 def served_settings(plan: GpuPlan) -> list[ServeSettings]:
     """The served grid: every workers x batchSize pair ("cross"), or ("star") every worker
-    count at the middle batch size plus every batch size at the middle worker count."""
-    def one(workers: int, batch: int) -> ServeSettings:
+    count at the middle batch size plus every batch size at the middle worker count; each
+    with every ``served_decode_threads``."""
+    def one(workers: int, batch: int, threads: int) -> ServeSettings:
         return ServeSettings(batch_size=batch, max_batch_delay_ms=plan.served_delay_ms,
                              workers=workers, tile_batch=batch, precision=plan.served_precision,
-                             tile=plan.tile, overlap=plan.overlap)
+                             tile=plan.tile, overlap=plan.overlap, decode_threads=threads)
     if plan.served_grid == "cross":
-        return [one(w, b) for w in plan.served_workers for b in plan.served_batch_sizes]
-    mid_b = plan.served_batch_sizes[len(plan.served_batch_sizes) // 2]
-    mid_w = plan.served_workers[len(plan.served_workers) // 2]
-    pairs = [(w, mid_b) for w in plan.served_workers]
-    pairs += [(mid_w, b) for b in plan.served_batch_sizes if (mid_w, b) not in pairs]
-    return [one(w, b) for w, b in pairs]
+        pairs = [(w, b) for w in plan.served_workers for b in plan.served_batch_sizes]
+    else:
+        mid_b = plan.served_batch_sizes[len(plan.served_batch_sizes) // 2]
+        mid_w = plan.served_workers[len(plan.served_workers) // 2]
+        pairs = [(w, mid_b) for w in plan.served_workers]
+        pairs += [(mid_w, b) for b in plan.served_batch_sizes if (mid_w, b) not in pairs]
+    return [one(w, b, t) for w, b in pairs for t in plan.served_decode_threads]
 
 
 def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, workdir: Path,
-                 log: Callable[[str], None]) -> dict[str, Any]:
-    """Locust against a real TorchServe for each setting; served / bare per row."""
+                 log: Callable[[str], None],
+                 progress: Callable[[dict[str, Any]], None] = lambda result: None
+                 ) -> dict[str, Any]:
+    """Locust against a real TorchServe for each setting; served / bare per row.
+    ``progress`` gets the result so far after each setting (to save it as it grows)."""
     for reason in (java_problem(), None if torchserve_executable() else "no torchserve on PATH"):
         if reason:
             return {"skipped": reason, "rows": []}
@@ -310,11 +322,14 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
                                          tile=plan.tile, overlap=plan.overlap, fmt=fmt,
                                          tile_side=plan.tile)  # one tile each
     rows: list[dict[str, Any]] = []
+    result = {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
     for k, settings in enumerate(served_settings(plan)):
         for fmt, manifest in manifests.items():
+            if fmt == "npy" and settings.decode_threads > 1:
+                continue  # nothing to decode in parallel (benchmarks.decode_threads: 0.08 ms)
             log(f"served [{k + 1}] {fmt}: workers {settings.workers} batchSize "
                 f"{settings.batch_size} delay {settings.max_batch_delay_ms} ms tile batch "
-                f"{settings.tile_batch}")
+                f"{settings.tile_batch} decode threads {settings.decode_threads}")
             try:
                 loads = serve_and_load(model_path, plan.device, settings, manifest,
                                        list(plan.served_users), plan.served_duration,
@@ -330,7 +345,8 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
                 log(f"  users {load['users']:>4}: {load['tiles_per_s']:8.1f} tiles/s "
                     f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
                     f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}")
-    return {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
+            progress(result)
+    return result
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -383,11 +399,12 @@ def markdown(report: dict[str, Any]) -> str:
     elif served.get("rows"):
         lines += ["", f"## Served (TorchServe + locust; bare best "
                   f"{served['bare_best_tiles_per_s']:.1f} tiles/s)", "",
-                  "| format | workers | batchSize | delay ms | users | tiles/s | served ÷ bare | p50 ms "
-                  "| p95 ms | failures |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| format | decode threads | workers | batchSize | delay ms | users | tiles/s "
+                  "| served ÷ bare | p50 ms | p95 ms | failures |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in served["rows"]:
             s = r["settings"]
-            fmt = r.get("format", "png")
+            fmt = f"{r.get('format', 'png')} | {s.get('decode_threads', 1)}"
             if "error" in r:
                 lines.append(f"| {fmt} | {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
                              f"| | error: {r['error'][:80]} | | | | |")
@@ -400,13 +417,14 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Bare tiles/s against batch size per precision/format; served points on the right."""
+    """Bare tiles/s against batch size per precision/format; served rows as bars on the right,
+    against the bare best and 0.9 of it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     keys = sorted({(m["precision"], m["channels_last"]) for m in report["bare"]["measurements"]})
     for p, cl in keys:
         ms = [m for m in report["bare"]["measurements"]
@@ -417,23 +435,24 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("batch size")
     ax.set_ylabel("tiles / s")
     ax.set_title(f"bare {report['arch']} on {report['device']}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(0, 1.1 * max(m["tiles_per_s"] for m in report["bare"]["measurements"]))
     rows = [r for r in (report.get("served") or {}).get("rows", []) if "served" in r]
-    for fmt in sorted({r.get("format", "png") for r in rows}):
-        for w in sorted({r["settings"]["workers"] for r in rows}):
-            for b in sorted({r["settings"]["batch_size"] for r in rows}):
-                rs = [r for r in rows if r["settings"]["workers"] == w and r.get("format", "png") == fmt
-                      and r["settings"]["batch_size"] == b]
-                if rs:
-                    ax2.plot([r["served"]["users"] for r in rs],
-                             [r["served"]["tiles_per_s"] for r in rs], "o-" if fmt == "png" else "s--",
-                             label=f"{fmt}, {w} workers, batchSize {b}")
+    labels = [f"{r.get('format', 'png')}, {r['settings']['workers']} workers x "
+              f"{r['settings']['batch_size']}, {r['settings'].get('decode_threads', 1)} decode "
+              f"thr., {r['served']['users']} users" for r in rows]
+    values = [r["served"]["tiles_per_s"] for r in rows]
+    colours = ["tab:blue" if r.get("format", "png") == "npy" else "tab:green" for r in rows]
+    ax2.barh(range(len(rows)), values, color=colours)
+    ax2.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax2.invert_yaxis()
     if rows:
-        ax2.axhline(report["served"]["bare_best_tiles_per_s"], color="k", ls="--", label="bare best")
-        ax2.legend(fontsize=7)
-    ax2.set_xlabel("locust users")
-    ax2.set_ylabel("served tiles / s")
-    ax2.set_title("served through TorchServe", fontsize=9)
+        bare = report["served"]["bare_best_tiles_per_s"]
+        ax2.axvline(bare, color="k", ls="--", label=f"bare best {bare:.0f}")
+        ax2.axvline(0.9 * bare, color="k", ls=":", label="0.9 x bare")
+        ax2.legend(fontsize=7, loc="lower right")
+    ax2.set_xlabel("served tiles / s")
+    ax2.set_title("served through TorchServe (npy blue, PNG green)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -451,32 +470,58 @@ def run(plan: GpuPlan, out: Path, stages: tuple[str, ...], log: Callable[[str], 
                               "arch": plan.arch, "torch": torch.__version__, "plan": asdict(plan),
                               "export": export_random_model(plan.arch, model_path)}
     log(f"exported {plan.arch} ({report['export']['megabytes']:.0f} MB) on {report['device']}")
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "gpu" if plan.device.startswith("cuda") else "gpu-dry"
+    base = out / f"{kind}-{stamp}"
+
+    def save() -> None:  # after every stage: a run cut short keeps what it measured
+        Path(f"{base}.json").write_text(json.dumps(report, indent=2) + "\n")
+        Path(f"{base}.md").write_text(markdown(report))
+
     report["bare"] = bare_sweep(model_path, plan, log)
+    save()
     if "handler" in stages:
         report["handler"] = handler_batch_profile(model_path, plan)
         for row in report["handler"]["rows"]:
             log(f"handler in-process, {row['format']} x {row['decode_threads']} decode threads, "
                 "ms/tile: " + ", ".join(f"{k} {v:.2f}" for k, v in row["ms_per_tile"].items())
                 + f"; one worker {row['tiles_per_s_one_worker']:.0f} tiles/s")
+        save()
     if "served" in stages:
         best_served_precision = max(
             (m for m in report["bare"]["measurements"]
              if m["precision"] == plan.served_precision and m["channels_last"]),
             key=lambda m: m["tiles_per_s"], default=report["bare"]["best"])
+        def served_so_far(result: dict[str, Any]) -> None:
+            report["served"] = result
+            save()
+
         report["served"] = served_sweep(model_path, plan, best_served_precision["tiles_per_s"],
-                                        workdir, log)
-    out.mkdir(parents=True, exist_ok=True)
-    kind = "gpu" if plan.device.startswith("cuda") else "gpu-dry"
-    base = out / f"{kind}-{stamp}"
-    Path(f"{base}.json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(f"{base}.md").write_text(markdown(report))
+                                        workdir, log, served_so_far)
+        save()
+    if "compiled" in stages and plan.compile_backend:  # last: TorchInductor takes minutes
+        report["bare"]["compiled"] = measure_compiled(model_path, plan, report["bare"], log)
+    save()
     plot(report, Path(f"{base}.png"))
     log(f"wrote {base}.json, .md, .png")
     return report
 
 
+STAGES = ("bare", "handler", "served", "compiled")
+"""The GPU run's stages, in the order they run (the compiled network last: TorchInductor's
+compilation of a ResNet-50 takes minutes)."""
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _switches(text: str) -> tuple[bool, ...]:
+    return tuple({"on": True, "off": False}[v] for v in _words(text))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -484,8 +529,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="benchmarks/results", help="folder for the result files")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the code path")
-    p.add_argument("--stages", default="bare,handler,served",
-                   help="comma list of bare, handler, served (bare always runs)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help="comma list of " + ", ".join(STAGES) + " (bare always runs)")
     p.add_argument("--arch", default=None, help="override the plan's architecture")
     p.add_argument("--batch-sizes", type=_ints, default=None, help="bare sweep, e.g. 1,8,32")
     p.add_argument("--served-workers", type=_ints, default=None, help="e.g. 1,2,4")
@@ -493,16 +538,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--served-users", type=_ints, default=None, help="e.g. 16,64,128")
     p.add_argument("--served-duration", type=int, default=None, help="seconds per locust run")
     p.add_argument("--served-grid", choices=("cross", "star"), default=None)
+    p.add_argument("--precisions", type=_words, default=None, help="bare sweep, e.g. fp16,bf16")
+    p.add_argument("--channels-last", type=_switches, default=None,
+                   help="bare sweep memory formats: on, off or on,off")
+    p.add_argument("--served-formats", type=_words, default=None, help="e.g. png,npy")
+    p.add_argument("--served-decode-threads", type=_ints, default=None,
+                   help="handler decode_threads of the served PNG rows, e.g. 1,4")
     args = p.parse_args(argv)
     plan = GpuPlan.dry() if args.dry_run else GpuPlan()
     overrides = {k: v for k, v in {
         "arch": args.arch, "batch_sizes": args.batch_sizes, "served_workers": args.served_workers,
         "served_batch_sizes": args.served_batch_sizes, "served_users": args.served_users,
-        "served_duration": args.served_duration, "served_grid": args.served_grid}.items()
+        "served_duration": args.served_duration, "served_grid": args.served_grid,
+        "precisions": args.precisions, "channels_last": args.channels_last,
+        "served_formats": args.served_formats,
+        "served_decode_threads": args.served_decode_threads}.items()
         if v is not None}
     plan = replace(plan, **overrides)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    unknown = set(stages) - {"bare", "handler", "served"}
+    unknown = set(stages) - set(STAGES)
     if unknown:
         print(f"error: unknown stages {sorted(unknown)}", file=sys.stderr)
         return 2

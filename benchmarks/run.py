@@ -69,6 +69,7 @@ class ServeSettings:
     tile: int = HANDLER_DEFAULTS.tile_size
     overlap: int = HANDLER_DEFAULTS.tile_overlap
     channels_last: bool = HANDLER_DEFAULTS.channels_last
+    decode_threads: int = HANDLER_DEFAULTS.decode_threads
 
     def torchserve_config(self, device: str) -> dict[str, Any]:
         """TorchServe's own model-config.yaml keys for ``device`` ("cpu", "cuda", "cuda:N")."""
@@ -81,7 +82,7 @@ class ServeSettings:
         """The ``handler:`` section these settings ask for (other keys at their defaults)."""
         return replace(HANDLER_DEFAULTS, tile_size=self.tile, tile_overlap=self.overlap,
                        tile_batch_size=self.tile_batch, half_precision=self.precision == "fp16",
-                       channels_last=self.channels_last)
+                       channels_last=self.channels_last, decode_threads=self.decode_threads)
 
     def model_config(self, device: str) -> str:
         """The archive's model-config.yaml for ``device``, as YAML text (PyYAML, through

@@ -115,7 +115,7 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path):
     assert (row["format"], bulk["format"]) == ("png", "npy")
     assert bulk["served"]["failures"] == 0 and bulk["served"]["tiles_per_s"] > 0
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
-    compiled = report["bare"]["compiled"]  # the rebuilt network, compiled (aot_eager on the CPU)
+    compiled = report["bare"]["compiled"]  # the last stage: the rebuilt network, compiled (aot_eager on the CPU)
     assert compiled["backend"] == "aot_eager" and compiled["tiles_per_s"] > 0
     assert compiled["argmax_agreement_with_torchscript"] == 1.0
     served = row["served"]  # 2 users in 2 locust processes: each process counts its own answers
