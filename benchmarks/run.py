@@ -119,13 +119,20 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
     if int(row["Request Count"]) == 0:
         raise RuntimeError(f"no {target} request was answered within {duration} s of load "
                            f"({users} users): give it a longer --duration")
+    failures_file = Path(f"{prefix}_failures.csv")
+    reasons: dict[str, int] = {}
+    if failures_file.exists():  # locust's own: one row per distinct error, with its count
+        with failures_file.open() as fh:
+            for r in csv.DictReader(fh):
+                reasons[r["Error"][:200]] = reasons.get(r["Error"][:200], 0) + int(r["Occurrences"])
     tiles = {"tiles": 0, "images": 0, "late": 0}
     for part in tiles_out.parent.glob(tiles_out.name + ".*"):  # one file per locust process
         counted = json.loads(part.read_text())
         tiles = {k: tiles[k] + counted[k] for k in tiles}
         part.unlink()
     return {"users": users, "duration_s": duration, "requests": int(row["Request Count"]),
-            "failures": int(row["Failure Count"]), "requests_per_s": float(row["Requests/s"]),
+            "failures": int(row["Failure Count"]), "failure_reasons": reasons,
+            "requests_per_s": float(row["Requests/s"]),
             "p50_ms": float(row["50%"]), "p95_ms": float(row["95%"]), "p99_ms": float(row["99%"]),
             "images_in_window": tiles["images"], "late_answers": tiles["late"],
             "tiles_per_s": tiles["tiles"] / duration,

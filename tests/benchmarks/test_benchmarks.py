@@ -197,3 +197,38 @@ def test_predict_benchmark_pairs_bare_and_local_runs(tmp_path):
     for key in ("local_over_bare", "local_over_bare_by_cpu_time", "kept_over_default_allocator"):
         assert len(result[key]["pairs"]) == 2 and all(r > 0 for r in result[key]["pairs"]), key
     assert result["bare_tiles_per_s"]["median"] > 0
+
+
+def test_locust_rows_say_why_requests_failed(tmp_path):
+    """A real HTTP server on loopback that answers every request with 503 (TorchServe's answer
+    when its job queue is full): the row counts the failures and keeps locust's reasons."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks.run import run_locust
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"code": 503, "message": "Model \\"geoseg\\" has no worker to serve"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        manifest = write_image_set(tmp_path / "images", "tiles", 1, tile=64, overlap=16,
+                                   tile_side=64)
+        row = run_locust(f"http://127.0.0.1:{server.server_port}", "geoseg", manifest, 1, 2,
+                         tmp_path)
+    finally:
+        server.shutdown()
+    assert row["requests"] > 0 and row["failures"] == row["requests"]
+    assert sum(row["failure_reasons"].values()) == row["failures"]
+    assert any("503" in reason for reason in row["failure_reasons"])
