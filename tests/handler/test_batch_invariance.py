@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from handler.encode import encode_png
-from handler.inference import tile_predictor, warm_up
+from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, tile_predictor, warm_up
 from handler.tiling import segment_images
 from model.artifact import load_artifact, save_artifact
 from model.builder import build_model
@@ -42,6 +42,45 @@ def predictor(tmp_path_factory: pytest.TempPathFactory):
     predict = tile_predictor(model, DEVICE, half, channels_last=True)
     warm_up(predict, MICRO_BATCH, TILE)  # what the handler does at start
     return predict, artifact.classes
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """The served default on the same export: blended class probabilities, with micro-batches
+    of lone tiles answered by an argmax on the device."""
+    torch.manual_seed(0)
+    table = ClassTable.load()
+    path = tmp_path_factory.mktemp("export-served") / "model.pt"
+    net = build_model(ARCH, num_classes=table.num_classes).eval()
+    save_artifact(script_model(net), export_meta(table, ARCH), path)
+    artifact = load_artifact(path, DEVICE)
+    config = HandlerConfig(tile_size=TILE, tile_overlap=OVERLAP, tile_batch_size=MICRO_BATCH)
+    model = artifact.network.half() if DEVICE.type == "cuda" else artifact.network
+    scores, lone = config_predictor(model, DEVICE, config), lone_tile_predictor(model, DEVICE, config)
+    assert lone is not None
+    for p in (scores, lone):
+        warm_up(p, MICRO_BATCH, TILE)
+    return scores, lone, artifact.classes
+
+
+def test_a_lone_tile_gets_the_same_bytes_from_the_device_argmax_and_from_blending(served):
+    """Served default: a one-tile image batched with other one-tile images (argmax on the
+    device) and batched with a scene's tiles (scores blended on the host) gets the same bytes."""
+    scores, lone, table = served
+    tile = generate_scene((TILE, TILE), seed=45)[0]
+    others = [generate_scene((TILE, TILE), seed=60 + k)[0] for k in range(3)]
+    scene = generate_scene((TILE, 2 * TILE), seed=46)[0]
+    calls = []
+
+    def counted(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return lone(batch)
+
+    on_device = segment_images([tile, *others], scores, TILE, OVERLAP, MICRO_BATCH, lone_ids=counted)
+    assert calls == [MICRO_BATCH]  # the four one-tile images went to the device argmax
+    blended = segment_images([scene, tile], scores, TILE, OVERLAP, MICRO_BATCH, lone_ids=counted)
+    assert calls == [MICRO_BATCH]  # beside the scene's tiles: blended on the host
+    assert encode_png(on_device[0], table) == encode_png(blended[1], table)
 
 
 def answers(predictor, images: list[np.ndarray]) -> list[bytes]:

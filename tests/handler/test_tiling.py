@@ -137,3 +137,15 @@ def test_score_ids_predictor_is_the_argmax_of_its_own_scores_ties_included():
     assert set(np.unique(ids)) >= {0, 1}  # both sides of the rule occur; class 2 never wins a tie
     for k in range(2):
         np.testing.assert_array_equal(ids[k], class_ids(scores[k]))
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 17])
+def test_first_max_class_is_numpys_argmax_ties_included(classes):
+    from handler.inference import first_max_class
+
+    rng = np.random.default_rng(classes)
+    scores = rng.integers(0, 4, size=(3, classes, 37, 53)).astype(np.float32)  # many exact ties
+    scores[:, :, 0, 0] = 1.0  # every class tied: the first one wins
+    ids = first_max_class(torch.from_numpy(scores)).numpy()
+    assert ids.dtype == np.uint8 and ids.shape == (3, 37, 53)
+    np.testing.assert_array_equal(ids, scores.argmax(1))
