@@ -30,37 +30,39 @@ TILE, OVERLAP, MICRO_BATCH = 128, 16, 4
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory):
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """A randomly initialised ``ARCH`` exported like a trained model, loaded on ``DEVICE`` in
+    the served precision: (network, class table)."""
     torch.manual_seed(0)
     table = ClassTable.load()
     path = tmp_path_factory.mktemp("export") / "model.pt"
     net = build_model(ARCH, num_classes=table.num_classes).eval()
     save_artifact(script_model(net), export_meta(table, ARCH), path)
     artifact = load_artifact(path, DEVICE)
-    half = DEVICE.type == "cuda"
-    model = artifact.network.half() if half else artifact.network
-    predict = tile_predictor(model, DEVICE, half, channels_last=True)
-    warm_up(predict, MICRO_BATCH, TILE)  # what the handler does at start
-    return predict, artifact.classes
+    model = artifact.network.half() if DEVICE.type == "cuda" else artifact.network
+    return model, artifact.classes
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):
-    """The served default on the same export: blended class probabilities, with micro-batches
-    of lone tiles answered by an argmax on the device."""
-    torch.manual_seed(0)
-    table = ClassTable.load()
-    path = tmp_path_factory.mktemp("export-served") / "model.pt"
-    net = build_model(ARCH, num_classes=table.num_classes).eval()
-    save_artifact(script_model(net), export_meta(table, ARCH), path)
-    artifact = load_artifact(path, DEVICE)
+def predictor(exported):
+    """Class ids per tile (the hard split's predictor)."""
+    model, table = exported
+    predict = tile_predictor(model, DEVICE, DEVICE.type == "cuda", channels_last=True)
+    warm_up(predict, MICRO_BATCH, TILE)  # what the handler does at start
+    return predict, table
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    """The served default: blended class probabilities, with micro-batches of lone tiles
+    answered by an argmax on the device."""
+    model, table = exported
     config = HandlerConfig(tile_size=TILE, tile_overlap=OVERLAP, tile_batch_size=MICRO_BATCH)
-    model = artifact.network.half() if DEVICE.type == "cuda" else artifact.network
     scores, lone = config_predictor(model, DEVICE, config), lone_tile_predictor(model, DEVICE, config)
     assert lone is not None
     for p in (scores, lone):
         warm_up(p, MICRO_BATCH, TILE)
-    return scores, lone, artifact.classes
+    return scores, lone, table
 
 
 def test_a_lone_tile_gets_the_same_bytes_from_the_device_argmax_and_from_blending(served):
