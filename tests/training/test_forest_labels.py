@@ -129,3 +129,21 @@ def test_forest_refresh_runs_before_the_epochs_it_names(tiny_landcoverai, tmp_pa
     for epoch in range(4):  # 0-based: epochs 2, 3 and 4 (1-based) refresh
         refresh_forest_labels(args, dataset, Constant(), torch.device("cpu"), epoch)
     assert calls == [0, 1, 2]
+
+
+def test_forest_table_times_a_run_to_the_forests_level(tmp_path):
+    """Seconds to the forest's mIoU: the forest labels' seconds plus the epochs up to the first
+    one that reaches it; never (inf) when no epoch does."""
+    import json
+
+    from training.experiments.forest_table import run_row
+
+    run = tmp_path / "run"
+    run.mkdir()
+    epochs = [{"val_miou": v, "seconds": 10.0} for v in (0.30, 0.45, 0.40, 0.50)]
+    config = {"forest_labels": {"seconds": {"features": 3.0, "fit": 2.0}}}
+    (run / "metrics.json").write_text(json.dumps({"config": config, "epochs": epochs}))
+    row = run_row(run, level=44.0)
+    assert row["reach"] == 25.0 and row["seconds"] == 45.0
+    assert row["final"] == 50.0 and row["best"] == 50.0
+    assert run_row(run, level=60.0)["reach"] == float("inf")
