@@ -13,14 +13,16 @@ LEFT_RGB, RIGHT_RGB = (40, 100, 200), (200, 180, 120)
 
 
 def two_halves(path: Path, height: int = 300, width: int = 400, crs: str = "EPSG:32640",
-               seed: int = 0) -> Path:
-    """A GeoTIFF whose left half is noisy blue and right half noisy sand: (3, H, W) uint8 at
+               seed: int = 0, left: tuple[int, int, int] = LEFT_RGB,
+               right: tuple[int, int, int] = RIGHT_RGB, noise: float = 12.0) -> Path:
+    """A GeoTIFF whose left half is noisy blue and right half noisy sand (or ``left`` and
+    ``right`` with Gaussian ``noise`` of that standard deviation): (3, H, W) uint8 at
     ``ORIGIN``, ``PIXEL_M`` m pixels."""
     rng = np.random.default_rng(seed)
     rgb = np.empty((height, width, 3), np.float64)
-    rgb[:, : width // 2] = LEFT_RGB
-    rgb[:, width // 2:] = RIGHT_RGB
-    rgb += rng.normal(0, 12, rgb.shape)
+    rgb[:, : width // 2] = left
+    rgb[:, width // 2:] = right
+    rgb += rng.normal(0, noise, rgb.shape)
     bands = np.moveaxis(np.clip(rgb, 0, 255).astype(np.uint8), -1, 0)
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3,
                        dtype="uint8", crs=crs, transform=from_origin(*ORIGIN, PIXEL_M, PIXEL_M)) as dst:

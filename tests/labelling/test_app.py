@@ -139,6 +139,30 @@ def test_quick_map_follows_the_clicks_and_suggestions_avoid_them(tmp_path, table
 
 
 
+def test_quick_map_follows_the_regions_of_the_photo_where_the_forest_is_unsure(tmp_path, table):
+    """The page's map blends the forest's probabilities with their mean within the overview's
+    regions: fewer class changes inside regions than the forest's own per-pixel map."""
+    path = two_halves(tmp_path / "ortho.tif", left=(110, 110, 110), right=(170, 170, 170),
+                      noise=60.0)
+    app = LabellingApp([path], tmp_path / "clicks.gpkg", table)
+    for row in (30, 150, 270):
+        app.add({"image": "ortho", "row": row, "col": 60, "class_id": 0})
+        app.add({"image": "ortho", "row": row, "col": 340, "class_id": 1})
+    clicks = app.store.all()
+    shown = app.mapper.map("ortho", clicks).classes
+    per_pixel = app.mapper._forest_map("ortho", clicks)[2].argmax(0)
+    regions = app.mapper._overview_regions("ortho")
+    app.close()
+
+    def mixed_regions(classes: np.ndarray) -> int:
+        pairs = np.unique(np.stack([regions.ravel(), classes.ravel()]), axis=1)
+        return int((np.bincount(pairs[0]) > 1).sum())
+
+    assert mixed_regions(per_pixel) > 0  # the forest alone varies inside some regions
+    assert mixed_regions(shown) < mixed_regions(per_pixel)
+    assert (shown[:, :190] == 0).mean() > 0.95 and (shown[:, 210:] == 1).mean() > 0.95
+
+
 TINY_TRAINING = TrainingSettings(epochs=1, steps_per_epoch=2,
                                  extra=("--batch-size", "2", "--crop-size", "128", "--threads", "1"))
 

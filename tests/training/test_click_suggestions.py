@@ -101,3 +101,17 @@ def test_suggestions_around_one_doubtful_spot_are_spread_not_piled_up():
     gaps = np.hypot(*(picks[:, None, :2] - picks[None, :, :2]).transpose(2, 0, 1))
     assert gaps[~np.eye(4, dtype=bool)].min() >= 10
     assert np.hypot(picks[0, 0] - 40, picks[0, 1] - 30) <= 1.5  # the first is the most doubtful
+
+
+def test_the_simulation_scores_the_map_averaged_within_regions_too():
+    rng = np.random.default_rng(1)
+    images = []
+    for k in range(2):
+        mask = np.zeros((40, 50), np.uint8)
+        mask[:, 25:] = 1
+        features = rng.normal(0, 1.0, (40, 50, 4)).astype(np.float32)
+        features[..., 0] += mask == 1  # a weak feature: the per-pixel map is speckled
+        regions = (np.arange(50)[None, :] // 25 + 2 * (np.arange(40)[:, None] // 20)).astype(np.int64)
+        images.append(GridImage(f"im{k}", features, mask, np.broadcast_to(regions, (40, 50)).copy()))
+    (row,) = curve("random", images, [5], 2, 0, SuggestionSettings(min_distance=4))
+    assert row["miou"] < 90 and row["miou_regions"]["1.0"] > row["miou"] + 5

@@ -65,3 +65,18 @@ def test_train_option_forest_segments_reaches_the_expander(tiny_landcoverai, tmp
     assert dataset.expander is not None and dataset.expander.segments == SegmentSettings(scale=50.0)
     default = parse_args(["--data", str(tiny_landcoverai), "--out", str(tmp_path / "run2")])
     assert default.forest_segments == 0.0
+
+
+def test_region_blend_moves_each_pixel_towards_its_regions_mean_by_the_weight():
+    from training.labels.segments import region_blend
+
+    segments = np.array([[0, 0, 1, 1]])
+    probs = np.array([[[0.9, 0.3, 0.2, 0.2]], [[0.1, 0.7, 0.8, 0.8]]], np.float32)  # (2, 1, 4)
+    np.testing.assert_allclose(region_blend(probs, segments, 0.0), probs)
+    means = region_blend(probs, segments, 1.0)
+    np.testing.assert_allclose(means[0, 0], [0.6, 0.6, 0.2, 0.2], atol=1e-6)
+    half = region_blend(probs, segments, 0.5)
+    np.testing.assert_allclose(half[0, 0], [0.75, 0.45, 0.2, 0.2], atol=1e-6)
+    assert half.dtype == np.float32
+    # the unsure pixel (0.3 vs 0.7) keeps its own class at 0.5, follows its region at 1
+    assert half.argmax(0)[0, 1] == 1 and means.argmax(0)[0, 1] == 0

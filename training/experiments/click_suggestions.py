@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from model.class_table import IGNORE_INDEX
 from training.data.options import add_data_args, load_table, open_source
 from training.data.sources import DatasetError
 from training.labels.forest import ForestSettings, class_probabilities, fit_forest, pixel_features
+from training.labels.segments import SegmentSettings, image_segments, region_blend
 from training.points.files import Points, simulate_points
 from training.points.suggest import SuggestionSettings, second_opinion, suggest_clicks
 from training.run.metrics import confusion_matrix, scores
@@ -51,11 +52,14 @@ FIRST_CLICKS = 2
 
 @dataclass
 class GridImage:
-    """One image on the scoring grid: ``features`` (h, w, F) float32, ``mask`` (h, w) uint8."""
+    """One image on the scoring grid: ``features`` (h, w, F) float32, ``mask`` (h, w) uint8,
+    ``regions`` (h, w) int64 region ids of the whole image's segmentation on the grid (None:
+    the maps are not averaged within regions)."""
 
     key: str
     features: np.ndarray
     mask: np.ndarray
+    regions: Optional[np.ndarray] = None
 
     @property
     def classes(self) -> int:
@@ -63,14 +67,18 @@ class GridImage:
         return int(np.count_nonzero(np.unique(self.mask) != IGNORE_INDEX))
 
 
-def load_grid(source: Any, stride: int) -> list[GridImage]:
-    """Every image of ``source`` as a :class:`GridImage` (features of the whole image, then every
-    ``stride``-th pixel)."""
+def load_grid(source: Any, stride: int, segments: Optional[SegmentSettings] = None
+              ) -> list[GridImage]:
+    """Every image of ``source`` as a :class:`GridImage` (features and, with ``segments``,
+    regions of the whole image, then every ``stride``-th pixel)."""
     images = []
     for index in range(len(source)):
         sample = source.load(index)
         features = pixel_features(sample.image)[::stride, ::stride].copy()
-        images.append(GridImage(sample.key, features, sample.mask[::stride, ::stride].copy()))
+        regions = None if segments is None else \
+            image_segments(sample.image, segments)[::stride, ::stride].copy()
+        images.append(GridImage(sample.key, features, sample.mask[::stride, ::stride].copy(),
+                                regions))
         print(f"  features {index + 1}/{len(source)}", end="\r", flush=True)
     print()
     return images
@@ -90,9 +98,15 @@ class Learner:
             model = second_opinion(x, y, seed)
             self.second = [class_probabilities(model, im.features, num_classes) for im in images]
 
-    def miou(self, images: list[GridImage], num_classes: int) -> float:
-        """mIoU (%) of the argmax maps against the masks, over all images."""
-        cm = sum(confusion_matrix(p.argmax(0), im.mask, num_classes)
+    def miou(self, images: list[GridImage], num_classes: int, region_weight: float = 0.0
+             ) -> float:
+        """mIoU (%) of the argmax maps against the masks, over all images; ``region_weight``
+        w: of (1 - w) x the probabilities + w x their mean within each image's regions
+        (``training.labels.segments.region_blend``; the labelling page's map)."""
+        def shown(p: np.ndarray, im: GridImage) -> np.ndarray:
+            return p if im.regions is None else region_blend(p, im.regions, region_weight)
+
+        cm = sum(confusion_matrix(shown(p, im).argmax(0), im.mask, num_classes)
                  for p, im in zip(self.probs, images))
         return 100.0 * scores(np.asarray(cm)).miou
 
@@ -139,8 +153,11 @@ def next_round(strategy: str, images: list[GridImage], clicks: list[Points], lea
 
 
 def curve(strategy: str, images: list[GridImage], budgets: list[int], num_classes: int,
-          seed: int, settings: SuggestionSettings) -> list[dict[str, float]]:
-    """mIoU at each budget (clicks per class and photo) for one strategy and seed."""
+          seed: int, settings: SuggestionSettings, region_weights: tuple[float, ...] = (1.0,)
+          ) -> list[dict[str, Any]]:
+    """mIoU at each budget (clicks per class and photo) for one strategy and seed; where the
+    images have regions, also ``miou_regions`` {weight: mIoU} of the maps blended with their
+    region means at each of ``region_weights``."""
     rows = []
     pairs = [im.classes for im in images]
     clicks = stratified(images, FIRST_CLICKS, seed)
@@ -160,10 +177,16 @@ def curve(strategy: str, images: list[GridImage], budgets: list[int], num_classe
                     break  # nothing left to suggest
         learner = Learner(images, clicks, num_classes, seed, False)
         miou = learner.miou(images, num_classes)
-        rows.append({"per_class": per_class, "clicks": int(sum(len(c) for c in clicks)),
-                     "miou": round(miou, 2), "seconds": round(time.perf_counter() - t0, 1)})
+        row: dict[str, Any] = {"per_class": per_class, "clicks": int(sum(len(c) for c in clicks)),
+                               "miou": round(miou, 2), "seconds": round(time.perf_counter() - t0, 1)}
+        line = f"mIoU {miou:5.2f}"
+        if images and images[0].regions is not None:
+            blended = {str(w): round(learner.miou(images, num_classes, w), 2) for w in region_weights}
+            row["miou_regions"] = blended
+            line += ", regions " + ", ".join(f"w {w} {v:5.2f}" for w, v in blended.items())
+        rows.append(row)
         print(f"  {strategy:11s} seed {seed} c={per_class:2d} clicks={rows[-1]['clicks']:5d} "
-              f"mIoU {miou:5.2f}", flush=True)
+              f"{line}", flush=True)
     return rows
 
 
@@ -177,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=at_least(1), default=2, help="scoring grid step (px)")
     p.add_argument("--min-distance", type=float, default=SuggestionSettings.min_distance,
                    help="suggestions at least this far apart (grid pixels)")
+    p.add_argument("--segments", type=float, default=0.0, metavar="SCALE",
+                   help="also score each map averaged within Felzenszwalb regions of this scale "
+                        "(the labelling page's quick map; 0: off)")
+    p.add_argument("--region-weights", type=float, nargs="+", default=[1.0],
+                   help="with --segments: weights w of the region means, (1 - w) x pixel + w x "
+                        "region (1: the region mean alone)")
     p.add_argument("--out", type=Path, required=True)
     args: argparse.Namespace = p.parse_args(argv)
     try:
@@ -185,15 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         return fail(str(exc))
     settings = SuggestionSettings(min_distance=args.min_distance)
-    images = load_grid(source, args.stride)
+    segments = SegmentSettings(scale=args.segments) if args.segments > 0 else None
+    images = load_grid(source, args.stride, segments)
     result: dict[str, Any] = {
         "images": len(images), "pairs": sum(im.classes for im in images),
         "stride": args.stride, "first_clicks": FIRST_CLICKS, "settings": asdict(settings),
+        "segments": None if segments is None else asdict(segments),
         "curves": {}}
     for seed in args.seeds:
         for strategy in args.strategies:
             result["curves"].setdefault(strategy, {})[str(seed)] = curve(
-                strategy, images, sorted(args.budgets), len(table.names), seed, settings)
+                strategy, images, sorted(args.budgets), len(table.names), seed, settings,
+                tuple(args.region_weights))
             write_json(args.out / "click-suggestions.json", result)
     print(f"wrote {args.out / 'click-suggestions.json'}")
     return 0

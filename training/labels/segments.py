@@ -51,3 +51,15 @@ def segment_mean(probs: np.ndarray, segments: np.ndarray) -> np.ndarray:
         means = np.bincount(flat, weights=probs[k].ravel(), minlength=regions) / sizes
         out[k] = means[flat].reshape(segments.shape)
     return out
+
+
+def region_blend(probs: np.ndarray, segments: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - ``weight``) x ``probs`` (K, H, W) + ``weight`` x their :func:`segment_mean` over
+    ``segments`` (H, W): (K, H, W) float32. 0 leaves each pixel its own answer, 1 gives every
+    region one answer; in between a region's mean decides where its pixels are unsure."""
+    if weight <= 0:
+        return probs.astype(np.float32, copy=False)
+    means = segment_mean(probs, segments)
+    if weight >= 1:
+        return means
+    return ((1 - weight) * probs + weight * means).astype(np.float32, copy=False)
