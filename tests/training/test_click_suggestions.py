@@ -115,3 +115,27 @@ def test_the_simulation_scores_the_map_averaged_within_regions_too():
         images.append(GridImage(f"im{k}", features, mask, np.broadcast_to(regions, (40, 50)).copy()))
     (row,) = curve("random", images, [5], 2, 0, SuggestionSettings(min_distance=4))
     assert row["miou"] < 90 and row["miou_regions"]["1.0"] > row["miou"] + 5
+
+
+def test_corrections_can_look_at_the_map_the_page_shows():
+    """With a region weight the simulated user corrects the blended map: a speck the forest has
+    wrong inside a region that the region mean gets right is no longer an error to click."""
+    from types import SimpleNamespace
+
+    from training.experiments.click_suggestions import next_round
+
+    mask = np.zeros((20, 40), np.uint8)
+    mask[:, 20:] = 1
+    regions = (np.arange(40)[None, :] // 20).repeat(20, 0).astype(np.int64)
+    probs = np.stack([mask == 0, mask == 1]).astype(np.float32)
+    probs[:, 5:8, 5:8] = probs[::-1, 5:8, 5:8]  # a 3 x 3 speck of the wrong class on the left
+    image = GridImage("im", np.zeros((20, 40, 1), np.float32), mask, regions)
+    learner = SimpleNamespace(probs=[probs], second=[None])
+    have = np.array([[10, 2, 0], [10, 38, 1]], np.int64)
+    settings = SuggestionSettings(min_distance=1)
+    for weight, speck_clicked in ((0.0, True), (1.0, False)):
+        (after,) = next_round("corrections", [image], [have], learner, np.random.default_rng(0),
+                              settings, weight)
+        new = after[len(have):]
+        in_speck = ((new[:, 0] >= 5) & (new[:, 0] < 8) & (new[:, 1] >= 5) & (new[:, 1] < 8))
+        assert in_speck.any() == speck_clicked, weight

@@ -135,26 +135,29 @@ def answered(picks: np.ndarray, mask: np.ndarray) -> Points:
 
 
 def next_round(strategy: str, images: list[GridImage], clicks: list[Points], learner: Learner,
-               rng: np.random.Generator, settings: SuggestionSettings) -> list[Points]:
-    """Clicks after one more round: each image gets one click per class it has clicks of."""
+               rng: np.random.Generator, settings: SuggestionSettings,
+               region_weight: float = 0.0) -> list[Points]:
+    """Clicks after one more round: each image gets one click per class it has clicks of.
+    ``region_weight``: suggestions and corrections look at the map the page shows, the forest's
+    probabilities blended with their region means (0: the per-pixel map)."""
     out = []
     for i, (im, have) in enumerate(zip(images, clicks)):
         count = int(np.unique(have[:, 2]).size)
         valid = im.mask != IGNORE_INDEX
+        probs = learner.probs[i] if im.regions is None else \
+            region_blend(learner.probs[i], im.regions, region_weight)
         if strategy == "corrections":
-            valid &= learner.probs[i].argmax(0) != im.mask
-            picks = suggest_clicks(np.ones_like(learner.probs[i]), None, have, count, rng, valid,
-                                   settings)
+            valid &= probs.argmax(0) != im.mask
+            picks = suggest_clicks(np.ones_like(probs), None, have, count, rng, valid, settings)
         else:
-            picks = suggest_clicks(learner.probs[i], learner.second[i], have, count, rng, valid,
-                                   settings)
+            picks = suggest_clicks(probs, learner.second[i], have, count, rng, valid, settings)
         out.append(np.concatenate([have, answered(picks, im.mask)]))
     return out
 
 
 def curve(strategy: str, images: list[GridImage], budgets: list[int], num_classes: int,
-          seed: int, settings: SuggestionSettings, region_weights: tuple[float, ...] = (1.0,)
-          ) -> list[dict[str, Any]]:
+          seed: int, settings: SuggestionSettings, region_weights: tuple[float, ...] = (1.0,),
+          suggest_weight: float = 0.0) -> list[dict[str, Any]]:
     """mIoU at each budget (clicks per class and photo) for one strategy and seed; where the
     images have regions, also ``miou_regions`` {weight: mIoU} of the maps blended with their
     region means at each of ``region_weights``."""
@@ -172,7 +175,8 @@ def curve(strategy: str, images: list[GridImage], budgets: list[int], num_classe
             while per_class > FIRST_CLICKS and sum(len(c) for c in clicks) < per_class * sum(pairs):
                 learner = Learner(images, clicks, num_classes, seed, strategy == "suggested")
                 before = sum(len(c) for c in clicks)
-                clicks = next_round(strategy, images, clicks, learner, rng, settings)
+                clicks = next_round(strategy, images, clicks, learner, rng, settings,
+                                    suggest_weight)
                 if sum(len(c) for c in clicks) == before:
                     break  # nothing left to suggest
         learner = Learner(images, clicks, num_classes, seed, False)
@@ -206,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--region-weights", type=float, nargs="+", default=[1.0],
                    help="with --segments: weights w of the region means, (1 - w) x pixel + w x "
                         "region (1: the region mean alone)")
+    p.add_argument("--suggest-region-weight", type=float, default=0.0,
+                   help="with --segments: suggestions and corrections look at the map blended "
+                        "with its region means at this weight (0: the per-pixel map)")
     p.add_argument("--out", type=Path, required=True)
     args: argparse.Namespace = p.parse_args(argv)
     try:
@@ -220,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         "images": len(images), "pairs": sum(im.classes for im in images),
         "stride": args.stride, "first_clicks": FIRST_CLICKS, "settings": asdict(settings),
         "segments": None if segments is None else asdict(segments),
+        "suggest_region_weight": args.suggest_region_weight,
         "curves": {}}
     for seed in args.seeds:
         for strategy in args.strategies:
             result["curves"].setdefault(strategy, {})[str(seed)] = curve(
                 strategy, images, sorted(args.budgets), len(table.names), seed, settings,
-                tuple(args.region_weights))
+                tuple(args.region_weights), args.suggest_region_weight)
             write_json(args.out / "click-suggestions.json", result)
     print(f"wrote {args.out / 'click-suggestions.json'}")
     return 0
