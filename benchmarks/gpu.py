@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -504,6 +505,7 @@ def run(plan: GpuPlan, out: Path, stages: tuple[str, ...], log: Callable[[str], 
     save()
     plot(report, Path(f"{base}.png"))
     log(f"wrote {base}.json, .md, .png")
+    shutil.rmtree(workdir, ignore_errors=True)  # the export, images and server logs (kept on error)
     return report
 
 

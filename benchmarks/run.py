@@ -22,6 +22,7 @@ import functools
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -479,8 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_setting(model_path, args.device, settings, manifest, grid.users,
                                 args.duration, workdir / f"setting{k}", peer, labels,
                                 args.client_processes)
-    except (ServerError, RuntimeError) as exc:
-        return fail(str(exc), 1)
+    except (ServerError, RuntimeError) as exc:  # the servers' logs stay for a look
+        return fail(f"{exc} (logs in {workdir})", 1)
+    shutil.rmtree(workdir, ignore_errors=True)  # generated images, archives, server logs
     run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],
                 "torch": torch.__version__, "images": images, "sweep": args.sweep}
     report = write_report(rows, run_info, Path(args.out), f"{stamp}-{args.device.split(':')[0]}",

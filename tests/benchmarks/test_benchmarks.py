@@ -1,6 +1,7 @@
 """Smoke tests of the benchmarks (seconds, a stand-in model): they run and write their files."""
 import io
 import json
+import tempfile
 
 import numpy as np
 
@@ -48,9 +49,12 @@ def test_model_throughput_writes_its_result(tmp_path):
     assert result["gflop_per_tile"] > 0 and result["best"]["tiles_per_s"] > 0
 
 
-def test_bench_run_writes_json_markdown_and_plot(tmp_path):
+def test_bench_run_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "results"
+    scratch = tmp_path / "scratch"  # the run's temporary folder goes here, and away at the end
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert run_main(["--model", str(model), "--users", "1", "--duration", "4",
                      "--image-count", "1", "--tile", "128", "--overlap", "32",
                      "--out", str(out)]) == 0
@@ -72,6 +76,7 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path):
     assert "served ÷ bare" in (out / "results.md").read_text().splitlines()[0]
     assert len((out / "results.md").read_text().splitlines()) == 3
     assert next(out.glob("*.png")).stat().st_size > 1000
+    assert not list(scratch.iterdir())  # images, archive and server logs removed
 
 
 def test_bench_with_the_bulk_format_checks_every_answer(tmp_path):
@@ -98,12 +103,16 @@ def test_handler_profile_times_every_stage(tmp_path):
     assert all(v > 0 for v in stages.values())
 
 
-def test_gpu_command_dry_run_writes_every_table(tmp_path):
+def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     """`python -m benchmarks.gpu --dry-run`: every stage of the GPU run on the CPU, small."""
     from benchmarks.gpu import main as gpu_main
 
     out = tmp_path / "gpu"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert gpu_main(["--dry-run", "--out", str(out)]) == 0
+    assert not list(scratch.iterdir())  # the export, images and server logs removed
     (json_file,) = out.glob("gpu-dry-*.json")
     report = json.loads(json_file.read_text())
     assert report["export"]["parity_max_abs"] <= 1e-4
