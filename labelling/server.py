@@ -6,8 +6,8 @@ opens http://127.0.0.1:8765/ (``--port``; loopback only). Pick a class, click th
 click is saved at once in the GeoPackage (class name in the field ``landcover``, the raster's
 name in ``image``, the rasters' CRS), so nothing is lost when the page or the command stops, and
 reopening the same layer continues. Shift-click deletes a point, dragging one moves it.
-"Quick map" paints the map of a pixel-feature forest fitted on the clicks so far (seconds on a
-CPU; not the GeoSeg network), "Suggest" marks where the next clicks would help most. "Train
+"Quick map" paints the map of a pixel-feature forest fitted on the clicks so far, evened out
+within the photo's regions (seconds on a CPU; not the GeoSeg network), "Suggest" marks where the next clicks would help most. "Train
 GeoSeg" runs ``geoseg train --images RASTERS --points clicks.gpkg --class-field landcover`` in the
 background (MobileNetV3, ``--epochs`` x ``--steps-per-epoch``; runs, maps and logs go to
 ``clicks-geoseg/`` beside the layer), exports it and shows its map; "GeoSeg map" maps the raster

@@ -200,8 +200,8 @@ async function quickMap() {
   const t0 = performance.now();
   try {
     await showOverlay(`/api/map/${encodeURIComponent(page.raster.name)}.png`, "quick", () =>
-      `quick map (a pixel-feature forest on ${page.state.clicks.length} clicks, not the GeoSeg ` +
-      `network): ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      `quick map (pixel-feature forest, ${page.state.clicks.length} clicks, photo regions; ` +
+      `not the GeoSeg network): ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (err) { say(err.message, true); }
 }
 
