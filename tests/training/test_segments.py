@@ -80,3 +80,19 @@ def test_region_blend_moves_each_pixel_towards_its_regions_mean_by_the_weight():
     assert half.dtype == np.float32
     # the unsure pixel (0.3 vs 0.7) keeps its own class at 0.5, follows its region at 1
     assert half.argmax(0)[0, 1] == 1 and means.argmax(0)[0, 1] == 0
+
+
+def test_segment_scale_scores_each_region_weight(tiny_folders, tmp_path):
+    import json
+
+    from training.experiments.segment_scale import main
+
+    out = tmp_path / "scale.json"
+    assert main(["--data", str(tiny_folders), "--classes", str(tiny_folders / "classes.json"),
+                 "--train-dirs", "train", "--val-dirs", "val", "--scale", "1",
+                 "--points-per-class", "5", "--scales", "100", "--min-sizes", "20",
+                 "--weights", "0.5", "1", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    for setting in ("across", "same_scene"):
+        assert set(result[setting]) == {"plain", "100-20", "100-20-w0.5"}
+        assert all(0 <= v <= 100 for v in result[setting].values())

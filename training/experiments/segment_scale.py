@@ -26,26 +26,30 @@ from model.class_table import ClassTable
 from training.data.options import load_table, open_source
 from training.experiments.combine import fit_on_run_points
 from training.labels.forest import class_probabilities, pixel_features
-from training.labels.segments import SegmentSettings, image_segments, segment_mean
+from training.labels.segments import SegmentSettings, image_segments, region_blend
 from training.run.metrics import confusion_matrix, scores
 
 
 def grid_miou(options: argparse.Namespace, table: ClassTable, grid: list[SegmentSettings],
-              progress: bool) -> dict[str, float]:
+              progress: bool, weights: tuple[float, ...] = (1.0,)) -> dict[str, float]:
     """mIoU % of the forest fitted on ``options``' training folders, on its validation folders:
-    ``plain``, and ``scale-min_size`` for each region setting of ``grid``."""
+    ``plain``, and ``scale-min_size`` for each region setting of ``grid`` (the region mean
+    alone), with ``-w<weight>`` for each other weight of the region mean in
+    ``training.labels.segments.region_blend``."""
     train, val = open_source(options, "train", table), open_source(options, "val", table)
     forest = fit_on_run_points(train, options.points_per_class, options.seed)
     k = table.num_classes
-    names = ["plain"] + [f"{g.scale:g}-{g.min_size}" for g in grid]
-    matrices = {name: np.zeros((k, k), np.int64) for name in names}
+    variants = [(f"{g.scale:g}-{g.min_size}" + ("" if w == 1 else f"-w{w:g}"), g, w)
+                for g in grid for w in weights]
+    matrices = {name: np.zeros((k, k), np.int64) for name in ["plain"] + [v[0] for v in variants]}
     for index in tqdm(range(len(val)), desc="photos", disable=not progress, leave=False):
         sample = val.load(index)
         probs = class_probabilities(forest, pixel_features(sample.image), k)
         matrices["plain"] += confusion_matrix(probs.argmax(0), sample.mask, k)
-        for name, settings in zip(names[1:], grid):
-            averaged = segment_mean(probs, image_segments(sample.image, settings))
-            matrices[name] += confusion_matrix(averaged.argmax(0), sample.mask, k)
+        regions = {g: image_segments(sample.image, g) for g in grid}
+        for name, settings, weight in variants:
+            blended = region_blend(probs, regions[settings], weight)
+            matrices[name] += confusion_matrix(blended.argmax(0), sample.mask, k)
     return {name: round(100 * float(scores(m).miou), 2) for name, m in matrices.items()}
 
 
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scales", type=float, nargs="+", default=[100, 300, 600, 1000, 2000])
     p.add_argument("--min-sizes", type=int, nargs="+", default=[20, 50])
+    p.add_argument("--weights", type=float, nargs="+", default=[1.0],
+                   help="weights of the region mean, (1 - w) x pixel + w x region (1: the mean)")
     p.add_argument("--out", type=Path, required=True, help="result JSON")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, object] = {"arguments": {k: v for k, v in vars(args).items() if k != "out"}}
     for name, (train_dirs, val_dirs) in settings.items():
         options = argparse.Namespace(**base, train_dirs=train_dirs, val_dirs=val_dirs)
-        result[name] = grid_miou(options, table, grid, not args.no_progress)
+        result[name] = grid_miou(options, table, grid, not args.no_progress, tuple(args.weights))
         print(name, json.dumps(result[name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
