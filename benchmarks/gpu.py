@@ -40,7 +40,7 @@ import torch
 
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
-from benchmarks.run import ServeSettings, serve_and_load
+from benchmarks.run import ServeSettings, failure_summary, serve_and_load
 from handler.encode import encode
 from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, warm_up
 from handler.tiling import segment_images
@@ -345,7 +345,7 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
                              "served_over_bare": ratio})
                 log(f"  users {load['users']:>4}: {load['tiles_per_s']:8.1f} tiles/s "
                     f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
-                    f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}")
+                    f"p95 {load['p95_ms']:.0f} ms, {failure_summary(load)}")
             progress(result)
     return result
 

@@ -93,6 +93,16 @@ class ServeSettings:
 
 # --- measuring --------------------------------------------------------------------------------
 
+def failure_summary(load: Mapping[str, Any]) -> str:
+    """``failures N`` of a :func:`run_locust` result, with its most frequent reason when there
+    are failures (``failures 12, most: HTTPError('503 Server Error ...')``)."""
+    reasons = load.get("failure_reasons") or {}
+    if not load["failures"] or not reasons:
+        return f"failures {load['failures']}"
+    reason, count = max(reasons.items(), key=lambda item: item[1])
+    return f"failures {load['failures']}, {count} of them: {reason[:120]}"
+
+
 def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
                workdir: Path, processes: int = 1, key: Optional[str] = None) -> dict[str, Any]:
     """Run locust headless against ``host`` (sending the inference ``key`` when given);
@@ -319,7 +329,7 @@ def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest
         print(f"  users {load['users']}: {load['tiles_per_s']:.2f} tiles/s served, "
               f"{bare['tiles_per_s']:.2f} bare (before {bare['before']:.2f}, after "
               f"{bare['after']:.2f}; ratio {row['served_over_bare']:.2f}), "
-              f"p95 {load['p95_ms']:.0f} ms, failures {load['failures']}"
+              f"p95 {load['p95_ms']:.0f} ms, {failure_summary(load)}"
               + (f"; peer {peer_i['tiles_per_s']:.2f} tiles/s" if peer_i else ""), flush=True)
         if load.get("stages"):
             print("    ms per request: " + ", ".join(

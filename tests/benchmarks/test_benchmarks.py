@@ -241,3 +241,7 @@ def test_locust_rows_say_why_requests_failed(tmp_path):
     assert row["requests"] > 0 and row["failures"] == row["requests"]
     assert sum(row["failure_reasons"].values()) == row["failures"]
     assert any("503" in reason for reason in row["failure_reasons"])
+    from benchmarks.run import failure_summary
+
+    line = failure_summary(row)  # what the terminal shows for the row
+    assert line.startswith(f"failures {row['failures']}, {row['failures']} of them: ") and "503" in line
