@@ -425,7 +425,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained",
+                                  gridspec_kw={"width_ratios": (1, 1.3)})
     keys = sorted({(m["precision"], m["channels_last"]) for m in report["bare"]["measurements"]})
     for p, cl in keys:
         ms = [m for m in report["bare"]["measurements"]
@@ -444,17 +445,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
               f"thr., {r['served']['users']} users" for r in rows]
     values = [r["served"]["tiles_per_s"] for r in rows]
     colours = ["tab:blue" if r.get("format", "png") == "npy" else "tab:green" for r in rows]
-    ax2.barh(range(len(rows)), values, color=colours)
+    bars = ax2.barh(range(len(rows)), values, color=colours)
+    ax2.bar_label(bars, fmt="%.0f", padding=3, fontsize=7)
     ax2.set_yticks(range(len(rows)), labels, fontsize=7)
     ax2.invert_yaxis()
     if rows:
         bare = report["served"]["bare_best_tiles_per_s"]
         ax2.axvline(bare, color="k", ls="--", label=f"bare best {bare:.0f}")
         ax2.axvline(0.9 * bare, color="k", ls=":", label="0.9 x bare")
-        ax2.legend(fontsize=7, loc="lower right")
+        ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     ax2.set_xlabel("served tiles / s")
     ax2.set_title("served through TorchServe (npy blue, PNG green)", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -377,20 +377,31 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     xs = [r["served"]["users"] if x_key == "users" else r["settings"][x_key] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.3))
     ax.plot(xs, [r["served"]["tiles_per_s"] for r in rows], "o-", label="served tiles/s")
     ax.plot(xs, [r["bare"]["tiles_per_s"] for r in rows], "kx--", label="bare model tiles/s")
     if all(r.get("peer") for r in rows):
         ax.plot(xs, [r["peer"]["tiles_per_s"] for r in rows], "s-", label="Flask peer tiles/s")
     ax.set_xticks(sorted(set(xs)))  # the measured settings only (a lone one got 15.2, 15.4, ...)
     ax.set_xlabel(x_key)
-    ax.set_ylim(bottom=0)  # served against bare at their true proportion
+    ax.set_ylim(0, 1.1 * ax.get_ylim()[1])  # served against bare at their true proportion
     ax.set_ylabel("tiles / s")
     ax2 = ax.twinx()
-    ax2.plot(xs, [r["served"]["p95_ms"] for r in rows], "r^:", label="served p95 ms")
+    p95 = [r["served"]["p95_ms"] for r in rows]
+    ax2.plot(xs, p95, "r^:", label="served p95 ms")
+    ax2.set_ylim(0, 1.1 * max(p95))  # from 0 too: a lone point got an axis of +-200 ms around it
     ax2.set_ylabel("p95 latency (ms)")
+    if len(rows) == 1:  # a lone row: its values written beside the points
+        (r,) = rows
+        labelled = [(ax, r["served"]["tiles_per_s"], "C0", 8, "tiles/s"),
+                    (ax, r["bare"]["tiles_per_s"], "k", 8, "tiles/s"),
+                    (ax2, r["served"]["p95_ms"], "r", -8, "ms")]
+        for axis, y, colour, dx, unit in labelled:
+            axis.annotate(f"{y:.0f} {unit}", (xs[0], y), xytext=(dx, 0), textcoords="offset points",
+                          ha="left" if dx > 0 else "right", va="center", fontsize=8, color=colour)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=lines, loc="best", fontsize=8)  # labels from the handles
+    ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(lines),
+              fontsize=8)  # below the axes: it never covers a point
     ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}, {rows[0].get('images', 'tiles')}",
                  fontsize=9)
     fig.tight_layout()
