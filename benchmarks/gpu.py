@@ -254,9 +254,7 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
                            tile_batch_size=plan.handler_tile_batch, half_precision=half)
     predict = config_predictor(model, device, config)  # as served: blended scores,
     lone = lone_tile_predictor(model, device, config)   # ids on the device for lone tiles
-    for p in (predict, lone):
-        if p is not None:
-            warm_up(p, plan.handler_tile_batch, plan.tile)
+    warm_up(predict, plan.handler_tile_batch, plan.tile)  # the same network for both
     rows = []
     for fmt, threads in HANDLER_VARIANTS:
         threads = threads or plan.decode_threads

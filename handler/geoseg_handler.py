@@ -68,9 +68,8 @@ class GeoSegHandler(BaseHandler):
         self.predict = config_predictor(self.model, self.device, self.config)
         self.predict_lone = lone_tile_predictor(self.model, self.device, self.config)
         self.decode_pool = decode_pool(self.config.decode_threads)
-        for predict in (self.predict, self.predict_lone):
-            if predict is not None:
-                warm_up(predict, self.config.micro_batch(self.device), self.config.tile_size)
+        # one warm-up: the lone-tile predictor runs the same network at the same shape
+        warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
         self.initialized = True
         logger.info("GeoSeg model %s on %s as %s, classes %s, %s, freed memory kept: %s",

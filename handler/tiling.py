@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 
 TilePredictor = Callable[[np.ndarray], np.ndarray]
 """(B, tile, tile, 3) uint8 RGB -> (B, K, tile, tile) float32 class scores (blended with a
@@ -148,18 +149,23 @@ def read_window(image: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.nda
     return image.take(rows, axis=0).take(cols, axis=1)  # 3.5x faster than one 2-D fancy index
 
 
-def class_ids(scores: np.ndarray) -> np.ndarray:
-    """``scores.argmax(0)`` of (K, H, W) scores as (H, W) uint8 (K <= 256), the first class
-    winning ties as in numpy; one pass per class over contiguous rows, about twice as fast as
-    numpy's strided reduction over the first axis (3.8 against 7.4 ms for 5 x 512 x 512 here).
-    Scores must not be NaN."""
-    best = scores[0].copy()
-    ids = np.zeros(best.shape, dtype=np.uint8)
-    for k in range(1, scores.shape[0]):
-        better = scores[k] > best
-        np.maximum(best, scores[k], out=best)
-        np.putmask(ids, better, k)
+def first_max_class(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(1)`` of (B, K, H, W) scores as (B, H, W) uint8 (K <= 256), on their
+    device, the first class winning ties (as ``torch.argmax`` and numpy). One pass per class over
+    contiguous planes: on the CPU about 6x faster than torch's reduction over the class axis (3.3
+    against 20 ms for 5 x 512 x 512 here). Scores must not be NaN."""
+    best = scores[:, 0].clone()
+    ids = torch.zeros(best.shape, dtype=torch.uint8, device=scores.device)
+    for k in range(1, scores.shape[1]):
+        ids.masked_fill_(scores[:, k] > best, k)
+        torch.maximum(best, scores[:, k], out=best)
     return ids
+
+
+def class_ids(scores: np.ndarray) -> np.ndarray:
+    """:func:`first_max_class` of (K, H, W) host scores: (H, W) uint8, the first class winning
+    ties (about twice as fast as numpy's strided ``argmax(0)``)."""
+    return first_max_class(torch.from_numpy(scores)[None])[0].numpy()
 
 
 def cut(image: np.ndarray, t: Tile, tile: int) -> np.ndarray:
@@ -304,8 +310,8 @@ def _stitched(images: Sequence[np.ndarray], predict: TilePredictor, tile: int, o
         batch = np.zeros((max(1, micro_batch), tile, tile, 3), dtype=np.uint8)
         for slot, (k, _, _, t) in enumerate(chunk):
             batch[slot] = cut(images[k], t, tile)
-        alone = lone_ids is not None and not keep_scores and all(k in lone for k, *_ in chunk)
-        answers = lone_ids(batch) if alone and lone_ids is not None else predict(batch)
+        alone = not keep_scores and all(k in lone for k, *_ in chunk)
+        answers = (lone_ids if lone_ids is not None and alone else predict)(batch)
         for (k, r, c, t), answer in zip(chunk, answers):
             stitchers[k].add(r, c, t, answer)
     return stitchers
