@@ -28,6 +28,12 @@ from model.class_table import ClassTable
 
 META_FILE = "geoseg.json"
 META_FORMAT = "geoseg-torchscript/1"
+FOREST_FILE = "forest.npz"
+"""Extra file of a model trained with forest labels: the clicks' features and class ids the
+forest is refitted from (``training.labels.forest.ForestSamples.to_bytes``; arrays, no pickle).
+Absent from other exports."""
+FOREST_SAMPLES = "forest_samples"
+"""The same bytes' key in a training checkpoint."""
 
 ARCH = "arch"
 CLASSES = "classes"
@@ -60,6 +66,8 @@ class Artifact:
     network: torch.jit.ScriptModule
     classes: ClassTable
     meta: dict[str, Any]
+    forest_samples: Optional[bytes] = None
+    """:data:`FOREST_FILE`'s bytes, None where the model has none."""
 
     @property
     def arch(self) -> str:
@@ -91,17 +99,22 @@ def quiet_jit() -> Iterator[None]:
         yield
 
 
-def save_artifact(scripted: torch.jit.ScriptModule, meta: dict[str, Any], path: str | Path) -> None:
-    """Write ``scripted`` with ``meta`` as its :data:`META_FILE` to ``path``."""
+def save_artifact(scripted: torch.jit.ScriptModule, meta: dict[str, Any], path: str | Path,
+                  forest_samples: Optional[bytes] = None) -> None:
+    """Write ``scripted`` with ``meta`` as its :data:`META_FILE` (and ``forest_samples`` as its
+    :data:`FOREST_FILE` when given) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {META_FILE: json.dumps(meta)}
+    if forest_samples:
+        extra[FOREST_FILE] = forest_samples
     with quiet_jit():
-        torch.jit.save(scripted, str(path), _extra_files={META_FILE: json.dumps(meta)})
+        torch.jit.save(scripted, str(path), _extra_files=extra)
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load an export onto ``device``. Raises ArtifactError when it is not a GeoSeg export."""
-    extra = {META_FILE: ""}
+    extra: dict[str, Any] = {META_FILE: "", FOREST_FILE: ""}
     try:
         with quiet_jit():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
@@ -116,4 +129,4 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
         classes = ClassTable.from_dict(meta[CLASSES])
     except (json.JSONDecodeError, KeyError, ValueError) as exc:
         raise ArtifactError(f"{path}: unreadable {META_FILE} ({exc})") from exc
-    return Artifact(module.eval(), classes, meta)
+    return Artifact(module.eval(), classes, meta, bytes(extra[FOREST_FILE]) or None)

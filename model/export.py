@@ -27,6 +27,7 @@ from model.artifact import (
     DEFAULT_TILE_OVERLAP,
     DEFAULT_TILE_SIZE,
     EPOCH,
+    FOREST_SAMPLES,
     META_FORMAT,
     SOURCE_CHECKPOINT,
     TRAIN_TILE_SIZE,
@@ -76,15 +77,17 @@ def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int =
 
 
 def export_model(model: NormalizedSegmenter, table: ClassTable, arch: str, out: str | Path,
-                 extra: dict[str, Any] | None = None, parity_size: int = 128) -> float:
+                 extra: dict[str, Any] | None = None, parity_size: int = 128,
+                 forest_samples: bytes | None = None) -> float:
     """Script ``model``, check it against the eager one on a (1, 3, parity_size, parity_size)
-    input and save it with its metadata to ``out``; returns the parity difference (raises
-    ParityError above :data:`PARITY_TOLERANCE`)."""
+    input and save it with its metadata (and the ``forest_samples`` of a run with forest
+    labels) to ``out``; returns the parity difference (raises ParityError above
+    :data:`PARITY_TOLERANCE`)."""
     scripted = script_model(model)
     diff = parity(model, scripted, parity_size)
     if not diff <= PARITY_TOLERANCE:
         raise ParityError(f"scripted model differs from eager by {diff:.3g} > {PARITY_TOLERANCE}")
-    save_artifact(scripted, export_meta(table, arch, extra), out)
+    save_artifact(scripted, export_meta(table, arch, extra), out, forest_samples)
     return diff
 
 
@@ -96,7 +99,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, parity_size: int 
              VAL_MIOU: ckpt.get("best_miou"), TRAIN_TILE_SIZE: ckpt.get("crop_size")}
     if ckpt.get(BAND_SCALING):
         extra[BAND_SCALING] = ckpt[BAND_SCALING]  # rasters that are not 8-bit: handler.scaling
-    return export_model(model, table, ckpt["arch"], out, extra, parity_size)
+    return export_model(model, table, ckpt["arch"], out, extra, parity_size,
+                        ckpt.get(FOREST_SAMPLES))
 
 
 FORMATS = ("torchscript", "onnx", "dlpk")

@@ -50,6 +50,10 @@ def build_parser():
                    help="TorchServe's key_file.json, or a file holding the inference key alone "
                         "(default: key_file.json of the current folder, if any)")
     p.add_argument("--device", default=None, help="local mode: cpu or cuda (default: cuda if present)")
+    p.add_argument("--no-forest", action="store_true",
+                   help="local mode: map with the network alone, also with a model that carries "
+                        "its forest (trained with forest labels: by default network and forest "
+                        "map together; a server maps with the network alone)")
     p.add_argument("--tile", type=at_least(16), default=defaults.tile_size,
                    help="tile side in pixels (must match the server's with --server)")
     p.add_argument("--overlap", type=at_least(0), default=defaults.tile_overlap,
@@ -186,7 +190,7 @@ def make_segmenter(args, config: HandlerConfig):
     from scene.run import LocalSegmenter
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LocalSegmenter(args.model, device, config)
+    return LocalSegmenter(args.model, device, config, forest=not args.no_forest)
 
 
 def summary_line(result: SceneResult) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 import torch
@@ -23,13 +23,16 @@ from tqdm import tqdm
 from handler.encode import mark_nodata
 from handler.inference import HandlerConfig, config_predictor, warm_up
 from handler.scaling import BandScaling
-from handler.tiling import TilePredictor, segment_images
+from handler.tiling import TilePredictor, blended_scores, segment_images
 from model.artifact import ArtifactError, load_artifact
 from model.class_table import ClassTable
 from scene.output import assemble, statistics, write_preview, write_statistics
 from scene.parts import PartStore
 from scene.source import SceneError, SceneSource
 from scene.windows import SceneWindow, keep_in_read, plan_windows
+
+if TYPE_CHECKING:
+    from training.labels.fusion import ForestFusion
 
 
 class Segmenter(Protocol):
@@ -48,13 +51,23 @@ class Segmenter(Protocol):
 class LocalSegmenter:
     """An exported model run in this process like the handler runs it (same tile predictor,
     micro-batch and warm-up), so its classes equal a server's for the same tiles: a TorchScript
-    export on ``device``, or an ONNX export (``.onnx``) through onnxruntime on the CPU."""
+    export on ``device``, or an ONNX export (``.onnx``) through onnxruntime on the CPU.
+
+    A TorchScript export that carries its forest (a model trained with forest labels) maps with
+    network and forest together (:mod:`training.labels.fusion`) unless ``forest`` is False, with
+    blended tiles only. A window is read with at least the overlap (96 px by default) of context
+    on every side inside the scene, more than the forest's features need (72 px), so its forest
+    probabilities equal the whole scene's; its regions are the window's own, so a region that
+    reaches past the context may average differently on either side of a window's edge (measured
+    in ``tests/scene/test_seams.py``). A server maps with the network alone."""
 
     workers = 1
 
-    def __init__(self, model: str | Path, device: str, config: HandlerConfig) -> None:
+    def __init__(self, model: str | Path, device: str, config: HandlerConfig,
+                 forest: bool = True) -> None:
         self.path = Path(model)
         self.config = config
+        self.fusion: Optional[ForestFusion] = None
         if self.path.suffix.lower() == ".onnx":
             self.table, self.scaling, self.predict = onnx_segmenter_parts(self.path, config)
             self.micro_batch = config.micro_batch("cpu")
@@ -70,17 +83,38 @@ class LocalSegmenter:
             network = artifact.network.half() if half else artifact.network
             self.micro_batch = config.micro_batch(self.device)
             self.predict = config_predictor(network, self.device, config)
+            if forest and artifact.forest_samples and config.blended:
+                self.fusion = fusion_of(artifact.forest_samples, self.table, self.path)
         warm_up(self.predict, self.micro_batch, config.tile_size)
 
     def __call__(self, source: SceneSource, bands: np.ndarray,
                  valid: Optional[np.ndarray]) -> np.ndarray:
-        (classes,) = segment_images([source.rgb(bands)], self.predict, self.config.tile_size,
-                                    self.config.tile_overlap, self.micro_batch, margins=[0])
+        image = source.rgb(bands)
+        tile, overlap = self.config.tile_size, self.config.tile_overlap
+        if self.fusion is not None:
+            (probs,) = blended_scores([image], self.predict, tile, overlap, self.micro_batch,
+                                      margins=[0])
+            classes = self.fusion.classes(image, probs)
+        else:
+            (classes,) = segment_images([image], self.predict, tile, overlap, self.micro_batch,
+                                        margins=[0])
         return mark_nodata(classes, valid)
 
     def fingerprint(self) -> dict[str, Any]:
         stat = self.path.stat()
-        return {"model": f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}"}
+        return {"model": f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}",
+                "forest": self.fusion is not None}
+
+
+def fusion_of(samples: bytes, table: ClassTable, path: Path) -> ForestFusion:
+    """The forest of an export's samples; SceneError naming ``path`` when they are unreadable."""
+    from training.labels.forest import ForestSamples
+    from training.labels.fusion import ForestFusion
+
+    try:
+        return ForestFusion(ForestSamples.from_bytes(samples), table.num_classes)
+    except ValueError as exc:
+        raise SceneError(f"{path}: unreadable forest samples ({exc})") from None
 
 
 def onnx_segmenter_parts(path: Path, config: HandlerConfig

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,24 @@ from common.allocator import keep_freed_memory
 from common.cli import fail, show_messages, warn
 from model.builder import PretrainedWeightsError
 from model.checkpoint import CheckpointError
-from model.class_table import ClassTableError
+from model.class_table import ClassTable, ClassTableError
 from training.config import OptionError, TrainConfig, parse_config
 from training.data.sources import DatasetError
+from training.labels.forest import ForestSamples
+from training.labels.fusion import ForestFusion
 from training.points.files import PointFileError
-from training.points.options import PointInputError
+from training.points.options import PointInputError, Validation
 from training.run.device import DeviceError, resolve_device
 from training.run.distributed import DistributedError, Group, join, launch, under_torchrun
 from training.run.inputs import training_data
 from training.run.loop import run_epoch, training_loss
-from training.run.records import log_epoch, run_config, single_class_warning, write_metrics
+from training.run.records import (
+    log_epoch,
+    log_with_forest,
+    run_config,
+    single_class_warning,
+    write_metrics,
+)
 from training.run.state import checkpoint_payload, new_run_state, resume_if_possible, save_checkpoints
 
 RUN_FILES = ("last.pt", "best.pt")
@@ -118,7 +127,7 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
     check_distributed(args, device, group.world_size)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset, validate, table, data = training_data(args, group)
+    dataset, validate, table, data, forest_samples = training_data(args, group)
     steps = args.steps_per_epoch or math.ceil(len(dataset) / (args.batch_size * group.world_size))
     state = new_run_state(args, table, device, steps * args.epochs, group)
     loss_of = training_loss(args, device, state.teacher)
@@ -143,14 +152,33 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
         if group.is_main:
             if args.overwrite and epoch == state.start_epoch:
                 remove_previous_run(out)  # only now: a run that fails in its first epoch keeps the old one
-            save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch), improved)
+            save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch,
+                                                     forest_samples), improved)
             write_metrics(out, config, state.history)
             log_epoch(record, args.epochs)
+    if forest_samples is not None and state.history and stop > state.start_epoch:
+        with_forest = final_map_with_forest(state.model, validate, forest_samples, table, device,
+                                            not args.no_progress)
+        if group.is_main:
+            write_metrics(out, config, state.history, with_forest)
+            log_with_forest(with_forest, state.history[-1])
     if group.is_main and state.history:
         problem = single_class_warning(state.history[-1], table)
         if problem:
             warn(problem)
     return best_record
+
+
+def final_map_with_forest(model: torch.nn.Module, validate: Validation, samples: ForestSamples,
+                          table: ClassTable, device: torch.device, progress: bool
+                          ) -> dict[str, Any]:
+    """The validation record of the final network's map with the forest fitted on ``samples``
+    (:mod:`training.labels.fusion`: what ``geoseg predict`` draws with the exported model), and
+    the forest's seconds."""
+    model.eval()
+    fusion = ForestFusion(samples, table.num_classes)
+    record = validate(model, device, progress, None, 0, fusion)
+    return record | {"forest_seconds": {k: round(v, 2) for k, v in asdict(fusion.timings).items()}}
 
 
 def launch_problem(args: TrainConfig) -> str | None:

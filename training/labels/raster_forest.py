@@ -13,28 +13,25 @@ import numpy as np
 from model.class_table import IGNORE_INDEX
 from scene.source import Window
 from training.labels.forest import (
+    FEATURE_BLOCK,
+    FEATURE_MARGIN,
     FOREST_THRESHOLD,
     FeatureStack,
     ForestLabelStats,
+    ForestSamples,
     ForestSettings,
     Timings,
     class_probabilities,
     features_at,
-    fit_forest,
     progress_over,
     sure_classes,
     timed_features,
 )
 from training.points.files import Points
 
-RASTER_BLOCK = 512
-"""Side in pixels of the blocks a raster is read in for its forest labels. scikit-image computes
-the features in float64: 72 of them over a 656 px read (512 + 2 x 72 of context) peak at about
-250 MB, so every raster, large or small, costs the same memory."""
-FEATURE_MARGIN = 72
-"""Context read around a block: 4 x the largest sigma (16 px), where scikit-image truncates its
-Gaussians, and a few pixels for the derivatives after them, so that a block's features equal the
-whole raster's (measured: exactly, where 64 px left differences of 3e-7)."""
+RASTER_BLOCK = FEATURE_BLOCK
+"""Side in pixels of the blocks a raster is read in for its forest labels (every raster, large
+or small, costs the same memory: see :data:`~training.labels.forest.FEATURE_BLOCK`)."""
 
 
 def raster_blocks(height: int, width: int, block: int = RASTER_BLOCK,
@@ -122,7 +119,8 @@ class RasterForestLabels:
         y_all = np.concatenate(ys) if ys else np.zeros(0, np.int64)
         if y_all.size == 0:
             raise ValueError("the forest needs at least one clicked point")
-        self.forest = fit_forest(np.concatenate(xs), y_all, settings, self.timings)
+        self.samples = ForestSamples(np.concatenate(xs), y_all, stack, settings)
+        self.forest = self.samples.fit(self.timings)
         self.clicks = int(y_all.size)
         self.labels: list[BlockLabels] = []
         for source, raster_points in progress_over(list(zip(sources, points)), progress,

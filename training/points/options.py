@@ -5,13 +5,15 @@ the GIS stack (GDAL through rasterio and pyogrio, PROJ, GEOS) that reading a poi
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import torch
 
 from common.cli import at_least, existing_file
+
+if TYPE_CHECKING:
+    from training.labels.fusion import ForestFusion
 
 RANDOM_CROP_SHARE = 0.2
 """Default share of the training crops placed anywhere on a raster (the rest hold a point)."""
@@ -23,8 +25,14 @@ class PointInputError(ValueError):
 
 DEFAULT_VAL_FRACTION = 0.2
 
-Validation = Callable[[torch.nn.Module, torch.device, bool, Optional[Path], int], dict[str, Any]]
-"""(model, device, progress, picture folder, max pictures) -> the epoch record's val_* fields."""
+class Validation(Protocol):
+    """(model, device, progress, picture folder, max pictures) -> the epoch record's val_*
+    fields; with ``fusion``, those of the map of the network and the forest together
+    (:mod:`training.labels.fusion`)."""
+
+    def __call__(self, model: torch.nn.Module, device: torch.device, progress: bool,
+                 pictures: Optional[Path], max_pictures: int,
+                 fusion: Optional[ForestFusion] = None) -> dict[str, Any]: ...
 
 
 def add_point_args(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,8 @@ from handler.scaling import BandScaling
 from model.artifact import BAND_SCALING
 from model.class_table import IGNORE_INDEX, ClassTable
 from scene.source import SceneError, cap_gdal_cache, list_rasters, open_raster, reading_note
+from training.labels.forest import ForestSamples
+from training.labels.fusion import ForestFusion
 from training.points.evaluation import ValidationRaster, pair_masks, validate_points
 from training.points.layer import (
     MatchResult,
@@ -85,6 +87,8 @@ class PointData:
     masks: dict[Path, Path]
     forest_stats: Optional[dict[str, Any]] = None
     """What ``--expand forest`` labelled (set by :meth:`dataset`)."""
+    forest_samples: Optional[ForestSamples] = None
+    """What that forest was fitted on (set by :meth:`dataset`)."""
 
     def dataset(self, args: argparse.Namespace | TrainConfig, pad_label: int = IGNORE_INDEX) -> RasterPointDataset:
         """The training crops: rasters that hold training points."""
@@ -103,6 +107,7 @@ class PointData:
             dataset.use_forest_labels(forest.labels)
             stats = forest.stats()
             self.forest_stats = asdict(stats)
+            self.forest_samples = forest.samples
             LOG.info(stats.summary(f"the pixels near the points of {stats.images} rasters"))
         return dataset
 
@@ -115,9 +120,10 @@ class PointData:
         rasters, table, scaling = self.validation_rasters(), self.table, self.scaling
 
         def run(model: torch.nn.Module, device: torch.device, progress: bool,
-                pictures: Optional[Path], max_pictures: int) -> dict[str, Any]:
-            found = validate_points(predictor(model, device, amp), rasters, table, scaling,
-                                    pictures, max_pictures, progress)
+                pictures: Optional[Path], max_pictures: int,
+                fusion: Optional[ForestFusion] = None) -> dict[str, Any]:
+            found = validate_points(predictor(model, device, amp, fusion=fusion), rasters, table,
+                                    scaling, pictures, max_pictures, progress)
             return found.record(table)
         return run
 

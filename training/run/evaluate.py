@@ -17,12 +17,14 @@ from tqdm import tqdm
 
 from common.cli import at_least, blocked_path, existing_file, fail, parser, refuse_overwrite
 from handler.inference import HandlerConfig, tile_predictor
-from handler.tiling import segment_images
-from model.artifact import load_artifact
+from handler.tiling import blended_scores, segment_images
+from model.artifact import FOREST_SAMPLES, load_artifact
 from model.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from model.class_table import ClassTable, ClassTableError
 from training.data.options import add_data_args, open_source
 from training.data.sources import DatasetError, SampleSource, image_from_tensor, to_tensors
+from training.labels.forest import ForestSamples
+from training.labels.fusion import ForestFusion
 from training.points.files import Points, simulate_points
 from training.run.device import DeviceError, resolve_device
 from training.run.metrics import SegmentationScores, confusion_matrix, scores
@@ -35,18 +37,25 @@ keyword ``margin``: the context reflected at the image's edges (None: the handle
 
 
 def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False,
-              config: Optional[HandlerConfig] = None) -> Predictor:
+              config: Optional[HandlerConfig] = None,
+              fusion: Optional[ForestFusion] = None) -> Predictor:
     """Wrap a network returning ``{"out": logits}`` (eval mode) into a predictor that segments
     an image exactly as the TorchServe handler and ``geoseg predict`` do: ``handler.tiling``'s
     tiles of ``config`` (None: ``HandlerConfig()``, the served defaults), blended the same way,
-    so validation scores what a user gets. ``amp``: float16 autocast (CUDA)."""
+    so validation scores what a user gets. ``amp``: float16 autocast (CUDA). With ``fusion``,
+    the map of network and forest together (:mod:`training.labels.fusion`), as ``geoseg
+    predict`` draws it for a model that carries its forest."""
     config = config or HandlerConfig()
-    scores = tile_predictor(model, device, scores=config.blended)
+    scores = tile_predictor(model, device, scores=config.blended or fusion is not None)
     micro_batch = config.tile_batch_size or 1   # a padded batch of 16 would cost 16 tiles each
 
     def predict(x: torch.Tensor, margin: Optional[int] = None) -> torch.Tensor:
         image = image_from_tensor(x[0])
         with torch.autocast(device.type, torch.float16, enabled=amp):
+            if fusion is not None:
+                (probs,) = blended_scores([image], scores, config.tile_size, config.tile_overlap,
+                                          micro_batch, [margin])
+                return torch.from_numpy(fusion.classes(image, probs))[None]
             (ids,) = segment_images([image], scores, config.tile_size, config.tile_overlap,
                                     micro_batch, [margin])
         return torch.from_numpy(ids)[None]
@@ -83,12 +92,26 @@ def evaluate_source(predict: Predictor, source: SampleSource, table: ClassTable,
 def load_for_evaluation(path: str | Path, device: torch.device
                         ) -> tuple[torch.nn.Module, ClassTable]:
     """A checkpoint (``.pt`` from training) or an exported TorchScript file, and its table."""
+    model, table, _ = load_with_forest(path, device)
+    return model, table
+
+
+def load_with_forest(path: str | Path, device: torch.device
+                     ) -> tuple[torch.nn.Module, ClassTable, Optional[ForestSamples]]:
+    """:func:`load_for_evaluation` and the forest samples the file carries (a model trained with
+    forest labels), or None. Raises CheckpointError when they cannot be read."""
+    model: torch.nn.Module
     try:
         artifact = load_artifact(path, device)
-        return artifact.network, artifact.classes
+        model, table, data = artifact.network, artifact.classes, artifact.forest_samples
     except (RuntimeError, ValueError):
-        model, table = model_from_checkpoint(read_checkpoint(path), path)
-        return model.to(device).eval(), table
+        ckpt = read_checkpoint(path)
+        model, table = model_from_checkpoint(ckpt, path)
+        model, data = model.to(device).eval(), ckpt.get(FOREST_SAMPLES)
+    try:
+        return model, table, ForestSamples.from_bytes(data) if data else None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: unreadable forest samples ({exc})") from None
 
 
 def format_scores(result: SegmentationScores, table: ClassTable) -> str:
@@ -113,6 +136,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder for comparison pictures (pictures of the same images are replaced)")
     p.add_argument("--max-pictures", type=at_least(0), default=8,
                    help="pictures to write into --pictures")
+    p.add_argument("--no-forest", action="store_true",
+                   help="score the network alone, also for a model that carries its forest "
+                        "(trained with forest labels: by default its map is network and forest "
+                        "together, as geoseg predict draws it)")
     add_data_args(p)
     return p.parse_args(argv)
 
@@ -139,10 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(problem)
     try:
         device = resolve_device(args.device)
-        model, table = load_for_evaluation(args.model, device)
+        model, table, samples = load_with_forest(args.model, device)
         source = open_source(args, args.split, table)
-        cm = evaluate_source(predictor(model, device), source, table, args.pictures,
-                             args.max_pictures)
+        fusion = None if samples is None or args.no_forest else ForestFusion(samples, table.num_classes)
+        if fusion is not None:
+            print(f"map: network and forest together ({len(fusion.samples.y)} clicks; --no-forest: "
+                  f"the network alone)")
+        cm = evaluate_source(predictor(model, device, fusion=fusion), source, table,
+                             args.pictures, args.max_pictures)
     except (CheckpointError, DatasetError, ClassTableError, DeviceError) as exc:
         return fail(str(exc))
     result = scores(cm)

@@ -17,7 +17,8 @@ from training.config import DEFAULT_POINTS_PER_CLASS, OptionError, TrainConfig
 from training.data.options import load_table, open_source
 from training.data.sources import PointSupervisedDataset, SampleSource
 from training.labels.expansion import PADDING, ExpandedPointDataset, ExpansionConfig, SuperpixelCache
-from training.labels.forest import ForestExpander
+from training.labels.forest import ForestExpander, ForestSamples
+from training.labels.fusion import ForestFusion
 from training.labels.segments import SegmentSettings
 from training.points.files import Points, georeferencing, image_key, read_point_annotations
 from training.points.options import Validation
@@ -146,8 +147,9 @@ def dense_validation(args: TrainConfig, val_source: SampleSource, table: ClassTa
     scores its block of the images and the confusion matrices are summed. Pictures show the
     point file's points (``annotations``) where it has them, else simulated ones."""
     def run(model: torch.nn.Module, device: torch.device, progress: bool,
-            pictures: Path | None, max_pictures: int) -> dict[str, Any]:
-        cm = evaluate_source(predictor(model, device, amp=device.type == "cuda"),
+            pictures: Path | None, max_pictures: int,
+            fusion: ForestFusion | None = None) -> dict[str, Any]:
+        cm = evaluate_source(predictor(model, device, amp=device.type == "cuda", fusion=fusion),
                              group.share_source(val_source), table, pictures, max_pictures,
                              args.points_per_class or DEFAULT_POINTS_PER_CLASS, args.seed, progress,
                              annotations)
@@ -159,9 +161,11 @@ def dense_validation(args: TrainConfig, val_source: SampleSource, table: ClassTa
 
 
 def training_data(args: TrainConfig, group: Group = SINGLE
-                  ) -> tuple[TrainingSet, Validation, ClassTable, dict[str, Any]]:
-    """The training dataset, the validation, the class table and what the data options resolved
-    to: rasters + a point layer (``--images``), or a dataset with dense masks (``--data``)."""
+                  ) -> tuple[TrainingSet, Validation, ClassTable, dict[str, Any],
+                             ForestSamples | None]:
+    """The training dataset, the validation, the class table, what the data options resolved
+    to, and what the forest of ``--expand forest`` was fitted on (None without it): rasters + a
+    point layer (``--images``), or a dataset with dense masks (``--data``)."""
     if args.images is not None:
         from training.points.run import prepare_points  # GDAL, PROJ and GEOS: only for --points
 
@@ -173,7 +177,8 @@ def training_data(args: TrainConfig, group: Group = SINGLE
         data = points.config() | {"train_images": len(dataset),
                                   "val_images": len(points.validation_rasters()),
                                   "points_per_class": None}
-        return dataset, points.validation(group.device.type == "cuda"), points.table, data
+        return (dataset, points.validation(group.device.type == "cuda"), points.table, data,
+                points.forest_samples)
     table: ClassTable = load_table(args)
     check_alpha(args.alpha, table)
     train_source = open_source(args, "train", table)
@@ -182,7 +187,10 @@ def training_data(args: TrainConfig, group: Group = SINGLE
     facts: dict[str, Any] = {"train_images": len(train_source), "val_images": len(val_source)}
     crops = training_dataset(args, train_source, table, annotations)
     expander = getattr(crops, "expander", None)
+    samples = None
     if isinstance(expander, ForestExpander):
         facts["forest_labels"] = asdict(expander.stats())
-    return crops, dense_validation(args, val_source, table, group, annotations), table, facts
+        samples = expander.samples
+    return (crops, dense_validation(args, val_source, table, group, annotations), table, facts,
+            samples)
 

@@ -33,10 +33,15 @@ def run_config(args: TrainConfig, device: torch.device, data: dict[str, Any], st
                       "global_batch_size": args.batch_size * group.world_size}
 
 
-def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any]]) -> None:
-    """``metrics.json`` (config + one record per epoch) and a flat ``metrics.csv``."""
-    (out / "metrics.json").write_text(json.dumps({"config": config, "epochs": history},
-                                                 indent=2) + "\n")
+def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any]],
+                  with_forest: dict[str, Any] | None = None) -> None:
+    """``metrics.json`` (config + one record per epoch, and ``with_forest``: the validation of
+    the final network's map with its forest, for a run with forest labels) and a flat
+    ``metrics.csv``."""
+    record: dict[str, Any] = {"config": config, "epochs": history}
+    if with_forest is not None:
+        record["final_with_forest"] = with_forest
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     rows = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))}
             | {f"iou_{n}": v for n, v in r["val_iou"].items()}
             | {f"dense_iou_{n}": v for n, v in r.get("val_dense_iou", {}).items()} for r in history]
@@ -45,6 +50,12 @@ def write_metrics(out: Path, config: dict[str, Any], history: list[dict[str, Any
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def log_with_forest(with_forest: dict[str, Any], final: dict[str, Any]) -> None:
+    """The final map's line: network and forest together against the network alone."""
+    LOG.info(f"final map, network and forest together: mIoU {100 * with_forest['val_miou']:.2f}% "
+             f"(the network alone {100 * final['val_miou']:.2f}%)")
 
 
 def log_epoch(record: dict[str, Any], epochs: int) -> None:

@@ -1,0 +1,149 @@
+"""The map of network and forest together: the forest refitted from the samples a run keeps,
+carried through checkpoint and export, scored at the end of training and by ``geoseg
+evaluate``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.artifact import load_artifact
+from model.export import export_checkpoint
+from training.labels.forest import (
+    ForestSamples,
+    ForestSettings,
+    class_probabilities,
+    image_probabilities,
+    pixel_features,
+)
+from training.labels.fusion import ForestFusion
+from training.run.evaluate import load_with_forest
+from training.run.evaluate import main as evaluate_main
+from training.train import main as train_main
+
+SMALL_FOREST = ForestSettings(n_estimators=20, n_jobs=1, random_state=0)
+
+
+def two_field_photo(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A photo of a green left half and a sandy right half with some texture, and its mask
+    (class 0 left, 1 right)."""
+    rng = np.random.default_rng(0)
+    image = np.empty((size, size, 3), np.uint8)
+    image[:, : size // 2] = (60, 140, 60)
+    image[:, size // 2:] = (200, 180, 120)
+    image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, size // 2:] = 1
+    return image, mask
+
+
+def samples_of(image: np.ndarray, mask: np.ndarray, clicks: int = 8) -> ForestSamples:
+    """Features and classes at ``clicks`` random pixels of each class."""
+    rng = np.random.default_rng(1)
+    features = pixel_features(image)
+    rows, cols = [], []
+    for c in np.unique(mask):
+        r, k = np.nonzero(mask == c)
+        pick = rng.choice(r.size, clicks, replace=False)
+        rows.append(r[pick])
+        cols.append(k[pick])
+    r, k = np.concatenate(rows), np.concatenate(cols)
+    return ForestSamples(features[r, k], mask[r, k].astype(np.int64), settings=SMALL_FOREST)
+
+
+def test_samples_round_trip_to_the_same_forest() -> None:
+    image, mask = two_field_photo()
+    samples = samples_of(image, mask)
+    again = ForestSamples.from_bytes(samples.to_bytes())
+    np.testing.assert_array_equal(again.x, samples.x)
+    np.testing.assert_array_equal(again.y, samples.y)
+    assert again.stack == samples.stack and again.settings == samples.settings
+    features = pixel_features(image)
+    np.testing.assert_array_equal(class_probabilities(samples.fit(), features, 2),
+                                  class_probabilities(again.fit(), features, 2))
+    with pytest.raises(ValueError, match="not forest samples"):
+        ForestSamples.from_bytes(b"not an npz")
+
+
+def test_image_probabilities_in_blocks_equal_the_whole_image() -> None:
+    image, mask = two_field_photo(150)
+    forest = samples_of(image, mask).fit()
+    whole = class_probabilities(forest, pixel_features(image), 2)
+    np.testing.assert_allclose(image_probabilities(forest, image, 2, block=40), whole, atol=1e-6)
+
+
+def test_fusion_follows_the_forest_where_a_network_is_unsure_and_wrong() -> None:
+    image, mask = two_field_photo()
+    fusion = ForestFusion(samples_of(image, mask), 2)
+    network = np.empty((2, *mask.shape), np.float32)
+    network[0], network[1] = 0.6, 0.4            # unsure, and wrong on the right half
+    classes = fusion.classes(image, network)
+    assert (classes == mask).mean() > 0.95
+    assert (network.argmax(0) == mask).mean() == 0.5
+    sure = np.stack([np.ones_like(mask, np.float32), np.zeros_like(mask, np.float32)])
+    assert (fusion.classes(image, sure) == 0).all()  # a sure network is not overruled
+    with pytest.raises(ValueError, match="network probabilities"):
+        fusion.probabilities(image, network[:, :10])
+
+
+FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",
+        "--steps-per-epoch", "1", "--no-progress", "--max-pictures", "0"]
+
+
+def test_a_forest_labels_run_keeps_its_forest_through_export_and_evaluate(
+        tiny_landcoverai, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert train_main(["--data", str(tiny_landcoverai), "--out", str(run), "--epochs", "1",
+                       "--points-per-class", "5", "--expand", "forest", *FAST]) == 0
+    printed = capsys.readouterr()
+    log = printed.out + printed.err
+    metrics = json.loads((run / "metrics.json").read_text())
+    fused, network = metrics["final_with_forest"], metrics["epochs"][-1]
+    assert "network and forest together" in log
+    assert fused["forest_seconds"]["predict"] > 0
+    _, _, samples = load_with_forest(run / "last.pt", torch.device("cpu"))
+    assert samples is not None and len(samples.y) == metrics["config"]["forest_labels"]["clicks"]
+
+    export_checkpoint(run / "last.pt", tmp_path / "model.pt")
+    artifact = load_artifact(tmp_path / "model.pt")
+    assert artifact.forest_samples is not None
+    assert ForestSamples.from_bytes(artifact.forest_samples).x.shape == samples.x.shape
+
+    scores = {}
+    for name, extra in (("fused", []), ("network", ["--no-forest"])):
+        out = tmp_path / f"{name}.json"
+        assert evaluate_main(["--model", str(tmp_path / "model.pt"), "--data",
+                              str(tiny_landcoverai), "--json", str(out), *extra]) == 0
+        scores[name] = json.loads(out.read_text())["miou"]
+    assert scores["fused"] == pytest.approx(fused["val_miou"], abs=1e-9)
+    assert scores["network"] == pytest.approx(network["val_miou"], abs=1e-9)
+    assert scores["fused"] != scores["network"]
+
+
+def test_a_run_without_forest_labels_carries_no_forest(tiny_landcoverai, tmp_path) -> None:
+    run = tmp_path / "run"
+    assert train_main(["--data", str(tiny_landcoverai), "--out", str(run), "--epochs", "1",
+                       "--points-per-class", "5", "--expand", "none", *FAST]) == 0
+    assert "final_with_forest" not in json.loads((run / "metrics.json").read_text())
+    assert load_with_forest(run / "last.pt", torch.device("cpu"))[2] is None
+
+
+def test_attach_forest_rebuilds_the_samples_a_run_kept(tiny_landcoverai, tmp_path) -> None:
+    from model.artifact import FOREST_SAMPLES
+    from model.checkpoint import read_checkpoint, save_checkpoint
+    from training.experiments.attach_forest import main as attach_main
+
+    run = tmp_path / "run"
+    assert train_main(["--data", str(tiny_landcoverai), "--out", str(run), "--epochs", "1",
+                       "--points-per-class", "4", "--expand", "forest", "--seed", "3",
+                       *FAST]) == 0
+    kept = ForestSamples.from_bytes(read_checkpoint(run / "last.pt")[FOREST_SAMPLES])
+    save_checkpoint(run / "last.pt", read_checkpoint(run / "last.pt") | {FOREST_SAMPLES: None})
+    assert load_with_forest(run / "last.pt", torch.device("cpu"))[2] is None
+    assert attach_main([str(run), "--checkpoints", "last.pt"]) == 0
+    again = ForestSamples.from_bytes(read_checkpoint(run / "last.pt")[FOREST_SAMPLES])
+    np.testing.assert_array_equal(again.x, kept.x)
+    np.testing.assert_array_equal(again.y, kept.y)
+    assert again.settings == kept.settings
