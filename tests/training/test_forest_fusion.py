@@ -3,6 +3,8 @@ carried through checkpoint and export, scored at the end of training and by ``ge
 evaluate``."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -92,13 +94,21 @@ FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-s
         "--steps-per-epoch", "1", "--no-progress", "--max-pictures", "0"]
 
 
+@pytest.fixture(scope="module")
+def forest_run(tiny_landcoverai, tmp_path_factory) -> tuple:
+    """A one-epoch run with forest labels on the tiny dataset, and what it printed."""
+    run = tmp_path_factory.mktemp("forest-run") / "run"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = train_main(["--data", str(tiny_landcoverai), "--out", str(run), "--epochs", "1",
+                           "--points-per-class", "5", "--expand", "forest", "--seed", "0", *FAST])
+    assert code == 0
+    return run, out.getvalue() + err.getvalue()
+
+
 def test_a_forest_labels_run_keeps_its_forest_through_export_and_evaluate(
-        tiny_landcoverai, tmp_path, capsys) -> None:
-    run = tmp_path / "run"
-    assert train_main(["--data", str(tiny_landcoverai), "--out", str(run), "--epochs", "1",
-                       "--points-per-class", "5", "--expand", "forest", *FAST]) == 0
-    printed = capsys.readouterr()
-    log = printed.out + printed.err
+        forest_run, tiny_landcoverai, tmp_path) -> None:
+    run, log = forest_run
     metrics = json.loads((run / "metrics.json").read_text())
     fused, network = metrics["final_with_forest"], metrics["epochs"][-1]
     assert "network and forest together" in log
@@ -147,3 +157,17 @@ def test_attach_forest_rebuilds_the_samples_a_run_kept(tiny_landcoverai, tmp_pat
     np.testing.assert_array_equal(again.x, kept.x)
     np.testing.assert_array_equal(again.y, kept.y)
     assert again.settings == kept.settings
+
+
+def test_fusion_grid_scores_the_shipped_mix_as_training_did(forest_run, tmp_path) -> None:
+    from training.experiments.fusion_grid import main as grid_main
+
+    run, _ = forest_run
+    out = tmp_path / "grid.json"
+    assert grid_main([str(run), "--forest-weights", "0.5", "1", "--scales", "100",
+                      "--region-weights", "1", "--out", str(out)]) == 0
+    rows = {(r["forest_weight"], r["scale"], r["region_weight"]): r["miou"]
+            for r in json.loads(out.read_text())["rows"]}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert rows[(0.5, 100, 1.0)] == pytest.approx(metrics["final_with_forest"]["val_miou"], abs=1e-9)
+    assert rows[(0.0, None, 0.0)] == pytest.approx(metrics["epochs"][-1]["val_miou"], abs=1e-9)
