@@ -3,6 +3,7 @@ pixels it is sure of, and the training targets carry those labels."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.class_table import IGNORE_INDEX as U
@@ -149,7 +150,7 @@ def test_forest_table_times_a_run_to_the_forests_level(tmp_path):
     assert run_row(run, level=60.0)["reach"] == float("inf")
     assert "shipped" not in row
     (run / "shipped.json").write_text(json.dumps({"miou": 0.55}))
-    assert run_row(run)["shipped"] == 55.0      # geoseg evaluate --json of a run given its forest
+    assert run_row(run)["shipped"] == pytest.approx(55.0)  # geoseg evaluate --json of a run given its forest
     (run / "metrics.json").write_text(json.dumps({"config": config, "epochs": epochs,
                                                   "final_with_forest": {"val_miou": 0.6}}))
-    assert run_row(run)["shipped"] == 60.0      # the run's own, first
+    assert run_row(run)["shipped"] == pytest.approx(60.0)  # the run's own, first
