@@ -20,7 +20,7 @@ from training.labels.forest import (
     image_probabilities,
     pixel_features,
 )
-from training.labels.fusion import ForestFusion
+from training.labels.fusion import FOREST_WEIGHT, REGION_WEIGHT, ForestFusion
 from training.run.evaluate import load_with_forest
 from training.run.evaluate import main as evaluate_main
 from training.train import main as train_main
@@ -85,7 +85,9 @@ def test_fusion_follows_the_forest_where_a_network_is_unsure_and_wrong() -> None
     assert (classes == mask).mean() > 0.95
     assert (network.argmax(0) == mask).mean() == 0.5
     sure = np.stack([np.ones_like(mask, np.float32), np.zeros_like(mask, np.float32)])
-    assert (fusion.classes(image, sure) == 0).all()  # a sure network is not overruled
+    assert (fusion.classes(image, sure) == mask).mean() > 0.95   # the forest has 3/4 of the say
+    network_first = ForestFusion(fusion.samples, 2, forest_weight=0.25)
+    assert (network_first.classes(image, sure) == 0).all()
     with pytest.raises(ValueError, match="network probabilities"):
         fusion.probabilities(image, network[:, :10])
 
@@ -164,10 +166,11 @@ def test_fusion_grid_scores_the_shipped_mix_as_training_did(forest_run, tmp_path
 
     run, _ = forest_run
     out = tmp_path / "grid.json"
-    assert grid_main([str(run), "--forest-weights", "0.5", "1", "--scales", "100",
-                      "--region-weights", "1", "--out", str(out)]) == 0
+    assert grid_main([str(run), "--forest-weights", str(FOREST_WEIGHT), "1", "--scales", "100",
+                      "--region-weights", str(REGION_WEIGHT), "--out", str(out)]) == 0
     rows = {(r["forest_weight"], r["scale"], r["region_weight"]): r["miou"]
             for r in json.loads(out.read_text())["rows"]}
     metrics = json.loads((run / "metrics.json").read_text())
-    assert rows[(0.5, 100, 1.0)] == pytest.approx(metrics["final_with_forest"]["val_miou"], abs=1e-9)
+    shipped = rows[(FOREST_WEIGHT, 100, REGION_WEIGHT)]
+    assert shipped == pytest.approx(metrics["final_with_forest"]["val_miou"], abs=1e-9)
     assert rows[(0.0, None, 0.0)] == pytest.approx(metrics["epochs"][-1]["val_miou"], abs=1e-9)

@@ -2,12 +2,14 @@
 
 The network (trained on the clicks and the forest's confident labels) and the pixel-feature
 forest (fitted on the same clicks) are wrong in different places, and a per-pixel answer is
-speckled. The map takes, at every pixel, the mean of the network's class probabilities (the
-blended tile scores whose argmax is the network's own map) and the forest's, averages that mean
-within the photo's regions (:mod:`training.labels.segments`: Felzenszwalb regions, scale 100,
-chosen on dubai-aerial tiles 1-4 only) and takes the argmax. On dubai-aerial (10 clicks per class
-and photo, seeds 0-2, docs/results.md) this map scored 47.04 % mIoU across scenes and 61.29 % on
-the same scene, against 41.27 % and 53.54 % for the network alone.
+speckled. The map mixes, at every pixel, the network's class probabilities (the blended tile
+scores whose argmax is the network's own map) 1 : 3 with the forest's, blends each pixel's mix
+1 : 3 with its mean over the photo's regions (:mod:`training.labels.segments`: Felzenszwalb
+regions, scale 100) and takes the argmax. The weights were chosen on dubai-aerial tiles 3-4
+(``training.experiments.fusion_grid``); applied to tiles 5-6 (10 clicks per class and photo,
+seeds 0-2, docs/results.md) the map scored 48.92 % mIoU across scenes and 62.05 % on the same
+scene, against 41.63 % and 52.90 % for the network alone and 42.50 % and 54.04 % for the forest
+peer.
 
 The forest is refitted from the :class:`~training.labels.forest.ForestSamples` a training run
 keeps (in its checkpoints and the exported model), so the map needs neither the training images
@@ -20,10 +22,13 @@ from typing import Any
 import numpy as np
 
 from training.labels.forest import ForestSamples, Timings, image_probabilities
-from training.labels.segments import SegmentSettings, image_segments, segment_mean
+from training.labels.segments import SegmentSettings, image_segments, region_blend
 
-FOREST_WEIGHT = 0.5
+FOREST_WEIGHT = 0.75
 """Share of the forest in the mean of class probabilities (the network has the rest)."""
+REGION_WEIGHT = 0.75
+"""Share of the region's mean in each pixel's answer (:func:`training.labels.segments.region_blend`:
+1 gives every region one answer, 0 leaves each pixel its own)."""
 
 
 class ForestFusion:
@@ -33,23 +38,23 @@ class ForestFusion:
 
     def __init__(self, samples: ForestSamples, num_classes: int,
                  segments: SegmentSettings = SegmentSettings(),
-                 forest_weight: float = FOREST_WEIGHT) -> None:
+                 forest_weight: float = FOREST_WEIGHT, region_weight: float = REGION_WEIGHT) -> None:
         self.samples, self.num_classes = samples, num_classes
-        self.segments, self.forest_weight = segments, forest_weight
+        self.segments, self.forest_weight, self.region_weight = segments, forest_weight, region_weight
         self.timings = Timings()
         self.forest: Any = samples.fit(self.timings)
 
     def probabilities(self, image: np.ndarray, network: np.ndarray) -> np.ndarray:
         """(K, H, W) float32: ``network`` (K, H, W) class probabilities of ``image`` (H, W, 3)
-        uint8 averaged with the forest's, then within the image's regions."""
+        uint8 mixed with the forest's, then blended with their means over the image's regions."""
         if network.shape != (self.num_classes, *image.shape[:2]):
             raise ValueError(f"network probabilities {network.shape} for an image of "
                              f"{image.shape[:2]} and {self.num_classes} classes")
         forest = image_probabilities(self.forest, image, self.num_classes, self.samples.stack,
                                      timings=self.timings)
         w = self.forest_weight
-        mean = (1 - w) * network + w * forest
-        return segment_mean(mean, image_segments(image, self.segments))
+        mixed = (1 - w) * network + w * forest
+        return region_blend(mixed, image_segments(image, self.segments), self.region_weight)
 
     def classes(self, image: np.ndarray, network: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class ids of :meth:`probabilities`."""
