@@ -59,7 +59,7 @@ class LocalSegmenter:
     on every side inside the scene, more than the forest's features need (72 px), so its forest
     probabilities equal the whole scene's; its regions are the window's own, so a region that
     reaches past the context may average differently on either side of a window's edge (measured
-    in ``tests/scene/test_seams.py``). A server maps with the network alone."""
+    in ``tests/scene/test_forest_predict.py``). A server maps with the network alone."""
 
     workers = 1
 
