@@ -156,7 +156,7 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
                                                      forest_samples), improved)
             write_metrics(out, config, state.history)
             log_epoch(record, args.epochs)
-    if forest_samples is not None and state.history and stop > state.start_epoch:
+    if forest_samples is not None and stop == args.epochs > state.start_epoch:  # a whole run
         with_forest = final_map_with_forest(state.model, validate, forest_samples, table, device,
                                             not args.no_progress)
         if group.is_main:

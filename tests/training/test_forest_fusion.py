@@ -174,3 +174,14 @@ def test_fusion_grid_scores_the_shipped_mix_as_training_did(forest_run, tmp_path
     shipped = rows[(FOREST_WEIGHT, 100, REGION_WEIGHT)]
     assert shipped == pytest.approx(metrics["final_with_forest"]["val_miou"], abs=1e-9)
     assert rows[(0.0, None, 0.0)] == pytest.approx(metrics["epochs"][-1]["val_miou"], abs=1e-9)
+
+
+def test_the_map_with_the_forest_is_scored_when_the_run_is_whole(tiny_landcoverai, tmp_path) -> None:
+    run = tmp_path / "run"
+    common = ["--data", str(tiny_landcoverai), "--out", str(run), "--epochs", "2",
+              "--points-per-class", "5", "--expand", "forest", *FAST]
+    assert train_main([*common, "--stop-after", "1"]) == 0
+    assert "final_with_forest" not in json.loads((run / "metrics.json").read_text())
+    assert train_main([*common, "--resume"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2 and "final_with_forest" in metrics
