@@ -369,6 +369,13 @@ def markdown_row(r: dict[str, Any]) -> str:
         f(peer.get("p95_ms"), 0), f(r.get("geoseg_over_peer_p95"))]) + " |\n")
 
 
+def request_kind(row: Mapping[str, Any]) -> str:
+    """What a row's requests were, e.g. ``tiles (png)``: results written before the format was
+    always named say ``tiles`` or ``scenes`` alone for PNG."""
+    images = str(row.get("images", "tiles"))
+    return images if "(" in images else f"{images} (png)"
+
+
 def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     """Served tiles/s and p95 against ``x_key`` (users, or a setting in a sweep)."""
     import matplotlib
@@ -402,8 +409,7 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(lines),
               fontsize=8)  # below the axes: it never covers a point
-    ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}, {rows[0].get('images', 'tiles')}",
-                 fontsize=9)
+    ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}, {request_kind(rows[0])}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -487,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
     device = device_name(torch.device(args.device))
-    images = args.images if args.format == "png" else f"{args.images} ({args.format})"
+    images = f"{args.images} ({args.format})"
     labels = {"date": stamp, "device": device, "arch": load_artifact(model_path, "cpu").meta.get("arch"),
               "images": images}
     manifest = write_image_set(workdir / "images", args.images, args.image_count,
