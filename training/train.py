@@ -140,6 +140,7 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
         if not more:
             return state.best_record()  # the run had finished all its epochs: nothing to train
     state.trainer = group.wrap(state.model) if group.active else None
+    samples_file = forest_samples.to_bytes() if forest_samples is not None else None
 
     best_record = state.best_record()
     stop = args.epochs if not args.stop_after else min(args.epochs, state.start_epoch + args.stop_after)
@@ -153,7 +154,7 @@ def train(args: TrainConfig, group: Group | None = None) -> dict[str, Any]:
             if args.overwrite and epoch == state.start_epoch:
                 remove_previous_run(out)  # only now: a run that fails in its first epoch keeps the old one
             save_checkpoints(out, checkpoint_payload(args, table, config, state, epoch,
-                                                     forest_samples), improved)
+                                                     samples_file), improved)
             write_metrics(out, config, state.history)
             log_epoch(record, args.epochs)
     if forest_samples is not None and stop == args.epochs > state.start_epoch:  # a whole run

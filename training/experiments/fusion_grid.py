@@ -24,7 +24,8 @@ from common.cli import fail, parser
 from training.data.options import load_table, open_source
 from training.experiments.combine import network_probabilities, run_options
 from training.labels.forest import image_probabilities
-from training.labels.segments import SegmentSettings, image_segments, region_blend
+from training.labels.fusion import fuse
+from training.labels.segments import SegmentSettings, image_segments
 from training.run.evaluate import load_with_forest
 from training.run.metrics import confusion_matrix, scores
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in plain:
             plain[w] += confusion_matrix(((1 - w) * net + w * tree).argmax(0), sample.mask, k)
         for w, s, r in grid:
-            fused = region_blend((1 - w) * net + w * tree, regions[s], r)
+            fused = fuse(net, tree, regions[s], w, r)
             cms[(w, s, r)] += confusion_matrix(fused.argmax(0), sample.mask, k)
     rows = [{"forest_weight": w, "scale": s, "region_weight": r, "miou": float(scores(cm).miou)}
             for (w, s, r), cm in cms.items()]

@@ -166,27 +166,42 @@ def class_probabilities(forest: Any, features: np.ndarray, num_classes: int) -> 
     return out.reshape(num_classes, h, w)
 
 
+Box = tuple[int, int, int, int]
+"""(y0, y1, x0, x1): rows y0..y1-1 and columns x0..x1-1 of an image."""
+
+
+def feature_blocks(height: int, width: int, block: int = FEATURE_BLOCK,
+                   margin: int = FEATURE_MARGIN) -> list[tuple[Box, Box]]:
+    """(kept, read) boxes covering a ``height`` x ``width`` image: each kept block of at most
+    ``block`` x ``block`` pixels, read with up to ``margin`` pixels of context (within the image),
+    so that the kept part of a read's features equals the whole image's."""
+    out = []
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            keep = (y, min(y + block, height), x, min(x + block, width))
+            read = (max(0, y - margin), min(height, keep[1] + margin),
+                    max(0, x - margin), min(width, keep[3] + margin))
+            out.append((keep, read))
+    return out
+
+
 def image_probabilities(forest: Any, image: np.ndarray, num_classes: int,
                         stack: FeatureStack = FeatureStack(), block: int = FEATURE_BLOCK,
                         timings: Timings | None = None) -> np.ndarray:
     """The forest's class probabilities for every pixel of ``image`` (H, W, 3) uint8: (K, H, W)
-    float32, the features computed block by block with :data:`FEATURE_MARGIN` of context (equal
-    to the whole image's features, in bounded memory)."""
+    float32, the features computed in :func:`feature_blocks` (equal to the whole image's
+    features, in bounded memory)."""
     h, w = image.shape[:2]
     out = np.zeros((num_classes, h, w), np.float32)
-    m = FEATURE_MARGIN
-    for y in range(0, h, block):
-        for x in range(0, w, block):
-            y0, x0 = max(0, y - m), max(0, x - m)
-            y1, x1 = min(h, y + block + m), min(w, x + block + m)
-            t0 = time.perf_counter()
-            features = pixel_features(image[y0:y1, x0:x1], stack)
-            t1 = time.perf_counter()
-            inner = features[y - y0:min(h, y + block) - y0, x - x0:min(w, x + block) - x0]
-            out[:, y:y + block, x:x + block] = class_probabilities(forest, inner, num_classes)
-            if timings is not None:
-                timings.features += t1 - t0
-                timings.predict += time.perf_counter() - t1
+    for (y0, y1, x0, x1), (ry0, ry1, rx0, rx1) in feature_blocks(h, w, block):
+        t0 = time.perf_counter()
+        features = pixel_features(image[ry0:ry1, rx0:rx1], stack)
+        t1 = time.perf_counter()
+        inner = features[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
+        out[:, y0:y1, x0:x1] = class_probabilities(forest, inner, num_classes)
+        if timings is not None:
+            timings.features += t1 - t0
+            timings.predict += time.perf_counter() - t1
     return out
 
 

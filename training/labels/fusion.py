@@ -31,6 +31,15 @@ REGION_WEIGHT = 0.75
 1 gives every region one answer, 0 leaves each pixel its own)."""
 
 
+def fuse(network: np.ndarray, forest: np.ndarray, regions: np.ndarray,
+         forest_weight: float = FOREST_WEIGHT, region_weight: float = REGION_WEIGHT) -> np.ndarray:
+    """(K, H, W) float32: ``network`` and ``forest`` (K, H, W) class probabilities mixed
+    (``forest_weight`` the forest's share), then blended with their means over ``regions``
+    (H, W) region ids (``region_weight`` the mean's share)."""
+    mixed = (1 - forest_weight) * network + forest_weight * forest
+    return region_blend(mixed, regions, region_weight)
+
+
 class ForestFusion:
     """The forest of ``samples`` (fitted once, here) and the regions the fused map is averaged
     in. :meth:`probabilities` fuses a network's probabilities for one image; ``timings`` adds up
@@ -52,9 +61,8 @@ class ForestFusion:
                              f"{image.shape[:2]} and {self.num_classes} classes")
         forest = image_probabilities(self.forest, image, self.num_classes, self.samples.stack,
                                      timings=self.timings)
-        w = self.forest_weight
-        mixed = (1 - w) * network + w * forest
-        return region_blend(mixed, image_segments(image, self.segments), self.region_weight)
+        return fuse(network, forest, image_segments(image, self.segments), self.forest_weight,
+                    self.region_weight)
 
     def classes(self, image: np.ndarray, network: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class ids of :meth:`probabilities`."""

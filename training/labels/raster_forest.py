@@ -22,6 +22,7 @@ from training.labels.forest import (
     ForestSettings,
     Timings,
     class_probabilities,
+    feature_blocks,
     features_at,
     progress_over,
     sure_classes,
@@ -38,15 +39,9 @@ def raster_blocks(height: int, width: int, block: int = RASTER_BLOCK,
                   margin: int = FEATURE_MARGIN) -> list[tuple[Window, Window]]:
     """(kept, read) windows covering a ``height`` x ``width`` raster: each kept block of at most
     ``block`` x ``block`` pixels, read with up to ``margin`` pixels of context (within the
-    raster)."""
-    out = []
-    for y in range(0, height, block):
-        for x in range(0, width, block):
-            keep = Window(y, min(y + block, height), x, min(x + block, width))
-            read = Window(max(0, y - margin), min(height, keep.y1 + margin),
-                          max(0, x - margin), min(width, keep.x1 + margin))
-            out.append((keep, read))
-    return out
+    raster): :func:`~training.labels.forest.feature_blocks` as windows."""
+    return [(Window(*keep), Window(*read)) for keep, read in
+            feature_blocks(height, width, block, margin)]
 
 
 class BlockLabels:

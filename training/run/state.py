@@ -14,7 +14,6 @@ from model.builder import build_model
 from model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from model.class_table import ClassTable
 from training.config import TrainConfig
-from training.labels.forest import ForestSamples
 from training.labels.self_training import Teacher
 from training.run.distributed import SINGLE, Group
 
@@ -130,10 +129,11 @@ def resume_if_possible(state: RunState, path: Path, args: TrainConfig, table: Cl
 
 def checkpoint_payload(args: TrainConfig, table: ClassTable, config: dict[str, Any],
                        state: RunState, epoch: int,
-                       forest_samples: ForestSamples | None = None) -> dict[str, Any]:
+                       forest_samples: bytes | None = None) -> dict[str, Any]:
     """Everything ``last.pt`` / ``best.pt`` hold after ``epoch``: the network (for export),
     the optimiser, schedule, scaler and torch RNG (for --resume), the history and options, and
-    what the forest of forest labels was fitted on (for the map of network and forest)."""
+    what the forest of forest labels was fitted on (``ForestSamples.to_bytes``, for the map of
+    network and forest)."""
     return {"arch": args.arch, "aux_loss": args.aux_loss, "classes": table.to_dict(),
             "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(),
@@ -142,7 +142,7 @@ def checkpoint_payload(args: TrainConfig, table: ClassTable, config: dict[str, A
             BAND_SCALING: config.get(BAND_SCALING),
             "rng": {"torch": torch.get_rng_state()},
             "teacher": state.teacher.state_dict() if state.teacher is not None else None,
-            FOREST_SAMPLES: forest_samples.to_bytes() if forest_samples is not None else None}
+            FOREST_SAMPLES: forest_samples}
 
 
 def save_checkpoints(out: Path, payload: dict[str, Any], improved: bool) -> None:
