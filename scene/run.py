@@ -92,9 +92,10 @@ class LocalSegmenter:
         image = source.rgb(bands)
         tile, overlap = self.config.tile_size, self.config.tile_overlap
         if self.fusion is not None:
-            (probs,) = blended_scores([image], self.predict, tile, overlap, self.micro_batch,
-                                      margins=[0])
-            classes = self.fusion.classes(image, probs)
+            def network(view: np.ndarray) -> np.ndarray:
+                return blended_scores([view], self.predict, tile, overlap, self.micro_batch,
+                                      margins=[0])[0]
+            classes = self.fusion.classes(image, self.fusion.network(image, network))
         else:
             (classes,) = segment_images([image], self.predict, tile, overlap, self.micro_batch,
                                         margins=[0])

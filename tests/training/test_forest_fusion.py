@@ -20,7 +20,14 @@ from training.labels.forest import (
     image_probabilities,
     pixel_features,
 )
-from training.labels.fusion import FOREST_WEIGHT, REGION_WEIGHT, ForestFusion
+from training.labels.fusion import (
+    FOREST_WEIGHT,
+    REGION_WEIGHT,
+    ForestFusion,
+    mean_over_views,
+    view_probabilities,
+)
+from training.labels.segments import image_segments, region_blend, segment_mean
 from training.run.evaluate import load_with_forest
 from training.run.evaluate import main as evaluate_main
 from training.train import main as train_main
@@ -90,6 +97,55 @@ def test_fusion_follows_the_forest_where_a_network_is_unsure_and_wrong() -> None
     assert (network_first.classes(image, sure) == 0).all()
     with pytest.raises(ValueError, match="network probabilities"):
         fusion.probabilities(image, network[:, :10])
+
+
+def colour_shares(image: np.ndarray) -> np.ndarray:
+    """(3, H, W): each pixel's red, green and blue shares of its sum, a "network" whose answer
+    moves with the image under any flip or turn."""
+    rgb = image.transpose(2, 0, 1).astype(np.float32) + 1
+    return rgb / rgb.sum(0)
+
+
+def test_every_view_of_the_network_is_turned_back_onto_the_image() -> None:
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (7, 11, 3), dtype=np.uint8)   # not square: turns swap h and w
+    calls: list[tuple[int, ...]] = []
+
+    def network(view: np.ndarray) -> np.ndarray:
+        calls.append(view.shape)
+        return colour_shares(view)
+    for views in (1, 2, 4, 8):
+        seen = list(view_probabilities(image, network, views))
+        assert len(seen) == views
+        for probs in seen:
+            np.testing.assert_allclose(probs, colour_shares(image), atol=1e-6)
+    assert (11, 7, 3) in calls and (7, 11, 3) in calls
+
+    def top_rows_first(view: np.ndarray) -> np.ndarray:   # a network that prefers the top
+        rows = np.linspace(1, 0, view.shape[0], dtype=np.float32)[:, None]
+        first = np.broadcast_to(rows, view.shape[:2])
+        return np.stack([first, 1 - first])
+    assert mean_over_views(image, top_rows_first, 2)[0, 0, 0] == 1      # the mirror keeps rows
+    np.testing.assert_allclose(mean_over_views(image, top_rows_first, 4)[0], 0.5)  # both flips
+    with pytest.raises(ValueError, match="views"):
+        mean_over_views(image, top_rows_first, 3)
+
+
+def test_fusion_averages_the_network_over_its_views_and_the_regions_of_its_scales() -> None:
+    image, mask = two_field_photo()
+    samples = samples_of(image, mask)
+    looked: list[int] = []
+
+    def network(view: np.ndarray) -> np.ndarray:
+        looked.append(1)
+        return colour_shares(view)[:2] / colour_shares(view)[:2].sum(0)
+    assert ForestFusion(samples, 2, views=8).network(image, network).shape == (2, *mask.shape)
+    assert len(looked) == 8
+    regions = [image_segments(image).astype(np.int64), np.arange(mask.size).reshape(mask.shape)]
+    probs = colour_shares(image)[:2]
+    # one pixel per region: the region mean is the pixel itself, half the two-scale mean
+    np.testing.assert_allclose(region_blend(probs, regions, 1.0),
+                               (segment_mean(probs, regions[0]) + probs) / 2, atol=1e-6)
 
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",

@@ -2,20 +2,27 @@
 
 For a run whose checkpoint carries its forest samples (``geoseg train --expand forest``, or
 ``training.experiments.attach_forest``), scores on the run's validation images the map of
-:mod:`training.labels.fusion` for every forest weight, Felzenszwalb scale and region weight
-asked for (``--region-weights``: 1 averages within regions, as the shipped map does; below 1
-blends each pixel with its region's mean, ``training.labels.segments.region_blend``). The
-network's and the forest's probabilities are computed once per image. Meant for choosing the
-shipped settings on images that are not the ones reported (dubai-aerial tiles 3-4).
+:mod:`training.labels.fusion` for every number of network views, forest weight, Felzenszwalb
+scale and region weight asked for, and for forests of fewer trees (``--trees``).
+
+``--views``: the network's probabilities averaged over 1, 2, 4 or 8 flips and turns of the
+image (``training.labels.fusion.DIHEDRAL``). ``--scales``: a scale, or several joined by ``+``
+(``50+100+200``: the mean of the region means of each). ``--region-weights``: 1 averages within
+regions; below 1 blends each pixel with its region's mean
+(``training.labels.segments.region_blend``). The network's and the forest's probabilities are
+computed once per image. Meant for choosing the shipped settings on images that are not the ones
+reported (dubai-aerial tiles 3-4).
 
     python -m training.experiments.fusion_grid RUN --classes TABLE.json [--checkpoint last.pt]
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +31,31 @@ from common.cli import fail, parser
 from training.data.options import load_table, open_source
 from training.experiments.combine import network_probabilities, run_options
 from training.labels.forest import image_probabilities
-from training.labels.fusion import fuse
+from training.labels.fusion import fuse, view_probabilities
 from training.labels.segments import SegmentSettings, image_segments
 from training.run.evaluate import load_with_forest
 from training.run.metrics import confusion_matrix, scores
+
+
+def region_scales(text: str) -> tuple[float, ...]:
+    """``"100"`` -> (100.0,); ``"50+100+200"`` -> (50.0, 100.0, 200.0)."""
+    return tuple(float(part) for part in text.split("+"))
+
+
+def scale_name(scales: tuple[float, ...]) -> float | str:
+    """A single scale as its number (the rows' older form), several joined by ``+``."""
+    return scales[0] if len(scales) == 1 else "+".join(f"{s:g}" for s in scales)
+
+
+def first_trees(forest: Any, trees: int) -> Any:
+    """The forest of the first ``trees`` trees of a fitted ``RandomForestClassifier``: the forest
+    scikit-learn fits with ``n_estimators=trees`` and the same ``random_state`` (each tree's seed
+    is drawn in turn from it)."""
+    if trees > len(forest.estimators_):
+        raise ValueError(f"the forest has {len(forest.estimators_)} trees, not {trees}")
+    fewer = copy.copy(forest)
+    fewer.estimators_, fewer.n_estimators = forest.estimators_[:trees], trees
+    return fewer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="a finished geoseg train run folder")
     p.add_argument("--checkpoint", default="last.pt", help="checkpoint in the run folder")
     p.add_argument("--classes", default=None, help="the run's class table JSON")
+    p.add_argument("--views", type=int, nargs="+", default=[1], choices=[1, 2, 4, 8])
+    p.add_argument("--trees", type=int, nargs="+", default=None,
+                   help="forests of the first N trees of the run's forest (default: all of them)")
     p.add_argument("--forest-weights", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    p.add_argument("--scales", type=float, nargs="+", default=[50, 100, 200])
+    p.add_argument("--scales", type=region_scales, nargs="+", default=[(50.0,), (100.0,), (200.0,)])
     p.add_argument("--region-weights", type=float, nargs="+", default=[0.75, 1.0])
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: <run>/fusion-grid.json)")
     args = p.parse_args(argv)
@@ -47,31 +78,43 @@ def main(argv: list[str] | None = None) -> int:
     if samples is None:
         return fail(f"{args.run / args.checkpoint}: no forest samples (attach_forest adds them)")
     forest = samples.fit()
+    trees = args.trees or [len(forest.estimators_)]
+    forests = {n: first_trees(forest, n) for n in trees}
     source = open_source(options, "val", table)
     k = table.num_classes
-    grid = list(itertools.product(args.forest_weights, args.scales, args.region_weights))
+    grid = list(itertools.product(trees, args.views, args.forest_weights, args.scales,
+                                  args.region_weights))
     cms = {key: np.zeros((k, k), np.int64) for key in grid}
-    plain = {w: np.zeros((k, k), np.int64) for w in [0.0, *args.forest_weights, 1.0]}
+    plain = {(n, v, w): np.zeros((k, k), np.int64)
+             for n in trees for v in args.views for w in [0.0, *args.forest_weights, 1.0]}
     for index in range(len(source)):
         sample = source.load(index)
-        net = network_probabilities(model, sample.image, flip=False)
-        tree = image_probabilities(forest, sample.image, k, samples.stack)
-        regions = {s: image_segments(sample.image, SegmentSettings(scale=s)) for s in args.scales}
-        for w in plain:
-            plain[w] += confusion_matrix(((1 - w) * net + w * tree).argmax(0), sample.mask, k)
-        for w, s, r in grid:
-            fused = fuse(net, tree, regions[s], w, r)
-            cms[(w, s, r)] += confusion_matrix(fused.argmax(0), sample.mask, k)
-    rows = [{"forest_weight": w, "scale": s, "region_weight": r, "miou": float(scores(cm).miou)}
-            for (w, s, r), cm in cms.items()]
-    rows += [{"forest_weight": w, "scale": None, "region_weight": 0.0, "miou": float(scores(cm).miou)}
-             for w, cm in plain.items()]
+        nets, total = {}, np.zeros(0, np.float32)
+        for n, probs in enumerate(view_probabilities(
+                sample.image, lambda view: network_probabilities(model, view, flip=False),
+                max(args.views)), start=1):
+            total = probs.astype(np.float32) if n == 1 else total + probs
+            if n in args.views:
+                nets[n] = total / n
+        tree = {n: image_probabilities(f, sample.image, k, samples.stack) for n, f in forests.items()}
+        layers = {s: image_segments(sample.image, SegmentSettings(scale=s))
+                  for s in {s for scales in args.scales for s in scales}}
+        for n, v, w in plain:
+            mixed = (1 - w) * nets[v] + w * tree[n]
+            plain[(n, v, w)] += confusion_matrix(mixed.argmax(0), sample.mask, k)
+        for n, v, w, scales, r in grid:
+            fused = fuse(nets[v], tree[n], [layers[s] for s in scales], w, r)
+            cms[(n, v, w, scales, r)] += confusion_matrix(fused.argmax(0), sample.mask, k)
+    rows = [{"trees": n, "views": v, "forest_weight": w, "scale": scale_name(s), "region_weight": r,
+             "miou": float(scores(cm).miou)} for (n, v, w, s, r), cm in cms.items()]
+    rows += [{"trees": n, "views": v, "forest_weight": w, "scale": None, "region_weight": 0.0,
+              "miou": float(scores(cm).miou)} for (n, v, w), cm in plain.items()]
     out = args.out or args.run / "fusion-grid.json"
     out.write_text(json.dumps({"run": args.run.name, "checkpoint": args.checkpoint, "rows": rows},
                               indent=2) + "\n")
     for row in sorted(rows, key=lambda r: -r["miou"])[:8]:
-        print(f"forest {row['forest_weight']:.2f}  scale {row['scale']}  region weight "
-              f"{row['region_weight']:.2f}: mIoU {100 * row['miou']:.2f}%")
+        print(f"trees {row['trees']}  views {row['views']}  forest {row['forest_weight']:.2f}  scale {row['scale']}  "
+              f"region weight {row['region_weight']:.2f}: mIoU {100 * row['miou']:.2f}%")
     return 0
 
 

@@ -14,6 +14,7 @@ it (docs/results.md, "Forest labels averaged within segments").
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,13 +54,20 @@ def segment_mean(probs: np.ndarray, segments: np.ndarray) -> np.ndarray:
     return out
 
 
-def region_blend(probs: np.ndarray, segments: np.ndarray, weight: float) -> np.ndarray:
+def region_blend(probs: np.ndarray, segments: np.ndarray | Sequence[np.ndarray],
+                 weight: float) -> np.ndarray:
     """(1 - ``weight``) x ``probs`` (K, H, W) + ``weight`` x their :func:`segment_mean` over
-    ``segments`` (H, W): (K, H, W) float32. 0 leaves each pixel its own answer, 1 gives every
-    region one answer; in between a region's mean decides where its pixels are unsure."""
+    ``segments`` (H, W), or the mean of those over several segmentations: (K, H, W) float32.
+    0 leaves each pixel its own answer, 1 gives every region one answer; in between a region's
+    mean decides where its pixels are unsure."""
     if weight <= 0:
         return probs.astype(np.float32, copy=False)
-    means = segment_mean(probs, segments)
+    layers = [segments] if isinstance(segments, np.ndarray) else list(segments)
+    means = segment_mean(probs, layers[0])
+    for layer in layers[1:]:
+        means += segment_mean(probs, layer)
+    if len(layers) > 1:
+        means /= len(layers)
     if weight >= 1:
         return means
     return ((1 - weight) * probs + weight * means).astype(np.float32, copy=False)
