@@ -92,10 +92,9 @@ class LocalSegmenter:
         image = source.rgb(bands)
         tile, overlap = self.config.tile_size, self.config.tile_overlap
         if self.fusion is not None:
-            def network(view: np.ndarray) -> np.ndarray:
-                return blended_scores([view], self.predict, tile, overlap, self.micro_batch,
-                                      margins=[0])[0]
-            classes = self.fusion.classes(image, self.fusion.network(image, network))
+            (probs,) = blended_scores([image], self.predict, tile, overlap, self.micro_batch,
+                                      margins=[0])
+            classes = self.fusion.classes(image, probs)
         else:
             (classes,) = segment_images([image], self.predict, tile, overlap, self.micro_batch,
                                         margins=[0])

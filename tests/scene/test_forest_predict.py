@@ -61,10 +61,9 @@ def test_a_model_with_its_forest_maps_network_and_forest_together(tmp_path) -> N
         read = source.rgb(source.read(window.read)[0])
     rows, cols = keep_in_read(window)
     predict = config_predictor(ColourRule().eval(), torch.device("cpu"), CONFIG)
-    fusion = ForestFusion(samples, 5)
-    probs = fusion.network(read, lambda view: blended_scores(
-        [view], predict, CONFIG.tile_size, CONFIG.tile_overlap, 4, margins=[0])[0])
-    expected = fusion.classes(read, probs)[rows, cols]
+    (probs,) = blended_scores([read], predict, CONFIG.tile_size, CONFIG.tile_overlap, 4,
+                              margins=[0])
+    expected = ForestFusion(samples, 5).classes(read, probs)[rows, cols]
     whole = mapped(raster, model, tmp_path / "whole.tif", tiles_per_window=20)
     np.testing.assert_array_equal(whole, expected)
 

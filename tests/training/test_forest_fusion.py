@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from model.artifact import load_artifact
 from model.export import export_checkpoint
+from training.experiments.fusion_grid import view_probabilities
 from training.labels.forest import (
     ForestSamples,
     ForestSettings,
@@ -21,11 +23,11 @@ from training.labels.forest import (
     pixel_features,
 )
 from training.labels.fusion import (
+    FOREST_TREES,
     FOREST_WEIGHT,
+    REGION_SCALES,
     REGION_WEIGHT,
     ForestFusion,
-    mean_over_views,
-    view_probabilities,
 )
 from training.labels.segments import image_segments, region_blend, segment_mean
 from training.run.evaluate import load_with_forest
@@ -125,27 +127,30 @@ def test_every_view_of_the_network_is_turned_back_onto_the_image() -> None:
         rows = np.linspace(1, 0, view.shape[0], dtype=np.float32)[:, None]
         first = np.broadcast_to(rows, view.shape[:2])
         return np.stack([first, 1 - first])
-    assert mean_over_views(image, top_rows_first, 2)[0, 0, 0] == 1      # the mirror keeps rows
-    np.testing.assert_allclose(mean_over_views(image, top_rows_first, 4)[0], 0.5)  # both flips
+    mirrored = list(view_probabilities(image, top_rows_first, 2))
+    np.testing.assert_array_equal(mirrored[1], mirrored[0])          # the mirror keeps rows
+    both = sum(view_probabilities(image, top_rows_first, 4)) / 4    # both flips even them out
+    np.testing.assert_allclose(both[0], 0.5)
     with pytest.raises(ValueError, match="views"):
-        mean_over_views(image, top_rows_first, 3)
+        next(view_probabilities(image, top_rows_first, 3))
 
 
-def test_fusion_averages_the_network_over_its_views_and_the_regions_of_its_scales() -> None:
+def test_regions_of_several_scales_are_averaged() -> None:
     image, mask = two_field_photo()
-    samples = samples_of(image, mask)
-    looked: list[int] = []
-
-    def network(view: np.ndarray) -> np.ndarray:
-        looked.append(1)
-        return colour_shares(view)[:2] / colour_shares(view)[:2].sum(0)
-    assert ForestFusion(samples, 2, views=8).network(image, network).shape == (2, *mask.shape)
-    assert len(looked) == 8
-    regions = [image_segments(image).astype(np.int64), np.arange(mask.size).reshape(mask.shape)]
+    regions = [image_segments(image), np.arange(mask.size).reshape(mask.shape)]
     probs = colour_shares(image)[:2]
     # one pixel per region: the region mean is the pixel itself, half the two-scale mean
     np.testing.assert_allclose(region_blend(probs, regions, 1.0),
                                (segment_mean(probs, regions[0]) + probs) / 2, atol=1e-6)
+    fusion = ForestFusion(samples_of(image, mask), 2, scales=(50, 100, 200))
+    assert [s.scale for s in fusion.segments] == [50, 100, 200]
+    network = probs / probs.sum(0)
+    tree = image_probabilities(fusion.forest, image, 2, fusion.samples.stack)
+    layers = [image_segments(image, s) for s in fusion.segments]
+    w, r = fusion.forest_weight, fusion.region_weight
+    expected = (1 - w) * network + w * tree
+    expected = (1 - r) * expected + r * sum(segment_mean(expected, s) for s in layers) / 3
+    np.testing.assert_allclose(fusion.probabilities(image, network), expected, atol=1e-5)
 
 
 FAST = ["--arch", "deeplabv3_mobilenet_v3_large", "--batch-size", "2", "--crop-size", "48",
@@ -222,14 +227,28 @@ def test_fusion_grid_scores_the_shipped_mix_as_training_did(forest_run, tmp_path
 
     run, _ = forest_run
     out = tmp_path / "grid.json"
-    assert grid_main([str(run), "--forest-weights", str(FOREST_WEIGHT), "1", "--scales", "100",
-                      "--region-weights", str(REGION_WEIGHT), "--out", str(out)]) == 0
+    scales = "+".join(f"{s:g}" for s in REGION_SCALES)
+    assert grid_main([str(run), "--trees", str(FOREST_TREES), "--forest-weights",
+                      str(FOREST_WEIGHT), "1", "--scales", scales, "--region-weights",
+                      str(REGION_WEIGHT), "--out", str(out)]) == 0
     rows = {(r["forest_weight"], r["scale"], r["region_weight"]): r["miou"]
             for r in json.loads(out.read_text())["rows"]}
     metrics = json.loads((run / "metrics.json").read_text())
-    shipped = rows[(FOREST_WEIGHT, 100, REGION_WEIGHT)]
+    shipped = rows[(FOREST_WEIGHT, scales, REGION_WEIGHT)]
     assert shipped == pytest.approx(metrics["final_with_forest"]["val_miou"], abs=1e-9)
     assert rows[(0.0, None, 0.0)] == pytest.approx(metrics["epochs"][-1]["val_miou"], abs=1e-9)
+
+
+def test_the_first_trees_of_a_forest_are_the_forest_of_that_many_trees() -> None:
+    from training.experiments.fusion_grid import first_trees
+
+    image, mask = two_field_photo()
+    samples = samples_of(image, mask)
+    features = pixel_features(image)
+    fewer = replace(SMALL_FOREST, n_estimators=7)
+    np.testing.assert_array_equal(
+        class_probabilities(first_trees(samples.fit(), 7), features, 2),
+        class_probabilities(ForestSamples(samples.x, samples.y, settings=fewer).fit(), features, 2))
 
 
 def test_the_map_with_the_forest_is_scored_when_the_run_is_whole(tiny_landcoverai, tmp_path) -> None:
@@ -241,3 +260,23 @@ def test_the_map_with_the_forest_is_scored_when_the_run_is_whole(tiny_landcovera
     assert train_main([*common, "--resume"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and "final_with_forest" in metrics
+
+
+def test_fusion_cost_benchmark_times_each_setting_on_real_photos(forest_run, tmp_path) -> None:
+    from PIL import Image
+
+    from benchmarks.fusion_cost import SETTINGS
+    from benchmarks.fusion_cost import main as cost_main
+
+    run, _ = forest_run
+    photo = tmp_path / "photo.png"
+    Image.fromarray(two_field_photo(96)[0]).save(photo)
+    out = tmp_path / "cost.json"
+    assert cost_main(["--model", str(run / "last.pt"), "--images", str(photo), "--scale", "0.5",
+                      "--repeats", "2", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["megapixels"] == pytest.approx(48 * 48 / 1e6)
+    assert [row["setting"] for row in record["rows"]] == list(SETTINGS)
+    for row in record["rows"]:
+        assert row["cpu_s"]["min"] > 0 and row["trees_wall_s"]["min"] > 0
+    assert record["rows"][0]["cpu_over_shipped"]["median"] == 1.0

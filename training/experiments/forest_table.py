@@ -1,8 +1,8 @@
 """The table of GeoSeg runs against the forest peer: final and best validation mIoU, seconds, the
 seconds until a run's validated map first reaches the forest peer's mean mIoU (the forest's own
 map takes its ``seconds``: the first map a user can have), the final map of network and forest
-together that ``geoseg predict`` draws (``final_with_forest`` of ``metrics.json``, or a
-``shipped.json`` written by ``geoseg evaluate --json`` for a run given its forest later), and
+together that ``geoseg predict`` draws (a ``shipped.json`` written by ``geoseg evaluate --json``
+after the run, the map as it is drawn now, else ``final_with_forest`` of ``metrics.json``), and
 (where ``training.experiments.combine`` ran) the network + forest mean and the maps averaged
 within regions, per run folder; each
 run's forest row is the ``forest.json`` of ``geoseg peer-forest`` with the same points.
@@ -33,11 +33,11 @@ def run_row(run: Path, level: float = float("inf")) -> dict[str, float]:
     reached = [t for t, e in zip(elapsed, epochs) if 100 * e["val_miou"] >= level]
     row = {"final": 100 * epochs[-1]["val_miou"], "best": 100 * max(e["val_miou"] for e in epochs),
            "seconds": float(elapsed[-1]), "reach": float(reached[0]) if reached else float("inf")}
-    shipped = run / "shipped.json"   # geoseg evaluate --json of a run given its forest later
-    if "final_with_forest" in metrics:
-        row["shipped"] = 100 * metrics["final_with_forest"]["val_miou"]
-    elif shipped.is_file():
+    shipped = run / "shipped.json"   # geoseg evaluate --json after the run: the map drawn now
+    if shipped.is_file():
         row["shipped"] = 100 * json.loads(shipped.read_text())["miou"]
+    elif "final_with_forest" in metrics:
+        row["shipped"] = 100 * metrics["final_with_forest"]["val_miou"]
     combine = run / "combine.json"
     if combine.is_file():
         scored = json.loads(combine.read_text())["miou"]

@@ -6,7 +6,7 @@ For a run whose checkpoint carries its forest samples (``geoseg train --expand f
 scale and region weight asked for, and for forests of fewer trees (``--trees``).
 
 ``--views``: the network's probabilities averaged over 1, 2, 4 or 8 flips and turns of the
-image (``training.labels.fusion.DIHEDRAL``). ``--scales``: a scale, or several joined by ``+``
+image (:data:`DIHEDRAL`). ``--scales``: a scale, or several joined by ``+``
 (``50+100+200``: the mean of the region means of each). ``--region-weights``: 1 averages within
 regions; below 1 blends each pixel with its region's mean
 (``training.labels.segments.region_blend``). The network's and the forest's probabilities are
@@ -21,6 +21,7 @@ import copy
 import itertools
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,30 @@ from common.cli import fail, parser
 from training.data.options import load_table, open_source
 from training.experiments.combine import network_probabilities, run_options
 from training.labels.forest import image_probabilities
-from training.labels.fusion import fuse, view_probabilities
+from training.labels.fusion import fuse
 from training.labels.segments import SegmentSettings, image_segments
 from training.run.evaluate import load_with_forest
 from training.run.metrics import confusion_matrix, scores
+
+DIHEDRAL = ((False, False, False), (False, False, True), (False, True, False), (False, True, True),
+            (True, False, False), (True, False, True), (True, True, False), (True, True, True))
+"""The 8 views of an image under flips and 90-degree turns, as (transpose, flip rows, flip
+columns): the first 2 add the left-right mirror, the first 4 both mirrors (and so the half
+turn), all 8 the quarter turns too."""
+
+
+def view_probabilities(image: np.ndarray, probabilities_of: Callable[[np.ndarray], np.ndarray],
+                       views: int) -> Iterator[np.ndarray]:
+    """``probabilities_of`` (an (h, w, 3) image to its (K, h, w) class probabilities) on each of
+    the first ``views`` (1, 2, 4 or 8) :data:`DIHEDRAL` views of ``image`` (H, W, 3), each
+    turned back onto the image's pixels: (K, H, W) arrays, in that order."""
+    if views not in (1, 2, 4, 8):
+        raise ValueError(f"views must be 1, 2, 4 or 8, not {views}")
+    for transpose, flip_rows, flip_cols in DIHEDRAL[:views]:
+        rows, cols = slice(None, None, -1 if flip_rows else 1), slice(None, None, -1 if flip_cols else 1)
+        view = (image.transpose(1, 0, 2) if transpose else image)[rows, cols]
+        probs = probabilities_of(np.ascontiguousarray(view))[:, rows, cols]
+        yield probs.transpose(0, 2, 1) if transpose else probs
 
 
 def region_scales(text: str) -> tuple[float, ...]:

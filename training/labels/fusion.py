@@ -17,12 +17,13 @@ nor a pickled forest.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from training.labels.forest import ForestSamples, Timings, image_probabilities
+from training.labels.forest import ForestSamples, Timings, fit_forest, image_probabilities
 from training.labels.segments import SegmentSettings, image_segments, region_blend
 
 FOREST_WEIGHT = 0.75
@@ -30,11 +31,11 @@ FOREST_WEIGHT = 0.75
 REGION_WEIGHT = 0.75
 """Share of the region's mean in each pixel's answer (:func:`training.labels.segments.region_blend`:
 1 gives every region one answer, 0 leaves each pixel its own)."""
-REGION_SCALES: tuple[float, ...] = (100.0,)
-"""Felzenszwalb scales of the regions (several: the mean of each segmentation's region means)."""
-NETWORK_VIEWS = 1
-"""Views of the image (flips and turns, :data:`DIHEDRAL`) the network's probabilities are
-averaged over."""
+REGION_SCALES: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0)
+"""Felzenszwalb scales of the regions: the mean of each segmentation's region means."""
+FOREST_TREES = 100
+"""Trees of the map's forest: the first 100 of the 200 that label the training images (the
+same ``random_state``), half the CPU of predicting with all of them."""
 
 
 def fuse(network: np.ndarray, forest: np.ndarray, regions: np.ndarray | Sequence[np.ndarray],
@@ -49,28 +50,18 @@ def fuse(network: np.ndarray, forest: np.ndarray, regions: np.ndarray | Sequence
 
 class ForestFusion:
     """The forest of ``samples`` (fitted once, here) and the regions the fused map is averaged
-    in. :meth:`network` gives a network's probabilities for one image (over ``views`` of it),
-    :meth:`probabilities` fuses them with the forest's; ``timings`` adds up the forest's seconds
-    (features and predicting)."""
+    in. :meth:`probabilities` fuses a network's probabilities for one image; ``timings`` adds up
+    the forest's seconds (features and predicting)."""
 
     def __init__(self, samples: ForestSamples, num_classes: int,
                  scales: Sequence[float] = REGION_SCALES, forest_weight: float = FOREST_WEIGHT,
-                 region_weight: float = REGION_WEIGHT, views: int = NETWORK_VIEWS) -> None:
-        if views not in (1, 2, 4, 8):
-            raise ValueError(f"views must be 1, 2, 4 or 8, not {views}")
+                 region_weight: float = REGION_WEIGHT, trees: int = FOREST_TREES) -> None:
         self.samples, self.num_classes = samples, num_classes
         self.segments = [SegmentSettings(scale=float(s)) for s in scales]
-        self.forest_weight, self.region_weight, self.views = forest_weight, region_weight, views
+        self.forest_weight, self.region_weight = forest_weight, region_weight
         self.timings = Timings()
-        self.forest: Any = samples.fit(self.timings)
-
-    def network(self, image: np.ndarray,
-                probabilities_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """(K, H, W) float32: ``probabilities_of`` (an image (h, w, 3) to the network's (K, h, w)
-        class probabilities) averaged over the fusion's ``views`` of ``image`` (H, W, 3)."""
-        if self.views == 1:
-            return probabilities_of(image)
-        return mean_over_views(image, probabilities_of, self.views)
+        settings = replace(samples.settings, n_estimators=trees)
+        self.forest: Any = fit_forest(samples.x, samples.y, settings, self.timings)
 
     def probabilities(self, image: np.ndarray, network: np.ndarray) -> np.ndarray:
         """(K, H, W) float32: ``network`` (K, H, W) class probabilities of ``image`` (H, W, 3)
@@ -86,33 +77,3 @@ class ForestFusion:
     def classes(self, image: np.ndarray, network: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class ids of :meth:`probabilities`."""
         return self.probabilities(image, network).argmax(0).astype(np.uint8)
-
-
-DIHEDRAL = ((False, False, False), (False, False, True), (False, True, False), (False, True, True),
-            (True, False, False), (True, False, True), (True, True, False), (True, True, True))
-"""The 8 views of an image under flips and 90-degree turns, as (transpose, flip rows, flip
-columns): the first 2 add the left-right mirror, the first 4 both mirrors (and so the half
-turn), all 8 the quarter turns too."""
-
-
-def view_probabilities(image: np.ndarray, probabilities_of: Callable[[np.ndarray], np.ndarray],
-                       views: int) -> Iterator[np.ndarray]:
-    """``probabilities_of`` (an (h, w, 3) image to its (K, h, w) class probabilities) on each of
-    the first ``views`` (1, 2, 4 or 8) :data:`DIHEDRAL` views of ``image`` (H, W, 3), each
-    turned back onto the image's pixels: (K, H, W) arrays, in that order."""
-    if views not in (1, 2, 4, 8):
-        raise ValueError(f"views must be 1, 2, 4 or 8, not {views}")
-    for transpose, flip_rows, flip_cols in DIHEDRAL[:views]:
-        rows, cols = slice(None, None, -1 if flip_rows else 1), slice(None, None, -1 if flip_cols else 1)
-        view = (image.transpose(1, 0, 2) if transpose else image)[rows, cols]
-        probs = probabilities_of(np.ascontiguousarray(view))[:, rows, cols]
-        yield probs.transpose(0, 2, 1) if transpose else probs
-
-
-def mean_over_views(image: np.ndarray, probabilities_of: Callable[[np.ndarray], np.ndarray],
-                    views: int) -> np.ndarray:
-    """(K, H, W) float32: the mean of :func:`view_probabilities` (``views`` of ``image``)."""
-    total = np.zeros(0, np.float32)
-    for k, probs in enumerate(view_probabilities(image, probabilities_of, views)):
-        total = probs.astype(np.float32) if k == 0 else total + probs
-    return np.ascontiguousarray(total / views, dtype=np.float32)

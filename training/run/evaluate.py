@@ -53,10 +53,9 @@ def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False,
         image = image_from_tensor(x[0])
         with torch.autocast(device.type, torch.float16, enabled=amp):
             if fusion is not None:
-                def network(view: np.ndarray) -> np.ndarray:
-                    return blended_scores([view], scores, config.tile_size, config.tile_overlap,
-                                          micro_batch, [margin])[0]
-                return torch.from_numpy(fusion.classes(image, fusion.network(image, network)))[None]
+                (probs,) = blended_scores([image], scores, config.tile_size, config.tile_overlap,
+                                          micro_batch, [margin])
+                return torch.from_numpy(fusion.classes(image, probs))[None]
             (ids,) = segment_images([image], scores, config.tile_size, config.tile_overlap,
                                     micro_batch, [margin])
         return torch.from_numpy(ids)[None]
