@@ -3,13 +3,12 @@
 The network (trained on the clicks and the forest's confident labels) and the pixel-feature
 forest (fitted on the same clicks) are wrong in different places, and a per-pixel answer is
 speckled. The map mixes, at every pixel, the network's class probabilities (the blended tile
-scores whose argmax is the network's own map) 1 : 3 with the forest's, blends each pixel's mix
-1 : 3 with its mean over the photo's regions (:mod:`training.labels.segments`: Felzenszwalb
-regions, scale 100) and takes the argmax. The weights were chosen on dubai-aerial tiles 3-4
-(``training.experiments.fusion_grid``); applied to tiles 5-6 (10 clicks per class and photo,
-seeds 0-2, docs/results.md) the map scored 48.92 % mIoU across scenes and 62.05 % on the same
-scene, against 41.63 % and 52.90 % for the network alone and 42.50 % and 54.04 % for the forest
-peer.
+scores whose argmax is the network's own map) 1 : 3 with the forest's (the first 100 of the
+200 trees that labelled the training images), blends each pixel's mix 1 : 3 with its mean over
+the photo's regions (:mod:`training.labels.segments`: Felzenszwalb regions at scales 50, 100,
+200 and 400, their four means averaged) and takes the argmax. These settings were chosen on
+dubai-aerial tiles 3-4 (``training.experiments.fusion_grid``) and scored on tiles 5-6 (10 clicks
+per class and photo, seeds 0-2, docs/results.md "The map GeoSeg draws").
 
 The forest is refitted from the :class:`~training.labels.forest.ForestSamples` a training run
 keeps (in its checkpoints and the exported model), so the map needs neither the training images
