@@ -224,6 +224,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         config = HandlerConfig(tile_size=args.tile, tile_overlap=args.overlap,
                                tile_blend=args.blend, tile_batch_size=args.tile_batch)
         segmenter = make_segmenter(args, config)
+        if getattr(segmenter, "fusion", None) is not None:
+            print(f"note: {args.model} carries its forest: the map is network and forest together, "
+                  "at many times the network's CPU; --no-forest maps with the network alone",
+                  file=sys.stderr)
         for note in reading_notes(jobs, segmenter, bool(args.server)):
             print(note, file=sys.stderr)
         for job in jobs:

@@ -78,3 +78,15 @@ def test_a_model_with_its_forest_maps_network_and_forest_together(tmp_path) -> N
     print(f"windows agree with the whole scene on {100 * (windowed == whole).mean():.3f}% of "
           f"the pixels")
     assert (windowed == whole).mean() > 0.99
+
+
+def test_predict_says_when_it_maps_with_the_forest(tmp_path, capsys) -> None:
+    from scene.cli import main as predict_main
+
+    raster, _, _, model, _ = scene_with_forest(tmp_path)
+    common = [str(raster), "--model", str(model), "--device", "cpu", "--tile", "192", "--quiet"]
+    assert predict_main([*common[:1], str(tmp_path / "fused.tif"), *common[1:]]) == 0
+    said = capsys.readouterr().err
+    assert "carries its forest" in said and "--no-forest" in said
+    assert predict_main([*common[:1], str(tmp_path / "alone.tif"), *common[1:], "--no-forest"]) == 0
+    assert "forest" not in capsys.readouterr().err
