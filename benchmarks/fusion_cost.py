@@ -4,7 +4,7 @@ features, its trees, the regions, for the shipped settings and the ones they rep
     python -m benchmarks.fusion_cost --model RUN/last.pt --images tile5/images/*.jpg --scale 0.5
 
 ``--model``: a checkpoint or export that carries its forest (trained with forest labels). Each
-photo is read, resized by ``--scale`` (as ``geoseg train --scale``), and given the network's
+photo is read and resized by ``--scale`` as ``geoseg train --scale`` does, and given the network's
 probabilities once (not timed); then each setting maps it ``--repeats`` times, the settings in
 turn (the order reversed on odd repeats), and the process's CPU seconds (all threads) and wall
 seconds of :meth:`training.labels.fusion.ForestFusion.probabilities` are kept, with the
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from benchmarks import RESULTS
 from benchmarks.predict import summary
 from common.cli import at_least, existing_file, fail, parser
+from training.data.sources import read_rgb
 from training.experiments.combine import network_probabilities
 from training.labels.fusion import (
     FOREST_TREES,
@@ -44,16 +44,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 """The settings compared: the shipped map, and the map it replaced (the first is the ratios'
 base)."""
-
-
-def read_photo(path: Path, scale: float) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of ``path``, resized by ``scale`` (bilinear)."""
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
-        if scale != 1:
-            rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)),
-                             Image.Resampling.BILINEAR)
-        return np.asarray(rgb)
 
 
 def timed(fusion: ForestFusion, image: np.ndarray, network: np.ndarray) -> dict[str, float]:
@@ -82,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{args.model}: carries no forest (train with forest labels)")
     fusions = {name: ForestFusion(samples, table.num_classes, scales=s["scales"], trees=s["trees"])
                for name, s in SETTINGS.items()}
-    photos = [read_photo(path, args.scale) for path in args.images]
+    photos = [read_rgb(path, args.scale) for path in args.images]
     networks = [network_probabilities(model, photo, flip=False) for photo in photos]
     megapixels = sum(photo.shape[0] * photo.shape[1] for photo in photos) / 1e6
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in fusions}

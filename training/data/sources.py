@@ -62,7 +62,7 @@ WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 """Pillow modes of images that are not 8-bit per band."""
 
 
-def _read_rgb(path: Path, scale: float = 1.0) -> np.ndarray:
+def read_rgb(path: Path, scale: float = 1.0) -> np.ndarray:
     """(H, W, 3) uint8 of an 8-bit image; DatasetError for wider ones (Pillow would clip them)."""
     with Image.open(path) as src:
         if src.mode in WIDE_MODES:
@@ -124,7 +124,7 @@ class LandCoverAITiles:
         bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
         if bad.any():
             raise DatasetError(f"{self._mask(key)}: value {mask[bad][0]} is not a class id")
-        return _check_pair(key, _read_rgb(self._image(key)), mask, self._mask(key))
+        return _check_pair(key, read_rgb(self._image(key)), mask, self._mask(key))
 
 
 class LandCoverAIOrthophotos:
@@ -209,7 +209,7 @@ class ColourMaskFolders:
 
     def load(self, index: int) -> Sample:
         image_path, mask_path = self.pairs[index]
-        image = _read_rgb(image_path, self.scale)
+        image = read_rgb(image_path, self.scale)
         with Image.open(mask_path) as src:
             im = src.convert("RGB")
             if self.scale != 1.0:

@@ -32,7 +32,7 @@ from common.cli import fail, parser
 from training.data.options import load_table, open_source
 from training.experiments.combine import network_probabilities, run_options
 from training.labels.forest import image_probabilities
-from training.labels.fusion import fuse
+from training.labels.fusion import fuse, mix
 from training.labels.segments import SegmentSettings, image_segments
 from training.run.evaluate import load_with_forest
 from training.run.metrics import confusion_matrix, scores
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         layers = {s: image_segments(sample.image, SegmentSettings(scale=s))
                   for s in {s for scales in args.scales for s in scales}}
         for n, v, w in plain:
-            mixed = (1 - w) * nets[v] + w * tree[n]
-            plain[(n, v, w)] += confusion_matrix(mixed.argmax(0), sample.mask, k)
+            plain[(n, v, w)] += confusion_matrix(mix(nets[v], tree[n], w).argmax(0), sample.mask, k)
         for n, v, w, scales, r in grid:
             fused = fuse(nets[v], tree[n], [layers[s] for s in scales], w, r)
             cms[(n, v, w, scales, r)] += confusion_matrix(fused.argmax(0), sample.mask, k)
@@ -134,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"run": args.run.name, "checkpoint": args.checkpoint, "rows": rows},
                               indent=2) + "\n")
     for row in sorted(rows, key=lambda r: -r["miou"])[:8]:
-        print(f"trees {row['trees']}  views {row['views']}  forest {row['forest_weight']:.2f}  scale {row['scale']}  "
-              f"region weight {row['region_weight']:.2f}: mIoU {100 * row['miou']:.2f}%")
+        print(f"trees {row['trees']}  views {row['views']}  forest {row['forest_weight']:.2f}  "
+              f"scale {row['scale']}  region weight {row['region_weight']:.2f}: "
+              f"mIoU {100 * row['miou']:.2f}%")
     return 0
 
 

@@ -37,14 +37,18 @@ FOREST_TREES = 100
 same ``random_state``), half the CPU of predicting with all of them."""
 
 
+def mix(network: np.ndarray, forest: np.ndarray, forest_weight: float = FOREST_WEIGHT) -> np.ndarray:
+    """(K, H, W): ``network`` and ``forest`` (K, H, W) class probabilities mixed per pixel,
+    ``forest_weight`` the forest's share."""
+    return (1 - forest_weight) * network + forest_weight * forest
+
+
 def fuse(network: np.ndarray, forest: np.ndarray, regions: np.ndarray | Sequence[np.ndarray],
          forest_weight: float = FOREST_WEIGHT, region_weight: float = REGION_WEIGHT) -> np.ndarray:
-    """(K, H, W) float32: ``network`` and ``forest`` (K, H, W) class probabilities mixed
-    (``forest_weight`` the forest's share), then blended with their means over ``regions``
-    (H, W) region ids, or the mean of those means over several segmentations
+    """(K, H, W) float32: :func:`mix` of ``network`` and ``forest``, then blended with its means
+    over ``regions`` (H, W) region ids, or the mean of those means over several segmentations
     (``region_weight`` the mean's share)."""
-    mixed = (1 - forest_weight) * network + forest_weight * forest
-    return region_blend(mixed, regions, region_weight)
+    return region_blend(mix(network, forest, forest_weight), regions, region_weight)
 
 
 class ForestFusion:
