@@ -122,6 +122,7 @@ demo:
 BENCH_USERS      ?= 1 4
 BENCH_DURATION   ?= 120
 BENCH_IMAGES     ?= tiles
+BENCH_FORMAT     ?= png
 BENCH_DEVICE     ?= cpu
 BENCH_PRECISION  ?= fp32
 BENCH_BATCH      ?= 4
@@ -130,7 +131,7 @@ BENCH_WORKERS    ?= 1
 BENCH_TILE_BATCH ?= 4
 BENCH_OUT        ?= benchmarks/results
 BENCH_ARGS       := --model $(MODEL) --device $(BENCH_DEVICE) --users $(BENCH_USERS) \
-                    --duration $(BENCH_DURATION) --images $(BENCH_IMAGES) \
+                    --duration $(BENCH_DURATION) --images $(BENCH_IMAGES) --format $(BENCH_FORMAT) \
                     --precision $(BENCH_PRECISION) --out $(BENCH_OUT)
 
 $(MODEL):

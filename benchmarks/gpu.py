@@ -49,7 +49,7 @@ from model.builder import build_model
 from model.class_table import ClassTable
 from model.compiled import checked_compile
 from model.export import export_model
-from tools.server import ServerError, java_problem, torchserve_executable
+from tools.server import ServerError, java_problem, torchserve_executable, worker_env
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ class GpuPlan:
     served_duration: int = 20
     served_client_processes: int = 4    # locust processes: one Python client tops out near a core
     served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
-    served_formats: tuple[str, ...] = ("png", "npy")  # request formats of the served rows
+    served_formats: tuple[str, ...] = ("png", "npy")  # request formats of the served rows;
+    # "stack": stack_size tiles per request (the bulk format's 4-D .npy)
+    stack_size: int = 16
     served_decode_threads: tuple[int, ...] = (1,)     # handler decode_threads of the served rows
     image_count: int = 8
 
@@ -98,7 +100,8 @@ class GpuPlan:
                    handler_requests=2,
                    handler_tile_batch=2, decode_threads=2, served_precision="fp32", served_workers=(1,),
                    served_batch_sizes=(2,), served_users=(2,), served_delay_ms=5,
-                   served_duration=3, served_client_processes=2, image_count=2)
+                   served_duration=3, served_client_processes=2, image_count=2,
+                   served_formats=("png", "npy", "stack"), stack_size=2)
 
 
 def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
@@ -317,14 +320,15 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
             return {"skipped": reason, "rows": []}
     manifests = {}
     for fmt in plan.served_formats:
-        manifests[fmt] = write_image_set(workdir / f"images-{fmt}", "tiles", plan.image_count,
-                                         tile=plan.tile, overlap=plan.overlap, fmt=fmt,
-                                         tile_side=plan.tile)  # one tile each
+        kind, file_format = ("stacks", "npy") if fmt == "stack" else ("tiles", fmt)
+        manifests[fmt] = write_image_set(workdir / f"images-{fmt}", kind, plan.image_count,
+                                         tile=plan.tile, overlap=plan.overlap, fmt=file_format,
+                                         tile_side=plan.tile, stack=plan.stack_size)  # one tile an image
     rows: list[dict[str, Any]] = []
     result = {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
     for k, settings in enumerate(served_settings(plan)):
         for fmt, manifest in manifests.items():
-            if fmt == "npy" and settings.decode_threads > 1:
+            if fmt in ("npy", "stack") and settings.decode_threads > 1:
                 continue  # nothing to decode in parallel (benchmarks.decode_threads: 0.08 ms)
             log(f"served [{k + 1}] {fmt}: workers {settings.workers} batchSize "
                 f"{settings.batch_size} delay {settings.max_batch_delay_ms} ms tile batch "
@@ -442,7 +446,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
               f"{r['settings']['batch_size']}, {r['settings'].get('decode_threads', 1)} decode "
               f"thr., {r['served']['users']} users" for r in rows]
     values = [r["served"]["tiles_per_s"] for r in rows]
-    colours = ["tab:blue" if r.get("format", "png") == "npy" else "tab:green" for r in rows]
+    palette = {"npy": "tab:blue", "stack": "tab:purple"}
+    colours = [palette.get(r.get("format", "png"), "tab:green") for r in rows]
     bars = ax2.barh(range(len(rows)), values, color=colours)
     ax2.bar_label(bars, fmt="%.0f", padding=3, fontsize=7)
     ax2.set_yticks(range(len(rows)), labels, fontsize=7)
@@ -453,7 +458,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax2.axvline(0.9 * bare, color="k", ls=":", label="0.9 x bare")
         ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     ax2.set_xlabel("served tiles / s")
-    ax2.set_title("served through TorchServe (npy blue, PNG green)", fontsize=9)
+    ax2.set_title("served through TorchServe (npy blue, stacks purple, PNG green)", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -468,6 +473,7 @@ def run(plan: GpuPlan, out: Path, stages: tuple[str, ...], log: Callable[[str], 
     model_path = workdir / f"geoseg-{plan.arch}.pt"
     report: dict[str, Any] = {"date": stamp, "device": device_name(torch.device(plan.device)),
                               "arch": plan.arch, "torch": torch.__version__, "plan": asdict(plan),
+                              "worker_env": worker_env(),
                               "export": export_random_model(plan.arch, model_path)}
     log(f"exported {plan.arch} ({report['export']['megabytes']:.0f} MB) on {report['device']}")
     out.mkdir(parents=True, exist_ok=True)
@@ -542,7 +548,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--precisions", type=_words, default=None, help="bare sweep, e.g. fp16,bf16")
     p.add_argument("--channels-last", type=_switches, default=None,
                    help="bare sweep memory formats: on, off or on,off")
-    p.add_argument("--served-formats", type=_words, default=None, help="e.g. png,npy")
+    p.add_argument("--served-formats", type=_words, default=None,
+                   help="e.g. png,npy (stack: 16 tiles per request, one 4-D .npy)")
     p.add_argument("--served-decode-threads", type=_ints, default=None,
                    help="handler decode_threads of the served PNG rows, e.g. 1,4")
     args = p.parse_args(argv)

@@ -89,7 +89,8 @@ class SegmentationUser(FastHttpUser):
                 response.failure(f"status {response.status_code}")
             elif not (response.headers.get("Content-Type") or "").startswith(answer):
                 response.failure(f"content type {response.headers.get('Content-Type')}")
-            elif size != (entry["width"], entry["height"]):
+            elif size != (entry["width"], entry["height"], *(
+                    (entry["stack"],) if "stack" in entry else ())):
                 response.failure(f"output size {size}")
             else:
                 response.success()

@@ -24,8 +24,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def npy_size(body: bytes) -> tuple[int, int] | None:
-    """(width, height) of a 2-D ``.npy`` array from its header, or None for anything else."""
+def npy_size(body: bytes) -> tuple[int, int] | tuple[int, int, int] | None:
+    """(width, height) of a 2-D ``.npy`` array (a class map), (width, height, N) of a 3-D one
+    (a stack of N class maps) from its header, or None for anything else."""
     stream = io.BytesIO(body[:4096])
     try:
         major, _ = np.lib.format.read_magic(stream)
@@ -34,11 +35,14 @@ def npy_size(body: bytes) -> tuple[int, int] | None:
         shape, _, _ = header(stream)
     except ValueError:
         return None
+    if len(shape) == 3:
+        return shape[2], shape[1], shape[0]
     return (shape[1], shape[0]) if len(shape) == 2 else None
 
 
 ANSWER_SIZE = {"png": png_size, "npy": npy_size}
-"""The answer's (width, height) reader for each request format (answers come back in it)."""
+"""The answer's (width, height) reader for each request format (answers come back in it;
+(width, height, N) for a stack of N)."""
 CONTENT_TYPE = {"png": "application/octet-stream", "npy": "application/x-npy"}
 """What a load test sends as Content-Type for each request format."""
 

@@ -45,7 +45,15 @@ from handler.inference import HandlerConfig, model_config_yaml
 from handler.metrics import STAGE_MS, STAGES
 from model.artifact import load_artifact
 from tools.archive import build_archive
-from tools.server import Sample, ServerError, TorchServe, free_port, metric_total, scrape_metrics
+from tools.server import (
+    Sample,
+    ServerError,
+    TorchServe,
+    free_port,
+    metric_total,
+    scrape_metrics,
+    worker_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
@@ -446,8 +454,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=120, help="seconds per locust run")
     p.add_argument("--client-processes", type=int, default=1,
                    help="locust processes (--processes): more when the client saturates a core")
-    p.add_argument("--images", choices=("tiles", "scenes", "mixed"), default="tiles",
-                   help="generated image set: 512x512 tiles, 2048x1536 scenes, or both")
+    p.add_argument("--images", choices=("tiles", "scenes", "mixed", "stacks"), default="tiles",
+                   help="generated image set: 512x512 tiles, 2048x1536 scenes, both, or stacks "
+                        "of --stack tiles per request (--format npy)")
+    p.add_argument("--stack", type=int, default=16, help="tiles per request of --images stacks")
     p.add_argument("--image-count", type=int, default=4, help="images of each size")
     p.add_argument("--format", choices=FORMATS, default="png",
                    help="request format: png, or npy (the bulk format: raw pixels in, class ids "
@@ -489,15 +499,19 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--device cuda, but CUDA is not available here")
     if not 0 <= 2 * args.overlap <= args.tile:
         return fail(f"--overlap must be at most half of --tile ({args.overlap} > {args.tile} / 2)")
+    if args.images == "stacks" and args.format != "npy":
+        return fail("--images stacks needs --format npy (a stack is one 4-D .npy array)")
     grid = settings_grid(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
     device = device_name(torch.device(args.device))
-    images = f"{args.images} ({args.format})"
+    stacked = f" of {args.stack}" if args.images == "stacks" else ""
+    images = f"{args.images}{stacked} ({args.format})"
     labels = {"date": stamp, "device": device, "arch": load_artifact(model_path, "cpu").meta.get("arch"),
               "images": images}
     manifest = write_image_set(workdir / "images", args.images, args.image_count,
-                               tile=args.tile, overlap=args.overlap, fmt=args.format)
+                               tile=args.tile, overlap=args.overlap, fmt=args.format,
+                               stack=args.stack)
     rows: list[dict[str, Any]] = []
     try:
         peer = None if args.no_peer or args.format != "png" else peer_load(model_path, args.device, manifest, grid.users,
@@ -511,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{exc} (logs in {workdir})", 1)
     shutil.rmtree(workdir, ignore_errors=True)  # generated images, archives, server logs
     run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],
-                "torch": torch.__version__, "images": images, "sweep": args.sweep}
+                "torch": torch.__version__, "images": images, "sweep": args.sweep,
+                "worker_env": worker_env()}
     report = write_report(rows, run_info, Path(args.out), f"{stamp}-{args.device.split(':')[0]}",
                           "batch_size" if args.sweep else "users")
     print(f"wrote {report.json}, {report.plot}, rows in {report.markdown}; "

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from handler.decode import decode_image
 from handler.errors import RequestError
-from handler.request import Job, choose_format, choose_margin, image_bytes
+from handler.request import DEFAULT_FORMAT, Job, choose_format, choose_margin, image_bytes, stack_format
 from handler.scaling import BandScaling
 
 HeaderReader = Callable[[int, str], Optional[str]]
@@ -31,10 +31,13 @@ def prepare_job(index: int, row: Mapping[str, Any], header: HeaderReader, max_pi
     """Request ``index`` of the batch as a :class:`Job` (decoded image, format, edges) or the
     :class:`RequestError` it deserves."""
     try:
-        fmt = choose_format(row, header(index, "X-GeoSeg-Format"), header(index, "Accept"))
+        fmt = choose_format(row, header(index, "X-GeoSeg-Format"), header(index, "Accept"),
+                            default=None)
         margin = choose_margin(header(index, "X-GeoSeg-Edges"))
         data = image_bytes(row, header(index, "Content-Type"), header(index, "Content-Length"))
-        return Job(index, decode_image(data, max_pixels, scaling), fmt, margin)
+        image = decode_image(data, max_pixels, scaling)
+        fmt = stack_format(fmt, len(image.rgb)) if image.stacked else fmt or DEFAULT_FORMAT
+        return Job(index, image, fmt, margin)
     except RequestError as exc:
         return exc
 

@@ -20,7 +20,9 @@ a NumPy ``.npy`` array (content type ``application/x-npy``): (H, W) or (H, W, C)
 or float64, C order; a validity band marks no data with 0. It is read without a decoder: the
 header is parsed (no pickles), the size checked against ``max_pixels`` and the byte count before
 anything is allocated, and the pixels are used where they lie in the request. Values that are
-not 8-bit are scaled as a TIFF's are.
+not 8-bit are scaled as a TIFF's are. A 4-D array (N, H, W, C) is a stack of N images of
+the same size, for clients that send many tiles at once: each is segmented as if sent alone,
+and the answer is one (N, H, W) ``.npy`` of class ids; the pixel limit counts the whole stack.
 
 A GeoTIFF's georeferencing (its raw GeoTIFF tags, affine transform, pixel area) is kept so
 that a class GeoTIFF can carry it unchanged and the JSON summary can give areas.
@@ -66,12 +68,22 @@ class GeoReference:
 @dataclass
 class DecodedImage:
     """``rgb``: (H, W, 3) uint8. ``kind``: the format read. ``georef``: GeoTIFFs only.
-    ``valid``: (H, W) bool, False on no-data pixels; None when every pixel is valid."""
+    ``valid``: (H, W) bool, False on no-data pixels; None when every pixel is valid.
+    ``stacked``: a stack of images of one size (the bulk format's 4-D ``.npy``): ``rgb`` is
+    then (N, H, W, 3) and ``valid`` (N, H, W)."""
 
     rgb: np.ndarray
     kind: str
     georef: Optional[GeoReference] = None
     valid: Optional[np.ndarray] = None
+    stacked: bool = False
+
+    def frames(self) -> list[tuple[np.ndarray, Optional[np.ndarray]]]:
+        """(rgb (H, W, 3), valid (H, W) or None) of each image: one, or the stack's N."""
+        if not self.stacked:
+            return [(self.rgb, self.valid)]
+        return [(rgb, None if self.valid is None else self.valid[i])
+                for i, rgb in enumerate(self.rgb)]
 
 
 def decode_image(data: bytes, max_pixels: int, scaling: Optional[BandScaling] = None) -> DecodedImage:
@@ -114,42 +126,51 @@ def npy_header(data: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
         raise RequestError(415, f".npy array of dtype {dtype}{', Fortran order' if fortran else ''}"
                                 ": send a C-order array of uint8, (u)int16, (u)int32 or float",
                            {"kind": "unsupported_mode"})
-    if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
-        raise RequestError(415, f".npy array of shape {shape}: send (H, W) or (H, W, C) with "
-                                "C 1-4 (grey, grey + validity, RGB, RGB + validity)",
-                           {"kind": "unsupported_mode"})
+    if len(shape) not in (2, 3, 4) or (len(shape) > 2 and not 1 <= shape[-1] <= 4):
+        raise RequestError(415, f".npy array of shape {shape}: send (H, W), (H, W, C) or a stack "
+                                "(N, H, W, C) with C 1-4 (grey, grey + validity, RGB, RGB + "
+                                "validity)", {"kind": "unsupported_mode"})
     return tuple(int(n) for n in shape), dtype, stream.tell()
 
 
 def _decode_npy(data: bytes, max_pixels: int, scaling: Optional[BandScaling]) -> DecodedImage:
     shape, dtype, offset = npy_header(data)
-    _check_size(shape[1], shape[0], max_pixels)
-    count = int(np.prod(shape))
-    if len(data) - offset != count * dtype.itemsize:
+    stacked = len(shape) == 4
+    count, (height, width) = (shape[0], shape[1:3]) if stacked else (1, shape[:2])
+    _check_size(width, height, max_pixels, count)
+    values = int(np.prod(shape))
+    if len(data) - offset != values * dtype.itemsize:
         raise RequestError(400, f"corrupt or truncated .npy data: {len(data) - offset} bytes of "
-                                f"pixels for a {shape} {dtype} array of {count * dtype.itemsize}",
+                                f"pixels for a {shape} {dtype} array of {values * dtype.itemsize}",
                            {"kind": "corrupt"})
-    array = np.frombuffer(data, dtype, count, offset).reshape(shape[0], shape[1], -1)
-    with_validity = array.shape[2] in (2, 4)
+    array = np.frombuffer(data, dtype, values, offset).reshape(count, height, width, -1)
     valid = None
-    if with_validity:
+    if array.shape[3] in (2, 4):  # the last band marks validity
         valid = array[..., -1] != 0
         valid = None if valid.all() else valid
         array = array[..., :-1]
-    if array.dtype == np.uint8 and array.shape[2] == 3:  # read in place: tiling copies tiles out
-        return DecodedImage(array, "npy", valid=valid)
-    bands = np.moveaxis(array, -1, 0)
-    return DecodedImage(bands_to_rgb(to_uint8(bands, scaling, valid)), "npy", valid=valid)
+    if array.dtype == np.uint8 and array.shape[3] == 3:  # read in place: tiling copies tiles out
+        rgb = array
+    else:
+        rgb = np.stack([bands_to_rgb(to_uint8(np.moveaxis(frame, -1, 0), scaling,
+                                              None if valid is None else valid[i]))
+                        for i, frame in enumerate(array)])
+    if stacked:
+        return DecodedImage(rgb, "npy", valid=valid, stacked=True)
+    return DecodedImage(rgb[0], "npy", valid=None if valid is None else valid[0])
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
-    if width <= 0 or height <= 0:
-        raise RequestError(400, f"image has no pixels ({width}x{height})", {"kind": "empty_image"})
-    if width * height > max_pixels:
-        raise RequestError(413, f"image of {width}x{height} = {width * height} pixels exceeds "
-                                f"the limit of {max_pixels} pixels",
-                           {"kind": "too_many_pixels", "pixels": width * height,
-                            "limit": max_pixels})
+def _check_size(width: int, height: int, max_pixels: int, count: int = 1) -> None:
+    """RequestError 400 for no pixels, 413 for more than ``max_pixels`` in ``count`` images of
+    ``width`` x ``height``."""
+    what = f"{width}x{height}" if count == 1 else f"{count} images of {width}x{height}"
+    if width <= 0 or height <= 0 or count <= 0:
+        raise RequestError(400, f"image has no pixels ({what})", {"kind": "empty_image"})
+    pixels = count * width * height
+    if pixels > max_pixels:
+        raise RequestError(413, f"{'image' if count == 1 else 'stack'} of {what} = {pixels} "
+                                f"pixels exceeds the limit of {max_pixels} pixels",
+                           {"kind": "too_many_pixels", "pixels": pixels, "limit": max_pixels})
 
 
 def bands_to_rgb(bands: np.ndarray) -> np.ndarray:

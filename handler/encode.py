@@ -43,7 +43,8 @@ GDAL_METADATA, GDAL_NODATA = 42112, 42113
 
 
 def mark_nodata(classes: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:
-    """(H, W) class ids with :data:`NODATA` where ``valid`` (H, W) bool is False (in place)."""
+    """(H, W) class ids with :data:`NODATA` where ``valid`` (H, W) bool is False (in place);
+    any shape, ``valid`` of the same."""
     if valid is not None:
         classes[~valid] = NODATA
     return classes
@@ -81,7 +82,8 @@ def encode_png(classes: np.ndarray, table: ClassTable, compress_level: int = 3) 
 
 
 def encode_npy(classes: np.ndarray) -> bytes:
-    """(H, W) uint8 ids -> ``.npy`` bytes (the bulk format's answer: no encoder, 128-byte header)."""
+    """(H, W) uint8 ids, or (N, H, W) for a stack of images -> ``.npy`` bytes (the bulk
+    format's answer: no encoder, 128-byte header)."""
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(classes, dtype=np.uint8),
                               allow_pickle=False)

@@ -87,19 +87,26 @@ class GeoSegHandler(BaseHandler):
         return jobs
 
     def inference(self, jobs: list[Job | RequestError], *args: Any, **kwargs: Any) -> list[Result]:
-        """Segment the good jobs' images together; (job, class map or None) per request."""
+        """Segment the good jobs' images together (each image of a stack as one); (job, class
+        map or None) per request: (H, W), or (N, H, W) for a stack of N images."""
         start = time.perf_counter()
         good = [j for j in jobs if isinstance(j, Job)]
+        frames = [(j, rgb, valid) for j in good for rgb, valid in j.image.frames()]
         cfg = self.config
-        maps = segment_images([j.image.rgb for j in good], self.predict, cfg.tile_size,
+        maps = segment_images([rgb for _, rgb, _ in frames], self.predict, cfg.tile_size,
                               cfg.tile_overlap, cfg.micro_batch(self.device),
-                              [j.margin for j in good], lone_ids=self.predict_lone)
-        by_index = {j.index: mark_nodata(m, j.image.valid) for j, m in zip(good, maps)}
-        for j in good:
-            h, w = j.image.rgb.shape[:2]
+                              [j.margin for j, _, _ in frames], lone_ids=self.predict_lone)
+        per_job: dict[int, list[np.ndarray]] = {}
+        for (j, _, valid), classes in zip(frames, maps):
+            per_job.setdefault(j.index, []).append(mark_nodata(classes, valid))
+        by_index = {j.index: np.stack(per_job[j.index]) if j.image.stacked else per_job[j.index][0]
+                    for j in good}
+        for j in good:  # one count per request, a stack's images together
+            h, w = j.image.rgb.shape[-3:-1]
             tiles = len(plan_tiles(h, w, cfg.tile_size, cfg.tile_overlap, j.margin))
+            count = len(per_job[j.index])
             metrics.record_image(self.context.metrics, self.context.model_name, j.index,
-                                 tiles, h * w)
+                                 count * tiles, count * h * w)
         self._stage("model", start)
         return [(job, by_index.get(i)) for i, job in enumerate(jobs)]
 

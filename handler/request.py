@@ -3,7 +3,8 @@
 TorchServe 0.12 hands a raw body (``curl -T`` / ``--data-binary``) to the handler as the row
 key ``body``, a multipart form field by field (``-F file=@x.tif -F format=json``: keys ``file``
 and ``format``). The format is chosen by, in order: the multipart ``format`` field, the
-``X-GeoSeg-Format`` header, the ``Accept`` header; default ``png``. The ``X-GeoSeg-Edges``
+``X-GeoSeg-Format`` header, the ``Accept`` header; default ``png`` (``npy`` for a stack of
+images, the bulk format's 4-D ``.npy``, which no other format can answer). The ``X-GeoSeg-Edges``
 header says how the image's borders get context: ``reflect`` (default, the image is a whole
 scene: reflected by half the tile overlap) or ``none`` (the image is a window of a larger scene
 that already carries its neighbours' pixels, as ``geoseg predict --server`` sends).
@@ -28,6 +29,8 @@ FORMAT_NAMES = tuple(FORMATS)
 FORMAT_ALIASES = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
 ACCEPT_TYPES = {mime: f.name for f in FORMATS.values() for mime in f.accept}
 FORM_FIELDS = {"file", "format"}
+DEFAULT_FORMAT = "png"
+"""The answer's format when a request names none (a stack of images: always ``npy``)."""
 PART_OVERHEAD = 2048
 """Bytes one multipart part may spend on its boundary and headers (name, filename, type)."""
 
@@ -122,20 +125,32 @@ def choose_margin(header: Optional[str]) -> Optional[int]:
     return EDGE_MODES[key]
 
 
-def choose_format(row: Mapping[str, Any], header: Optional[str], accept: Optional[str]) -> str:
-    """The output format: form field ``format``, else ``header``, else ``accept``, else png."""
+def choose_format(row: Mapping[str, Any], header: Optional[str], accept: Optional[str],
+                  default: Optional[str] = DEFAULT_FORMAT) -> Optional[str]:
+    """The output format: form field ``format``, else ``header``, else ``accept``, else
+    ``default`` (None: the caller decides once it knows the image)."""
     if row.get("format") is not None:
         return normalise_format(_text(row["format"]))
     if header:
         return normalise_format(header)
-    if not accept:
-        return "png"
+    if not accept or accept.strip() == "*/*":
+        return default
     for part in accept.split(","):
         mime = part.split(";")[0].strip().lower()
         if mime in ACCEPT_TYPES:
             return ACCEPT_TYPES[mime]
     raise RequestError(406, f"cannot answer with {accept!r}: accepted are "
                             f"{', '.join(sorted(ACCEPT_TYPES))}", {"kind": "not_acceptable"})
+
+
+def stack_format(asked: Optional[str], count: int) -> str:
+    """The format of a stack of ``count`` images: ``npy``, the only one that holds a stack of
+    class maps; RequestError 400 when the request asked for another."""
+    if asked not in (None, "npy"):
+        raise RequestError(400, f"a stack of {count} images (a 4-D .npy) is answered as one "
+                                f"(N, H, W) .npy of class ids, not {asked}: ask for npy or "
+                                "send the images one by one", {"kind": "stack_format"})
+    return "npy"
 
 
 @dataclass

@@ -24,6 +24,7 @@ from tools.server import (
     java_env,
     read_key,
     require_torchserve,
+    serving_env,
     wait_ready,
 )
 
@@ -48,7 +49,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"wrote {archive}")
         logs = Path(args.logs)
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**java_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
+        env = {**serving_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
         with open(logs / "torchserve.out", "ab") as out:
             proc = subprocess.run([require_torchserve(), "--start", "--ncs", "--ts-config", str(config),
                                    "--model-store", args.model_store, "--models", "geoseg=geoseg.mar"],

@@ -96,6 +96,26 @@ def java_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
     return env
 
 
+WORKER_ENV = {"GOMP_SPINCOUNT": "1000"}
+"""Environment the model workers inherit (through the frontend) unless the caller set it:
+torch's OpenMP threads (libgomp) spin 1000 rounds, not libgomp's 300000, before they sleep
+between parallel regions. The long spin took most of a CPU worker's time from the frontend and
+the clients; no spin at all (``OMP_WAIT_POLICY=PASSIVE``) slowed PNG requests, whose decoding
+separates the model's parallel regions (docs/performance.md)."""
+
+
+def worker_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The :data:`WORKER_ENV` values the workers get: ``base``'s (default: this process's
+    environment) where it sets them, else :data:`WORKER_ENV`'s."""
+    env = os.environ if base is None else base
+    return {name: env.get(name, value) for name, value in WORKER_ENV.items()}
+
+
+def serving_env(base: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """:func:`java_env` of ``base`` with :data:`WORKER_ENV` where ``base`` does not set it."""
+    return {**java_env(base), **worker_env(base)}
+
+
 def java_problem() -> Optional[str]:
     """Why Java cannot run TorchServe here, or None when it can."""
     try:
@@ -269,7 +289,7 @@ class TorchServe:
         """Start and wait until the model answers (with the inference key of
         ``key_file.json`` once TorchServe has written it: token authorisation is on in the
         project's configs)."""
-        java = java_env()  # ServerError when Java cannot run TorchServe here
+        java = serving_env()  # ServerError when Java cannot run TorchServe here
         executable = require_torchserve()
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.properties"

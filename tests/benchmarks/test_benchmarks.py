@@ -4,6 +4,7 @@ import json
 import tempfile
 
 import numpy as np
+import pytest
 
 from benchmarks.images import write_image_set
 from benchmarks.model_throughput import main as throughput_main
@@ -32,11 +33,26 @@ def test_npy_size_reads_the_header_of_class_maps_only(tmp_path):
     entry = manifest["images"][0]
     assert entry["file"].endswith(".npy") and entry["format"] == "npy"
     request = (tmp_path / entry["file"]).read_bytes()
-    assert npy_size(request) is None  # (512, 512, 3) pixels: not a class map
+    assert npy_size(request) != (512, 512)  # (512, 512, 3) pixels: not the tile's class map
     answer = io.BytesIO()
     np.save(answer, np.zeros((70, 90), np.uint8))
     assert npy_size(answer.getvalue()) == (90, 70)
     assert npy_size(b"not a npy") is None
+
+
+def test_a_stack_set_is_one_4d_array_per_request(tmp_path):
+    manifest = json.loads(write_image_set(tmp_path, "stacks", count=2, fmt="npy", stack=3,
+                                          tile_side=64, tile=64, overlap=16).read_text())
+    first, second = manifest["images"]
+    assert (first["stack"], first["tiles"], first["width"]) == (3, 3, 64)
+    stack = np.load(tmp_path / first["file"])
+    assert stack.shape == (3, 64, 64, 3) and stack.dtype == np.uint8
+    assert len({stack[i].tobytes() for i in range(3)} | {np.load(tmp_path / second["file"])[0].tobytes()}) == 4
+    answer = io.BytesIO()
+    np.save(answer, np.zeros((3, 70, 90), np.uint8))
+    assert npy_size(answer.getvalue()) == (90, 70, 3)
+    with pytest.raises(ValueError, match="npy"):
+        write_image_set(tmp_path / "png", "stacks", fmt="png")
 
 
 def test_model_throughput_writes_its_result(tmp_path):
@@ -93,6 +109,25 @@ def test_bench_with_the_bulk_format_checks_every_answer(tmp_path):
     assert served["stages"]["decode"] < served["stages"]["model"]
 
 
+def test_bench_with_stacks_checks_every_answers_shape(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "results"
+    assert run_main(["--model", str(model), "--images", "stacks", "--format", "png",
+                     "--out", str(out)]) == 2  # a usage error
+    assert "--format npy" in capsys.readouterr().err and not out.exists()
+    assert run_main(["--model", str(model), "--users", "2", "--duration", "4", "--format", "npy",
+                     "--images", "stacks", "--stack", "3", "--image-count", "1", "--tile", "128",
+                     "--overlap", "32", "--out", str(out)]) == 0
+    (json_file,) = out.glob("*.json")
+    report = json.loads(json_file.read_text())
+    assert report["worker_env"] == {"GOMP_SPINCOUNT": "1000"}  # what the served worker had
+    (row,) = report["rows"]
+    assert row["images"] == "stacks of 3 (npy)"
+    served = row["served"]  # locust fails every answer not a (3, 512, 512) .npy of class ids
+    assert served["failures"] == 0 and served["requests"] > 0 and served["tiles_per_s"] > 0
+
+
 def test_handler_profile_times_every_stage(tmp_path):
     from benchmarks.handler_profile import profile
 
@@ -120,9 +155,11 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     rows = report["handler"]["rows"]
     assert [(r["format"], r["decode_threads"]) for r in rows] == [("png", 1), ("png", 2), ("npy", 1)]
     assert all(set(r["ms_per_tile"]) == {"decode", "model", "encode"} for r in rows)
-    row, bulk = report["served"]["rows"]
-    assert (row["format"], bulk["format"]) == ("png", "npy")
+    row, bulk, stack = report["served"]["rows"]
+    assert (row["format"], bulk["format"], stack["format"]) == ("png", "npy", "stack")
     assert bulk["served"]["failures"] == 0 and bulk["served"]["tiles_per_s"] > 0
+    # locust fails each answer that is not a (2, H, W) stack of class maps
+    assert stack["served"]["failures"] == 0 and stack["served"]["tiles_per_s"] > 0
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
     compiled = report["bare"]["compiled"]  # the last stage: the rebuilt network, compiled (aot_eager on the CPU)
     assert compiled["backend"] == "aot_eager" and compiled["tiles_per_s"] > 0
@@ -135,7 +172,7 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     assert served["images_in_window"] + served["late_answers"] >= 0.75 * served["requests"]
     table = next(out.glob("gpu-dry-*.md")).read_text()
     assert "## Bare model" in table and "## Served" in table and "## Handler" in table
-    assert "## Compiled network" in table and "| npy |" in table
+    assert "## Compiled network" in table and "| npy |" in table and "| stack |" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
 
 

@@ -9,10 +9,12 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import psutil
 import pytest
 import tifffile
 from PIL import Image
 
+from benchmarks.responses import npy_bytes
 from tests.handler.test_codecs import geotiff_bytes
 from tests.serving import mask_of, png, post, standin_store
 from tools.server import TorchServe
@@ -145,3 +147,23 @@ def test_explanations_endpoint_is_answered_like_predictions(server):
     np.testing.assert_array_equal(mask_of(body), mask_of(post(server, png(SCENE))[2]))
     status, ctype, body = explain(b"not an image")
     assert (status, ctype) == (415, "application/json") and json.loads(body)["code"] == 415
+
+
+def test_a_stack_of_tiles_is_answered_as_one_npy_of_class_maps(server):
+    """The bulk format's stack over real HTTP: (N, H, W, 3) in, (N, H, W) out, each map the
+    one its tile gets alone."""
+    tiles = np.stack([SCENE[:64, :64], SCENE[64:128, :64], SCENE[:64, 64:128]])
+    status, ctype, body = post(server, npy_bytes(tiles), {"Content-Type": "application/x-npy"})
+    assert (status, ctype) == (200, "application/x-npy")
+    classes = np.load(io.BytesIO(body), allow_pickle=False)
+    assert classes.shape == (3, 64, 64)
+    for tile, answer in zip(tiles, classes):
+        np.testing.assert_array_equal(answer, mask_of(post(server, png(tile))[2]))
+    status, _, body = post(server, npy_bytes(tiles), {"Accept": "image/png"})
+    assert status == 400 and "stack of 3 images" in json.loads(body)["error"]
+
+
+def test_the_workers_threads_spin_briefly_before_they_sleep(server):
+    """Its OpenMP threads must not spin on the cores the frontend and the clients need."""
+    worker = psutil.Process(server.worker_pid())
+    assert worker.environ().get("GOMP_SPINCOUNT") == "1000"
