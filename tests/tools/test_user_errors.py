@@ -376,7 +376,7 @@ def test_serve_outside_the_repository_uses_the_projects_config(work, tmp_path, m
     monkeypatch.chdir(tmp_path)  # no config.properties here
     monkeypatch.setattr(serve, "build_archive", lambda model, store: Path(store) / "geoseg.mar")
     monkeypatch.setattr(serve, "require_torchserve", lambda: "torchserve")
-    monkeypatch.setattr(serve, "java_env", lambda: {})
+    monkeypatch.setattr(serve, "serving_env", lambda: {})
     monkeypatch.setattr(serve.subprocess, "run", fake_run)
     monkeypatch.setattr(serve, "wait_ready", lambda *a, **k: None)
     assert serve.main(["--model", str(work / "standin.pt")]) == 0
