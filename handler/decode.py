@@ -151,10 +151,11 @@ def _decode_npy(data: bytes, max_pixels: int, scaling: Optional[BandScaling]) ->
         array = array[..., :-1]
     if array.dtype == np.uint8 and array.shape[3] == 3:  # read in place: tiling copies tiles out
         rgb = array
-    else:
-        rgb = np.stack([bands_to_rgb(to_uint8(np.moveaxis(frame, -1, 0), scaling,
-                                              None if valid is None else valid[i]))
-                        for i, frame in enumerate(array)])
+    else:  # each image scaled on its own
+        frames = [bands_to_rgb(to_uint8(np.moveaxis(frame, -1, 0), scaling,
+                                        None if valid is None else valid[i]))
+                  for i, frame in enumerate(array)]
+        rgb = np.stack(frames) if stacked else frames[0][None]  # [None]: a view, not a copy
     if stacked:
         return DecodedImage(rgb, "npy", valid=valid, stacked=True)
     return DecodedImage(rgb[0], "npy", valid=None if valid is None else valid[0])
