@@ -442,7 +442,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.set_ylim(0, 1.1 * max(m["tiles_per_s"] for m in report["bare"]["measurements"]))
     rows = [r for r in (report.get("served") or {}).get("rows", []) if "served" in r]
-    labels = [f"{r.get('format', 'png')}, {r['settings']['workers']} workers x "
+    stack = f"stack of {report['plan'].get('stack_size', 16)}"
+    labels = [f"{stack if r.get('format') == 'stack' else r.get('format', 'png')}, "
+              f"{r['settings']['workers']} workers x "
               f"{r['settings']['batch_size']}, {r['settings'].get('decode_threads', 1)} decode "
               f"thr., {r['served']['users']} users" for r in rows]
     values = [r["served"]["tiles_per_s"] for r in rows]
