@@ -55,10 +55,10 @@ def write_image_set(out: str | Path, kind: str = "tiles", count: int = 4, seed: 
         h, w = SIZES[k] if k == "scenes" else (tile_side, tile_side)
         images = stack if k == "stacks" else 1
         for i in range(count):
-            rgb = np.stack([generate_scene((h, w), seed * 1000 + len(entries) * images + j)[0]
-                            for j in range(images)])
+            frames = [generate_scene((h, w), seed * 1000 + len(entries) * images + j)[0]
+                      for j in range(images)]
             name = f"{k}_{i:03d}.{fmt}"
-            (out / name).write_bytes(encode(rgb if k == "stacks" else rgb[0], fmt))
+            (out / name).write_bytes(encode(np.stack(frames) if k == "stacks" else frames[0], fmt))
             entry = {"file": name, "kind": k, "format": fmt, "width": w, "height": h,
                      "tiles": images * len(plan_tiles(h, w, tile, overlap))}
             entries.append({**entry, "stack": images} if k == "stacks" else entry)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from locust import FastHttpUser, constant, events, task
 
-from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, multipart_form
+from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, expected_size, multipart_form
 
 MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest.json"))
 TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
@@ -89,8 +89,7 @@ class SegmentationUser(FastHttpUser):
                 response.failure(f"status {response.status_code}")
             elif not (response.headers.get("Content-Type") or "").startswith(answer):
                 response.failure(f"content type {response.headers.get('Content-Type')}")
-            elif size != (entry["width"], entry["height"], *(
-                    (entry["stack"],) if "stack" in entry else ())):
+            elif size != expected_size(entry):
                 response.failure(f"output size {size}")
             else:
                 response.success()

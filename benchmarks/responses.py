@@ -40,6 +40,12 @@ def npy_size(body: bytes) -> tuple[int, int] | tuple[int, int, int] | None:
     return (shape[1], shape[0]) if len(shape) == 2 else None
 
 
+def expected_size(entry: dict) -> tuple[int, ...]:
+    """What :data:`ANSWER_SIZE` must read from the answer to a manifest ``entry``
+    (benchmarks/images.py): (width, height), and the stack's N for a stack."""
+    return (entry["width"], entry["height"], *((entry["stack"],) if "stack" in entry else ()))
+
+
 ANSWER_SIZE = {"png": png_size, "npy": npy_size}
 """The answer's (width, height) reader for each request format (answers come back in it;
 (width, height, N) for a stack of N)."""

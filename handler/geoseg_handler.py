@@ -91,22 +91,19 @@ class GeoSegHandler(BaseHandler):
         map or None) per request: (H, W), or (N, H, W) for a stack of N images."""
         start = time.perf_counter()
         good = [j for j in jobs if isinstance(j, Job)]
-        frames = [(j, rgb, valid) for j in good for rgb, valid in j.image.frames()]
+        frames = [(rgb, j.margin) for j in good for rgb, _ in j.image.frames()]
         cfg = self.config
-        maps = segment_images([rgb for _, rgb, _ in frames], self.predict, cfg.tile_size,
-                              cfg.tile_overlap, cfg.micro_batch(self.device),
-                              [j.margin for j, _, _ in frames], lone_ids=self.predict_lone)
-        per_job: dict[int, list[np.ndarray]] = {}
-        for (j, _, valid), classes in zip(frames, maps):
-            per_job.setdefault(j.index, []).append(mark_nodata(classes, valid))
-        by_index = {j.index: np.stack(per_job[j.index]) if j.image.stacked else per_job[j.index][0]
-                    for j in good}
-        for j in good:  # one count per request, a stack's images together
+        maps = iter(segment_images([rgb for rgb, _ in frames], self.predict, cfg.tile_size,
+                                   cfg.tile_overlap, cfg.micro_batch(self.device),
+                                   [margin for _, margin in frames], lone_ids=self.predict_lone))
+        by_index: dict[int, np.ndarray] = {}
+        for j in good:  # each job takes its images' maps in order; one count per request
+            job_maps = [mark_nodata(next(maps), valid) for _, valid in j.image.frames()]
+            by_index[j.index] = np.stack(job_maps) if j.image.stacked else job_maps[0]
             h, w = j.image.rgb.shape[-3:-1]
             tiles = len(plan_tiles(h, w, cfg.tile_size, cfg.tile_overlap, j.margin))
-            count = len(per_job[j.index])
             metrics.record_image(self.context.metrics, self.context.model_name, j.index,
-                                 count * tiles, count * h * w)
+                                 len(job_maps) * tiles, len(job_maps) * h * w)
         self._stage("model", start)
         return [(job, by_index.get(i)) for i, job in enumerate(jobs)]
 

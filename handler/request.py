@@ -133,10 +133,12 @@ def choose_format(row: Mapping[str, Any], header: Optional[str], accept: Optiona
         return normalise_format(_text(row["format"]))
     if header:
         return normalise_format(header)
-    if not accept or accept.strip() == "*/*":
+    if not accept:
         return default
     for part in accept.split(","):
         mime = part.split(";")[0].strip().lower()
+        if mime == "*/*":  # anything will do: the default for this image
+            return default
         if mime in ACCEPT_TYPES:
             return ACCEPT_TYPES[mime]
     raise RequestError(406, f"cannot answer with {accept!r}: accepted are "
