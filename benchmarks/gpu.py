@@ -75,6 +75,7 @@ class GpuPlan:
     served_users: tuple[int, ...] = (16, 64, 128)
     served_delay_ms: int = 5
     served_duration: int = 20
+    served_warmup: int = 20             # seconds of uncounted load first (the frontend's JIT)
     served_client_processes: int = 4    # locust processes: one Python client tops out near a core
     served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
     served_formats: tuple[str, ...] = ("png", "npy")  # request formats of the served rows;
@@ -100,7 +101,7 @@ class GpuPlan:
                    handler_requests=2,
                    handler_tile_batch=2, decode_threads=2, served_precision="fp32", served_workers=(1,),
                    served_batch_sizes=(2,), served_users=(2,), served_delay_ms=5,
-                   served_duration=3, served_client_processes=2, image_count=2,
+                   served_duration=3, served_warmup=1, served_client_processes=2, image_count=2,
                    served_formats=("png", "npy", "stack"), stack_size=2)
 
 
@@ -336,7 +337,8 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
             try:
                 loads = serve_and_load(model_path, plan.device, settings, manifest,
                                        list(plan.served_users), plan.served_duration,
-                                       workdir / f"served{k}-{fmt}", plan.served_client_processes)
+                                       workdir / f"served{k}-{fmt}", plan.served_client_processes,
+                                       plan.served_warmup)
             except (ServerError, RuntimeError) as exc:
                 rows.append({"settings": asdict(settings), "format": fmt, "error": str(exc)})
                 log(f"  error: {exc}")
@@ -546,6 +548,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--served-batch-sizes", type=_ints, default=None, help="e.g. 8,16,32")
     p.add_argument("--served-users", type=_ints, default=None, help="e.g. 16,64,128")
     p.add_argument("--served-duration", type=int, default=None, help="seconds per locust run")
+    p.add_argument("--served-warmup", type=int, default=None,
+                   help="seconds of uncounted load before a server's measured runs")
     p.add_argument("--served-grid", choices=("cross", "star"), default=None)
     p.add_argument("--precisions", type=_words, default=None, help="bare sweep, e.g. fp16,bf16")
     p.add_argument("--channels-last", type=_switches, default=None,
@@ -559,7 +563,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     overrides = {k: v for k, v in {
         "arch": args.arch, "batch_sizes": args.batch_sizes, "served_workers": args.served_workers,
         "served_batch_sizes": args.served_batch_sizes, "served_users": args.served_users,
-        "served_duration": args.served_duration, "served_grid": args.served_grid,
+        "served_duration": args.served_duration, "served_warmup": args.served_warmup,
+        "served_grid": args.served_grid,
         "precisions": args.precisions, "channels_last": args.channels_last,
         "served_formats": args.served_formats,
         "served_decode_threads": args.served_decode_threads}.items()

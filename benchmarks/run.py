@@ -112,9 +112,12 @@ def failure_summary(load: Mapping[str, Any]) -> str:
 
 
 def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
-               workdir: Path, processes: int = 1, key: Optional[str] = None) -> dict[str, Any]:
+               workdir: Path, processes: int = 1, key: Optional[str] = None,
+               expect_answers: bool = True) -> dict[str, Any]:
     """Run locust headless against ``host`` (sending the inference ``key`` when given);
-    requests/s, latency percentiles, tiles/s.
+    requests/s, latency percentiles, tiles/s. RuntimeError when no request was answered,
+    unless not ``expect_answers`` (a warm-up shorter than one answer): then only ``users``,
+    ``duration_s`` and ``requests`` (0).
     ``processes`` > 1 forks that many locust workers (``--processes``): one Python process
     sends at most about one core's worth of requests, so a fast server needs several for the
     client not to be the limit. Each process counts its own tiles (``<tiles file>.<pid>``)."""
@@ -136,6 +139,8 @@ def run_locust(host: str, target: str, manifest: Path, users: int, duration: int
     with stats_file.open() as fh:
         row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
     if int(row["Request Count"]) == 0:
+        if not expect_answers:
+            return {"users": users, "duration_s": duration, "requests": 0}
         raise RuntimeError(f"no {target} request was answered within {duration} s of load "
                            f"({users} users): give it a longer --duration")
     failures_file = Path(f"{prefix}_failures.csv")
@@ -190,9 +195,15 @@ def bare_tiles_per_s(model_path: Path, device: str, settings: ServeSettings, rep
 
 def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
                    users: list[int], duration: int, workdir: Path,
-                   client_processes: int = 1) -> list[dict[str, Any]]:
-    """Archive the model with ``settings``, start TorchServe on loopback, run locust once per
-    user count (``duration`` seconds each), stop the server; one locust result per user count."""
+                   client_processes: int = 1, warmup: int = 0) -> list[dict[str, Any]]:
+    """Archive the model with ``settings``, start TorchServe on loopback, send ``warmup``
+    seconds of load at the largest user count that no result counts, run locust once per
+    user count (``duration`` seconds each), stop the server; one locust result per user count.
+
+    The warm-up is there for TorchServe's Java frontend: its JIT compiles the request path
+    during the first thousands of requests, and until then it spends 2-3x its later CPU per
+    request (512 px ``.npy`` tiles one after the other on the 2-core VM: 11.2 ms per request
+    in the first 200, 2.7-3.4 from the 1400th on)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "model-config.yaml"
     config.write_text(settings.model_config(device))
@@ -201,6 +212,13 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
     try:
         assert server.process is not None
         stack = StackProcesses.of(server.process.pid)
+        warmed = {"seconds": warmup, "requests": 0}
+        if warmup > 0:
+            (workdir / "warmup").mkdir(exist_ok=True)
+            warmed["requests"] = run_locust(server.url, "geoseg", manifest, max(users), warmup,
+                                            workdir / "warmup", client_processes,
+                                            server.key("inference"),
+                                            expect_answers=False)["requests"]
         results = []
         for u in users:
             before = scrape_metrics(server.metrics_url)
@@ -213,6 +231,7 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
                                                       time.perf_counter() - started)
             time.sleep(1.0)  # the frontend forwards the worker's metric lines asynchronously
             result["stages"] = stage_breakdown(before, scrape_metrics(server.metrics_url))
+            result["warmup"] = warmed
             results.append(result)
         return results
     finally:
@@ -313,7 +332,7 @@ def settings_grid(args: argparse.Namespace) -> Grid:
 def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest: Path,
                 users: list[int], duration: int, workdir: Path,
                 peer: Optional[list[dict[str, Any]]], labels: Mapping[str, Any],
-                client_processes: int = 1) -> list[dict[str, Any]]:
+                client_processes: int = 1, warmup: int = 0) -> list[dict[str, Any]]:
     """One setting: the bare ceiling, the served load at each user count, and the comparison
     with ``peer`` (the Flask peer's load at the same user counts; it does not depend on the
     setting, so a run measures it once and passes it to every setting). One result row per
@@ -324,7 +343,7 @@ def run_setting(model_path: Path, device: str, settings: ServeSettings, manifest
     and a single measurement on one side moved served ÷ bare by up to 0.2 here."""
     before = bare_tiles_per_s(model_path, device, settings)
     served = serve_and_load(model_path, device, settings, manifest, users, duration, workdir,
-                            client_processes)
+                            client_processes, warmup)
     after = bare_tiles_per_s(model_path, device, settings)
     bare = before | {"tiles_per_s": (before["tiles_per_s"] + after["tiles_per_s"]) / 2,
                      "before": before["tiles_per_s"], "after": after["tiles_per_s"]}
@@ -452,6 +471,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--users", type=int, nargs="+", default=[1, 4], help="locust user counts")
     p.add_argument("--duration", type=int, default=120, help="seconds per locust run")
+    p.add_argument("--warmup", type=int, default=20,
+                   help="seconds of load before the measured runs, not counted (the frontend's "
+                        "JIT compiles its request path meanwhile; 0: none)")
     p.add_argument("--client-processes", type=int, default=1,
                    help="locust processes (--processes): more when the client saturates a core")
     p.add_argument("--images", choices=("tiles", "scenes", "mixed", "stacks"), default="tiles",
@@ -499,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--device cuda, but CUDA is not available here")
     if not 0 <= 2 * args.overlap <= args.tile:
         return fail(f"--overlap must be at most half of --tile ({args.overlap} > {args.tile} / 2)")
+    if args.warmup < 0:
+        return fail(f"--warmup must be 0 or more seconds (got {args.warmup})")
     if args.images == "stacks" and args.format != "npy":
         return fail("--images stacks needs --format npy (a stack is one 4-D .npy array)")
     grid = settings_grid(args)
@@ -520,13 +544,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{k + 1}/{len(grid.settings)}] {settings}", flush=True)
             rows += run_setting(model_path, args.device, settings, manifest, grid.users,
                                 args.duration, workdir / f"setting{k}", peer, labels,
-                                args.client_processes)
+                                args.client_processes, args.warmup)
     except (ServerError, RuntimeError) as exc:  # the servers' logs stay for a look
         return fail(f"{exc} (logs in {workdir})", 1)
     shutil.rmtree(workdir, ignore_errors=True)  # generated images, archives, server logs
     run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],
                 "torch": torch.__version__, "images": images, "sweep": args.sweep,
-                "worker_env": worker_env()}
+                "warmup_s": args.warmup, "worker_env": worker_env()}
     report = write_report(rows, run_info, Path(args.out), f"{stamp}-{args.device.split(':')[0]}",
                           "batch_size" if args.sweep else "users")
     print(f"wrote {report.json}, {report.plot}, rows in {report.markdown}; "

@@ -71,13 +71,16 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     scratch = tmp_path / "scratch"  # the run's temporary folder goes here, and away at the end
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    assert run_main(["--model", str(model), "--users", "1", "--duration", "4",
+    assert run_main(["--model", str(model), "--users", "1", "--duration", "4", "--warmup", "2",
                      "--image-count", "1", "--tile", "128", "--overlap", "32",
                      "--out", str(out)]) == 0
     (json_file,) = out.glob("*.json")
     result = json.loads(json_file.read_text())
+    assert result["warmup_s"] == 2
     (row,) = result["rows"]
     assert row["served"]["failures"] == 0 and row["served"]["requests"] > 0
+    warmup = row["served"]["warmup"]  # load before the measured run, in its own locust run
+    assert warmup["seconds"] == 2 and warmup["requests"] > 0
     assert row["served"]["tiles_per_s"] > 0 and row["bare"]["tiles_per_s"] > 0
     assert row["served_over_bare"] > 0 and row["peer"]["tiles_per_s"] > 0
     stages = row["served"]["stages"]  # from TorchServe's counters and the handler's
@@ -99,7 +102,7 @@ def test_bench_with_the_bulk_format_checks_every_answer(tmp_path):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "results"
     assert run_main(["--model", str(model), "--users", "2", "--duration", "4", "--format", "npy",
-                     "--image-count", "1", "--tile", "128", "--overlap", "32",
+                     "--warmup", "1", "--image-count", "1", "--tile", "128", "--overlap", "32",
                      "--out", str(out)]) == 0
     (json_file,) = out.glob("*.json")
     (row,) = json.loads(json_file.read_text())["rows"]
@@ -117,7 +120,7 @@ def test_bench_with_stacks_checks_every_answers_shape(tmp_path, capsys, monkeypa
                      "--out", str(out)]) == 2  # a usage error
     assert "--format npy" in capsys.readouterr().err and not out.exists()
     assert run_main(["--model", str(model), "--users", "2", "--duration", "4", "--format", "npy",
-                     "--images", "stacks", "--stack", "3", "--image-count", "1", "--tile", "128",
+                     "--warmup", "1", "--images", "stacks", "--stack", "3", "--image-count", "1", "--tile", "128",
                      "--overlap", "32", "--out", str(out)]) == 0
     (json_file,) = out.glob("*.json")
     report = json.loads(json_file.read_text())
@@ -126,6 +129,26 @@ def test_bench_with_stacks_checks_every_answers_shape(tmp_path, capsys, monkeypa
     assert row["images"] == "stacks of 3 (npy)"
     served = row["served"]  # locust fails every answer not a (3, 512, 512) .npy of class ids
     assert served["failures"] == 0 and served["requests"] > 0 and served["tiles_per_s"] > 0
+
+
+def test_frontend_warmup_measures_each_window_of_served_requests(tmp_path, capsys):
+    from benchmarks.frontend_warmup import main as warmup_main
+
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "results"
+    assert warmup_main(["--model", str(model), "--format", "png", "--stack", "2",
+                        "--out", str(out)]) == 2  # a stack is one .npy
+    assert "--format npy" in capsys.readouterr().err and not out.exists()
+    assert warmup_main(["--model", str(model), "--format", "npy", "--stack", "2",
+                        "--windows", "2", "--window", "3", "--out", str(out)]) == 0
+    (json_file,) = out.glob("*-npy-stack.json")
+    report = json.loads(json_file.read_text())
+    assert report["request"] == "stack of 2 (npy)" and report["window"] == 3
+    assert report["bytes_per_request"] > 2 * 512 * 512 * 3  # the pixels and the .npy header
+    assert [w["requests_before"] for w in report["windows"]] == [0, 3]
+    for window in report["windows"]:  # CPU each process spent: measured, not zero
+        assert window["frontend_cpu_ms_per_tile"] > 0 and window["worker_cpu_ms_per_tile"] > 0
+        assert window["wall_ms_per_tile"] > 0
 
 
 def test_handler_profile_times_every_stage(tmp_path):

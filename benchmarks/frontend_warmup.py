@@ -1,0 +1,127 @@
+"""How much CPU a fresh TorchServe spends per tile as it warms up.
+
+    python -m benchmarks.frontend_warmup --model standin.pt --format npy --windows 12 --window 200
+    python -m benchmarks.frontend_warmup --model standin.pt --format npy --stack 16 --window 20
+
+One client sends one generated request (a 512 px tile as PNG or ``.npy``, or a stack of
+``--stack`` tiles as one 4-D ``.npy``) over one connection, one request after the other, to a
+TorchServe started with the shipped config. For each window of ``--window`` requests: the CPU
+milliseconds per tile of TorchServe's Java frontend and of its worker (psutil, user + system),
+and the wall milliseconds per tile. The Java frontend compiles its request path with its JIT
+while it serves the first thousands of requests, so its first windows cost more than the later
+ones; ``geoseg bench --warmup`` sends load for that long before it measures. Results go to
+``benchmarks/results/frontend-warmup/<date>-<format>.json``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import RESULTS
+from benchmarks.cpu_budget import StackProcesses
+from benchmarks.images import write_image_set
+from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, expected_size
+from common.cli import at_least, fail, parser
+from tools.archive import build_archive
+from tools.server import ServerError, TorchServe, worker_env
+
+
+def request_body(workdir: Path, fmt: str, stack: int) -> tuple[bytes, dict[str, Any]]:
+    """One generated request in ``fmt`` (``stack`` > 1: a stack of that many tiles, ``.npy``)
+    and its manifest entry."""
+    kind = "stacks" if stack > 1 else "tiles"
+    manifest = write_image_set(workdir / "images", kind, count=1, fmt=fmt, stack=stack)
+    entry = json.loads(manifest.read_text())["images"][0]
+    return (manifest.parent / entry["file"]).read_bytes(), entry
+
+
+def measure_windows(server: TorchServe, body: bytes, entry: dict[str, Any], windows: int,
+                    window: int, log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """``windows`` windows of ``window`` sequential requests of ``body`` to ``server``; per
+    window the frontend's and the worker's CPU ms per tile and the wall ms per tile. Every
+    answer is checked (status, content type, the entry's size); RuntimeError otherwise."""
+    assert server.process is not None
+    stack = StackProcesses.of(server.process.pid)
+    fmt, tiles = entry["format"], entry["tiles"]
+    answer = "image/png" if fmt == "png" else "application/x-npy"
+    headers = {"Content-Type": CONTENT_TYPE[fmt], "Accept": answer, **server.auth()}
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]),
+                                            timeout=600)
+    rows = []
+    try:
+        for k in range(windows):
+            before, started = stack.cpu_seconds(), time.perf_counter()
+            for _ in range(window):
+                connection.request("POST", "/predictions/geoseg", body, headers)
+                response = connection.getresponse()
+                content = response.read()
+                if response.status != 200 or not response.getheader("Content-Type", "").startswith(answer):
+                    raise RuntimeError(f"status {response.status}: {content[:200]!r}")
+                if ANSWER_SIZE[fmt](content) != expected_size(entry):
+                    raise RuntimeError(f"answer of size {ANSWER_SIZE[fmt](content)}")
+            wall, after = time.perf_counter() - started, stack.cpu_seconds()
+            per_tile = 1000 / (window * tiles)
+            row = {"requests_before": k * window,
+                   "frontend_cpu_ms_per_tile": round((after["frontend"] - before["frontend"]) * per_tile, 2),
+                   "worker_cpu_ms_per_tile": round((after["worker"] - before["worker"]) * per_tile, 2),
+                   "wall_ms_per_tile": round(wall * per_tile, 2)}
+            rows.append(row)
+            log(f"requests {row['requests_before']:5d}-{row['requests_before'] + window - 1:5d}: "
+                f"frontend {row['frontend_cpu_ms_per_tile']:6.2f}, worker "
+                f"{row['worker_cpu_ms_per_tile']:6.2f} CPU ms per tile, wall {row['wall_ms_per_tile']:6.2f} ms")
+    finally:
+        connection.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("python -m benchmarks.frontend_warmup", __doc__)
+    p.add_argument("--model", default="model/geoseg.pt", help="exported TorchScript file")
+    p.add_argument("--format", choices=("png", "npy"), default="npy", help="request format")
+    p.add_argument("--stack", type=at_least(1), default=1,
+                   help="tiles per request (more than 1: one 4-D .npy, --format npy)")
+    p.add_argument("--windows", type=at_least(1), default=12, help="windows of requests")
+    p.add_argument("--window", type=at_least(1), default=200, help="requests per window")
+    p.add_argument("--out", default=str(RESULTS / "frontend-warmup"), help="folder for the JSON")
+    args = p.parse_args(argv)
+    model = Path(args.model)
+    if not model.is_file():
+        return fail(f"{args.model} not found (make export)")
+    if args.stack > 1 and args.format != "npy":
+        return fail("--stack needs --format npy (a stack is one 4-D .npy array)")
+    workdir = Path(tempfile.mkdtemp(prefix="geoseg-warmup-"))
+    try:
+        body, entry = request_body(workdir, args.format, args.stack)
+        build_archive(model, workdir / "store")
+        server = TorchServe(workdir / "store", workdir=workdir / "ts").start()
+        try:
+            rows = measure_windows(server, body, entry, args.windows, args.window)
+        finally:
+            server.stop()
+    except (ServerError, RuntimeError) as exc:
+        return fail(f"{exc} (logs in {workdir})", 1)
+    shutil.rmtree(workdir, ignore_errors=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    what = f"stack of {args.stack} (npy)" if args.stack > 1 else f"tile ({args.format})"
+    report = {"date": stamp, "machine": f"{platform.machine()} CPU", "model": model.name,
+              "request": what, "bytes_per_request": len(body), "window": args.window,
+              "worker_env": worker_env(), "windows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stamp}-{args.format}{'-stack' if args.stack > 1 else ''}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
