@@ -121,6 +121,7 @@ demo:
 # Benchmarks (docs/performance.md): knobs below, results in benchmarks/results/.
 BENCH_USERS      ?= 1 4
 BENCH_DURATION   ?= 120
+BENCH_WARMUP     ?= 20
 BENCH_IMAGES     ?= tiles
 BENCH_FORMAT     ?= png
 BENCH_DEVICE     ?= cpu
@@ -131,7 +132,7 @@ BENCH_WORKERS    ?= 1
 BENCH_TILE_BATCH ?= 4
 BENCH_OUT        ?= benchmarks/results
 BENCH_ARGS       := --model $(MODEL) --device $(BENCH_DEVICE) --users $(BENCH_USERS) \
-                    --duration $(BENCH_DURATION) --images $(BENCH_IMAGES) --format $(BENCH_FORMAT) \
+                    --duration $(BENCH_DURATION) --warmup $(BENCH_WARMUP) --images $(BENCH_IMAGES) --format $(BENCH_FORMAT) \
                     --precision $(BENCH_PRECISION) --out $(BENCH_OUT)
 
 $(MODEL):

@@ -201,9 +201,9 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
     user count (``duration`` seconds each), stop the server; one locust result per user count.
 
     The warm-up is there for TorchServe's Java frontend: its JIT compiles the request path
-    during the first thousands of requests, and until then it spends 2-3x its later CPU per
-    request (512 px ``.npy`` tiles one after the other on the 2-core VM: 11.2 ms per request
-    in the first 200, 2.7-3.4 from the 1400th on)."""
+    during the first thousand or so requests, and until then it spends 2.5-4.5x its later CPU
+    per request (512 px ``.npy`` tiles one after the other on the 2-core VM: 11.2 ms per
+    request in the first 200, 2.75-4.5 from the 800th on; ``benchmarks.frontend_warmup``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "model-config.yaml"
     config.write_text(settings.model_config(device))
