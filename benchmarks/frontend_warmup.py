@@ -9,8 +9,9 @@ TorchServe started with the shipped config. For each window of ``--window`` requ
 milliseconds per tile of TorchServe's Java frontend and of its worker (psutil, user + system),
 and the wall milliseconds per tile. The Java frontend compiles its request path with its JIT
 while it serves the first thousands of requests, so its first windows cost more than the later
-ones; ``geoseg bench --warmup`` sends load for that long before it measures. Results go to
-``benchmarks/results/frontend-warmup/<date>-<format>.json``.
+ones; ``geoseg bench --warmup`` sends load for that long before it measures. ``--logging
+torchserve`` starts the frontend with TorchServe's built-in logging instead of the project's
+``log4j2.xml``. Results go to ``benchmarks/results/frontend-warmup/<date>-<format>[-stack]-<logging>-logging.json``.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from benchmarks.images import write_image_set
 from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, expected_size
 from common.cli import at_least, fail, parser
 from tools.archive import build_archive
-from tools.server import ServerError, TorchServe, worker_env
+from tools.server import LOG_CONFIG, ServerError, TorchServe, worker_env
 
 
 def request_body(workdir: Path, fmt: str, stack: int) -> tuple[bytes, dict[str, Any]]:
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="tiles per request (more than 1: one 4-D .npy, --format npy)")
     p.add_argument("--windows", type=at_least(1), default=12, help="windows of requests")
     p.add_argument("--window", type=at_least(1), default=200, help="requests per window")
+    p.add_argument("--logging", choices=("geoseg", "torchserve"), default="geoseg",
+                   help="the frontend's logging: the project's log4j2.xml or TorchServe's built-in")
     p.add_argument("--out", default=str(RESULTS / "frontend-warmup"), help="folder for the JSON")
     args = p.parse_args(argv)
     model = Path(args.model)
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         body, entry = request_body(workdir, args.format, args.stack)
         build_archive(model, workdir / "store")
-        server = TorchServe(workdir / "store", workdir=workdir / "ts").start()
+        log_config = LOG_CONFIG if args.logging == "geoseg" else None
+        server = TorchServe(workdir / "store", workdir=workdir / "ts", log_config=log_config).start()
         try:
             rows = measure_windows(server, body, entry, args.windows, args.window)
         finally:
@@ -114,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     what = f"stack of {args.stack} (npy)" if args.stack > 1 else f"tile ({args.format})"
     report = {"date": stamp, "machine": f"{platform.machine()} CPU", "model": model.name,
               "request": what, "bytes_per_request": len(body), "window": args.window,
+              "logging": LOG_CONFIG.name if args.logging == "geoseg" else "TorchServe's built-in",
               "worker_env": worker_env(), "windows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stamp}-{args.format}{'-stack' if args.stack > 1 else ''}.json"
+    path = out / f"{stamp}-{args.format}{'-stack' if args.stack > 1 else ''}-{args.logging}-logging.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

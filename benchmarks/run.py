@@ -46,6 +46,7 @@ from handler.metrics import STAGE_MS, STAGES
 from model.artifact import load_artifact
 from tools.archive import build_archive
 from tools.server import (
+    LOG_CONFIG,
     Sample,
     ServerError,
     TorchServe,
@@ -550,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)  # generated images, archives, server logs
     run_info = {"date": stamp, "device": device, "model": str(args.model), "arch": labels["arch"],
                 "torch": torch.__version__, "images": images, "sweep": args.sweep,
-                "warmup_s": args.warmup, "worker_env": worker_env()}
+                "warmup_s": args.warmup, "worker_env": worker_env(), "frontend_logging": LOG_CONFIG.name}
     report = write_report(rows, run_info, Path(args.out), f"{stamp}-{args.device.split(':')[0]}",
                           "batch_size" if args.sweep else "users")
     print(f"wrote {report.json}, {report.plot}, rows in {report.markdown}; "

@@ -20,6 +20,7 @@ from tools.archive import ArchiveError, build_archive
 from tools.server import (
     BASE_CONFIG,
     KEY_FILE,
+    LOG_CONFIG,
     ServerError,
     java_env,
     read_key,
@@ -52,6 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         env = {**serving_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
         with open(logs / "torchserve.out", "ab") as out:
             proc = subprocess.run([require_torchserve(), "--start", "--ncs", "--ts-config", str(config),
+                                   *(["--log-config", str(LOG_CONFIG)] if LOG_CONFIG.is_file() else []),
                                    "--model-store", args.model_store, "--models", "geoseg=geoseg.mar"],
                                   env=env, stdout=out, stderr=subprocess.STDOUT)
         if proc.returncode != 0:

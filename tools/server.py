@@ -24,6 +24,9 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "config.properties"
+LOG_CONFIG = ROOT / "log4j2.xml"
+"""The frontend's logging (TorchServe's ``--log-config``): TorchServe's files, without its
+per-request DEBUG and metric-echo lines."""
 """The TorchServe settings every server of this project starts from."""
 
 
@@ -243,8 +246,10 @@ class TorchServe:
 
     def __init__(self, model_store: str | Path, models: str = "geoseg=geoseg.mar",
                  workdir: Optional[str | Path] = None, extra_config: Optional[dict] = None,
-                 base_config: str | Path = BASE_CONFIG) -> None:
+                 base_config: str | Path = BASE_CONFIG,
+                 log_config: Optional[str | Path] = LOG_CONFIG) -> None:
         self.base_config = Path(base_config)
+        self.log_config = Path(log_config).resolve() if log_config else None  # None: TorchServe's own
         self.model_store = Path(model_store).resolve()
         self.models = models
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="geoseg-ts-")).resolve()
@@ -300,7 +305,8 @@ class TorchServe:
         self.log = open(self.workdir / "torchserve.out", "wb")
         self.process = subprocess.Popen(
             [executable, "--start", "--foreground", "--ncs", "--ts-config", str(config),
-             "--model-store", str(self.model_store), "--models", self.models],
+             "--model-store", str(self.model_store), "--models", self.models,
+             *(["--log-config", str(self.log_config)] if self.log_config else [])],
             cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         try:

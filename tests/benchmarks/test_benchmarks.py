@@ -141,9 +141,10 @@ def test_frontend_warmup_measures_each_window_of_served_requests(tmp_path, capsy
     assert "--format npy" in capsys.readouterr().err and not out.exists()
     assert warmup_main(["--model", str(model), "--format", "npy", "--stack", "2",
                         "--windows", "2", "--window", "3", "--out", str(out)]) == 0
-    (json_file,) = out.glob("*-npy-stack.json")
+    (json_file,) = out.glob("*-npy-stack-geoseg-logging.json")
     report = json.loads(json_file.read_text())
     assert report["request"] == "stack of 2 (npy)" and report["window"] == 3
+    assert report["logging"] == "log4j2.xml"
     assert report["bytes_per_request"] > 2 * 512 * 512 * 3  # the pixels and the .npy header
     assert [w["requests_before"] for w in report["windows"]] == [0, 3]
     for window in report["windows"]:  # CPU each process spent: measured, not zero

@@ -454,6 +454,9 @@ def test_dockerfile_targets_user_healthcheck_ports_and_pins():
         copied = [rest.split() for word, rest in steps if word == "COPY" and "--from" not in rest]
         config = [c[0] for c in copied if c[-1] == "/opt/geoseg/config/config.properties"]
         assert config == [str((GPU_CONFIG if target == "cuda" else CPU_CONFIG).relative_to(ROOT))], target
+        command = json.loads([rest for word, rest in steps if word == "CMD"][-1])
+        log_config = command[command.index("--log-config") + 1]  # the frontend's quiet logging
+        assert [c[0] for c in copied if c[-1] == log_config] == ["log4j2.xml"], target
     pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
                   if "==" in line and not line.startswith("#"))
     run = next(rest for word, rest in found["base"] if word == "RUN" and "serving.txt" in rest)

@@ -5,6 +5,7 @@ Fails (never skips) when Java or TorchServe is missing: the message says what to
 import io
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -15,9 +16,10 @@ import tifffile
 from PIL import Image
 
 from benchmarks.responses import npy_bytes
+from handler.metrics import TILES
 from tests.handler.test_codecs import geotiff_bytes
 from tests.serving import mask_of, png, post, standin_store
-from tools.server import TorchServe
+from tools.server import TorchServe, metric_total, scrape_metrics
 from training.data.synthetic import generate_scene
 
 
@@ -167,3 +169,27 @@ def test_the_workers_threads_spin_briefly_before_they_sleep(server):
     """Its OpenMP threads must not spin on the cores the frontend and the clients need."""
     worker = psutil.Process(server.worker_pid())
     assert worker.environ().get("GOMP_SPINCOUNT") == "1000"
+
+
+def test_the_frontend_logs_no_line_per_request_and_still_counts_metrics(server):
+    """TorchServe's built-in logging writes about 27 lines per request to ts_log.log (its DEBUG
+    lines twice, every metric line the worker prints echoed); the project's log4j2.xml only what
+    the worker prints. The access log keeps its line per request and the metrics still reach
+    Prometheus."""
+    logs = server.workdir / "logs"
+
+    def lines(name: str) -> int:
+        return (logs / name).read_text().count("\n")
+
+    def tiles() -> float:
+        return metric_total(scrape_metrics(server.metrics_url), TILES)
+
+    ts_log, access, counted = lines("ts_log.log"), lines("access_log.log"), tiles()
+    for _ in range(8):
+        assert post(server, png(SCENE[:64, :64]))[0] == 200
+    deadline = time.monotonic() + 10  # the frontend reads the worker's metric lines as they come
+    while tiles() < counted + 8 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tiles() == counted + 8
+    assert lines("access_log.log") - access >= 8  # and the scrapes of the metrics
+    assert lines("ts_log.log") - ts_log <= 2 * 8  # the worker's own two lines per batch
