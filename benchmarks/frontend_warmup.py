@@ -6,12 +6,13 @@
 One client sends one generated request (a 512 px tile as PNG or ``.npy``, or a stack of
 ``--stack`` tiles as one 4-D ``.npy``) over one connection, one request after the other, to a
 TorchServe started with the shipped config. For each window of ``--window`` requests: the CPU
-milliseconds per tile of TorchServe's Java frontend and of its worker (psutil, user + system),
-and the wall milliseconds per tile. The Java frontend compiles its request path with its JIT
-while it serves the first thousands of requests, so its first windows cost more than the later
-ones; ``geoseg bench --warmup`` sends load for that long before it measures. ``--logging
-torchserve`` starts the frontend with TorchServe's built-in logging instead of the project's
-``log4j2.xml``. Results go to ``benchmarks/results/frontend-warmup/<date>-<format>[-stack]-<logging>-logging.json``.
+milliseconds per tile of TorchServe's Java frontend and of its worker (psutil, user + system)
+and the wall milliseconds per tile; over all windows, the bytes of log the server wrote per
+request. The Java frontend compiles its request path with its JIT while it serves the first
+thousands of requests, so its first windows cost more than the later ones; ``geoseg bench
+--warmup`` sends load for that long before it measures. ``--logging torchserve`` starts the
+frontend with TorchServe's built-in logging instead of the project's ``log4j2.xml``. Results go
+to ``benchmarks/results/frontend-warmup/<date>-<format>[-stack]-<logging>-logging.json``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def request_body(workdir: Path, fmt: str, stack: int) -> tuple[bytes, dict[str, 
     manifest = write_image_set(workdir / "images", kind, count=1, fmt=fmt, stack=stack)
     entry = json.loads(manifest.read_text())["images"][0]
     return (manifest.parent / entry["file"]).read_bytes(), entry
+
+
+def log_bytes(server: TorchServe) -> int:
+    """Bytes the server has written so far to its log folder and its console file."""
+    files = [*(server.workdir / "logs").glob("*"), server.workdir / "torchserve.out"]
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def measure_windows(server: TorchServe, body: bytes, entry: dict[str, Any], windows: int,
@@ -108,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         log_config = LOG_CONFIG if args.logging == "geoseg" else None
         server = TorchServe(workdir / "store", workdir=workdir / "ts", log_config=log_config).start()
         try:
+            logged = log_bytes(server)
             rows = measure_windows(server, body, entry, args.windows, args.window)
+            time.sleep(1)  # the frontend writes the worker's lines as it reads them
+            logged = log_bytes(server) - logged
         finally:
             server.stop()
     except (ServerError, RuntimeError) as exc:
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": stamp, "machine": f"{platform.machine()} CPU", "model": model.name,
               "request": what, "bytes_per_request": len(body), "window": args.window,
               "logging": LOG_CONFIG.name if args.logging == "geoseg" else "TorchServe's built-in",
+              "log_bytes_per_request": round(logged / (args.windows * args.window)),
               "worker_env": worker_env(), "windows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

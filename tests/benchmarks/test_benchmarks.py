@@ -144,7 +144,7 @@ def test_frontend_warmup_measures_each_window_of_served_requests(tmp_path, capsy
     (json_file,) = out.glob("*-npy-stack-geoseg-logging.json")
     report = json.loads(json_file.read_text())
     assert report["request"] == "stack of 2 (npy)" and report["window"] == 3
-    assert report["logging"] == "log4j2.xml"
+    assert report["logging"] == "log4j2.xml" and report["log_bytes_per_request"] > 0
     assert report["bytes_per_request"] > 2 * 512 * 512 * 3  # the pixels and the .npy header
     assert [w["requests_before"] for w in report["windows"]] == [0, 3]
     for window in report["windows"]:  # CPU each process spent: measured, not zero
