@@ -40,7 +40,7 @@ from benchmarks.cpu_budget import StackProcesses, children_cpu_seconds, cpu_budg
 from benchmarks.images import FORMATS, write_image_set
 from benchmarks.model_throughput import count_flops, device_name, measure
 from common.allocator import keep_freed_memory
-from common.cli import fail, parser
+from common.cli import at_least, fail, parser
 from handler.inference import HandlerConfig, model_config_yaml
 from handler.metrics import STAGE_MS, STAGES
 from model.artifact import load_artifact
@@ -472,7 +472,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--users", type=int, nargs="+", default=[1, 4], help="locust user counts")
     p.add_argument("--duration", type=int, default=120, help="seconds per locust run")
-    p.add_argument("--warmup", type=int, default=20,
+    p.add_argument("--warmup", type=at_least(0), default=20,
                    help="seconds of load before the measured runs, not counted (the frontend's "
                         "JIT compiles its request path meanwhile; 0: none)")
     p.add_argument("--client-processes", type=int, default=1,
@@ -522,8 +522,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--device cuda, but CUDA is not available here")
     if not 0 <= 2 * args.overlap <= args.tile:
         return fail(f"--overlap must be at most half of --tile ({args.overlap} > {args.tile} / 2)")
-    if args.warmup < 0:
-        return fail(f"--warmup must be 0 or more seconds (got {args.warmup})")
     if args.images == "stacks" and args.format != "npy":
         return fail("--images stacks needs --format npy (a stack is one 4-D .npy array)")
     grid = settings_grid(args)
