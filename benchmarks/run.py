@@ -404,6 +404,17 @@ def request_kind(row: Mapping[str, Any]) -> str:
     return images if "(" in images else f"{images} (png)"
 
 
+def plot_title(rows: list[dict[str, Any]], x_key: str) -> str:
+    """The plot's title: model, device, requests; and the server's workers and batchSize when
+    every row shares them (against users; a sweep varies them along the x axis)."""
+    first = rows[0]
+    title = f"{first['arch']} on {first['device']}, {request_kind(first)}"
+    if x_key != "users":
+        return title
+    workers, batch = first["settings"]["workers"], first["settings"]["batch_size"]
+    return f"{title}, {workers} worker{'s' if workers != 1 else ''} x batchSize {batch}"
+
+
 def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     """Served tiles/s and p95 against ``x_key`` (users, or a setting in a sweep)."""
     import matplotlib
@@ -437,7 +448,7 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(lines),
               fontsize=8)  # below the axes: it never covers a point
-    ax.set_title(f"{rows[0]['arch']} on {rows[0]['device']}, {request_kind(rows[0])}", fontsize=9)
+    ax.set_title(plot_title(rows, x_key), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -98,6 +98,18 @@ def test_bench_run_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     assert not list(scratch.iterdir())  # images, archive and server logs removed
 
 
+def test_the_plot_title_names_the_server_setting_of_a_run_against_users():
+    from benchmarks.run import plot_title
+
+    row = {"arch": "standin", "device": "x86_64 CPU, 2 threads", "images": "tiles (npy)",
+           "settings": {"workers": 2, "batch_size": 4}}
+    assert plot_title([row], "users") == \
+        "standin on x86_64 CPU, 2 threads, tiles (npy), 2 workers x batchSize 4"
+    one = {**row, "settings": {"workers": 1, "batch_size": 8}}
+    assert plot_title([one], "users").endswith(", 1 worker x batchSize 8")
+    assert plot_title([row, one], "batch_size") == "standin on x86_64 CPU, 2 threads, tiles (npy)"
+
+
 def test_bench_with_the_bulk_format_checks_every_answer(tmp_path):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "results"
