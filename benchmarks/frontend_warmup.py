@@ -31,7 +31,7 @@ from typing import Any
 from benchmarks import RESULTS
 from benchmarks.cpu_budget import StackProcesses
 from benchmarks.images import write_image_set
-from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, expected_size
+from benchmarks.responses import ANSWER_TYPE, CONTENT_TYPE, answer_fault
 from common.cli import at_least, fail, parser
 from tools.archive import build_archive
 from tools.server import LOG_CONFIG, ServerError, TorchServe, worker_env
@@ -60,8 +60,7 @@ def measure_windows(server: TorchServe, body: bytes, entry: dict[str, Any], wind
     assert server.process is not None
     stack = StackProcesses.of(server.process.pid)
     fmt, tiles = entry["format"], entry["tiles"]
-    answer = "image/png" if fmt == "png" else "application/x-npy"
-    headers = {"Content-Type": CONTENT_TYPE[fmt], "Accept": answer, **server.auth()}
+    headers = {"Content-Type": CONTENT_TYPE[fmt], "Accept": ANSWER_TYPE[fmt], **server.auth()}
     connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]),
                                             timeout=600)
     rows = []
@@ -72,10 +71,10 @@ def measure_windows(server: TorchServe, body: bytes, entry: dict[str, Any], wind
                 connection.request("POST", "/predictions/geoseg", body, headers)
                 response = connection.getresponse()
                 content = response.read()
-                if response.status != 200 or not response.getheader("Content-Type", "").startswith(answer):
-                    raise RuntimeError(f"status {response.status}: {content[:200]!r}")
-                if ANSWER_SIZE[fmt](content) != expected_size(entry):
-                    raise RuntimeError(f"answer of size {ANSWER_SIZE[fmt](content)}")
+                fault = answer_fault(entry, response.status,
+                                     response.getheader("Content-Type", ""), content)
+                if fault:
+                    raise RuntimeError(f"{fault}: {content[:200]!r}")
             wall, after = time.perf_counter() - started, stack.cpu_seconds()
             per_tile = 1000 / (window * tiles)
             row = {"requests_before": k * window,

@@ -20,7 +20,7 @@ from typing import Optional
 
 from locust import FastHttpUser, constant, events, task
 
-from benchmarks.responses import ANSWER_SIZE, CONTENT_TYPE, expected_size, multipart_form
+from benchmarks.responses import ANSWER_TYPE, CONTENT_TYPE, answer_fault, multipart_form
 
 MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest.json"))
 TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
@@ -79,18 +79,14 @@ class SegmentationUser(FastHttpUser):
         else:
             body, content_type = data, CONTENT_TYPE[fmt]
             path = "/predictions/geoseg"
-        answer = "image/png" if fmt == "png" else "application/x-npy"
-        headers = {"Content-Type": content_type, "Accept": answer, **AUTH}
+        headers = {"Content-Type": content_type, "Accept": ANSWER_TYPE[fmt], **AUTH}
         # locust's stub says str | dict, but FastHttpSession sends bytes as they are
         with self.client.post(path, data=body, headers=headers,  # type: ignore[arg-type]
                               name=entry["kind"], catch_response=True) as response:
-            size = ANSWER_SIZE[fmt](response.content or b"")
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code}")
-            elif not (response.headers.get("Content-Type") or "").startswith(answer):
-                response.failure(f"content type {response.headers.get('Content-Type')}")
-            elif size != expected_size(entry):
-                response.failure(f"output size {size}")
+            fault = answer_fault(entry, response.status_code,
+                                 response.headers.get("Content-Type") or "", response.content or b"")
+            if fault:
+                response.failure(fault)
             else:
                 response.success()
                 start = COUNTS.start

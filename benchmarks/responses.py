@@ -51,6 +51,20 @@ ANSWER_SIZE = {"png": png_size, "npy": npy_size}
 (width, height, N) for a stack of N)."""
 CONTENT_TYPE = {"png": "application/octet-stream", "npy": "application/x-npy"}
 """What a load test sends as Content-Type for each request format."""
+ANSWER_TYPE = {"png": "image/png", "npy": "application/x-npy"}
+"""What a load test asks for (Accept) and expects back for each request format."""
+
+
+def answer_fault(entry: dict, status: int, content_type: str, body: bytes) -> str | None:
+    """Why an answer to a manifest ``entry``'s request is wrong (status, content type, or the
+    size :data:`ANSWER_SIZE` reads against :func:`expected_size`), or None when it is right."""
+    fmt = entry.get("format", "png")
+    if status != 200:
+        return f"status {status}"
+    if not content_type.startswith(ANSWER_TYPE[fmt]):
+        return f"content type {content_type}"
+    size = ANSWER_SIZE[fmt](body)
+    return None if size == expected_size(entry) else f"output size {size}"
 
 
 def multipart_form(files: dict[str, bytes], fields: dict[str, bytes] | None = None

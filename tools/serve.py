@@ -23,6 +23,7 @@ from tools.server import (
     LOG_CONFIG,
     ServerError,
     java_env,
+    log_config_args,
     read_key,
     require_torchserve,
     serving_env,
@@ -53,7 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         env = {**serving_env(), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
         with open(logs / "torchserve.out", "ab") as out:
             proc = subprocess.run([require_torchserve(), "--start", "--ncs", "--ts-config", str(config),
-                                   *(["--log-config", str(LOG_CONFIG)] if LOG_CONFIG.is_file() else []),
+                                   *log_config_args(LOG_CONFIG),
                                    "--model-store", args.model_store, "--models", "geoseg=geoseg.mar"],
                                   env=env, stdout=out, stderr=subprocess.STDOUT)
         if proc.returncode != 0:

@@ -27,6 +27,12 @@ BASE_CONFIG = ROOT / "config.properties"
 LOG_CONFIG = ROOT / "log4j2.xml"
 """The frontend's logging (TorchServe's ``--log-config``): TorchServe's files, without its
 per-request DEBUG and metric-echo lines."""
+
+
+def log_config_args(path: Optional[Path]) -> list[str]:
+    """TorchServe's ``--log-config`` arguments for ``path``; none (its built-in logging) when
+    ``path`` is None or missing (GeoSeg installed without the repository's files)."""
+    return ["--log-config", str(path.resolve())] if path is not None and path.is_file() else []
 """The TorchServe settings every server of this project starts from."""
 
 
@@ -249,7 +255,7 @@ class TorchServe:
                  base_config: str | Path = BASE_CONFIG,
                  log_config: Optional[str | Path] = LOG_CONFIG) -> None:
         self.base_config = Path(base_config)
-        self.log_config = Path(log_config).resolve() if log_config else None  # None: TorchServe's own
+        self.log_config = Path(log_config) if log_config else None  # None: TorchServe's own
         self.model_store = Path(model_store).resolve()
         self.models = models
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="geoseg-ts-")).resolve()
@@ -306,7 +312,7 @@ class TorchServe:
         self.process = subprocess.Popen(
             [executable, "--start", "--foreground", "--ncs", "--ts-config", str(config),
              "--model-store", str(self.model_store), "--models", self.models,
-             *(["--log-config", str(self.log_config)] if self.log_config else [])],
+             *log_config_args(self.log_config)],
             cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         try:
