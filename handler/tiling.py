@@ -151,13 +151,19 @@ def read_window(image: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.nda
 
 def first_max_class(scores: torch.Tensor) -> torch.Tensor:
     """``scores.argmax(1)`` of (B, K, H, W) scores as (B, H, W) uint8 (K <= 256), on their
-    device, the first class winning ties (as ``torch.argmax`` and numpy). One pass per class over
-    contiguous planes: on the CPU about 6x faster than torch's reduction over the class axis (3.3
-    against 20 ms for 5 x 512 x 512 here). Scores must not be NaN."""
+    device, the first class winning ties (as ``torch.argmax`` and numpy). One pass per class,
+    branch-free: class k only ever replaces a smaller id, so where it beats the best score so
+    far the id becomes ``max(ids, k)``, elsewhere ``max(ids, 0)``. On the CPU (5 x 512 x 512,
+    one thread) 0.7 ms against 3.4-4.5 with a ``masked_fill_`` per class and about 20 with
+    torch's reduction over the class axis. Scores must not be NaN."""
     best = scores[:, 0].clone()
     ids = torch.zeros(best.shape, dtype=torch.uint8, device=scores.device)
+    beats = torch.empty(best.shape, dtype=torch.bool, device=scores.device)
+    candidate = torch.empty_like(ids)
     for k in range(1, scores.shape[1]):
-        ids.masked_fill_(scores[:, k] > best, k)
+        torch.gt(scores[:, k], best, out=beats)
+        torch.mul(beats.view(torch.uint8), k, out=candidate)   # k where class k beats, else 0
+        torch.maximum(ids, candidate, out=ids)
         torch.maximum(best, scores[:, k], out=best)
     return ids
 

@@ -71,7 +71,7 @@ def test_bad_tiling_parameters_are_refused():
         plan_tiles(10, 10, 16, 16)
 
 
-@pytest.mark.parametrize("classes", [1, 2, 5, 17])
+@pytest.mark.parametrize("classes", [1, 2, 5, 17, 256])
 def test_class_ids_are_numpys_argmax_ties_included(classes):
     rng = np.random.default_rng(classes)
     scores = rng.integers(0, 4, size=(classes, 37, 53)).astype(np.float32)  # many exact ties
@@ -139,7 +139,7 @@ def test_score_ids_predictor_is_the_argmax_of_its_own_scores_ties_included():
         np.testing.assert_array_equal(ids[k], class_ids(scores[k]))
 
 
-@pytest.mark.parametrize("classes", [1, 2, 5, 17])
+@pytest.mark.parametrize("classes", [1, 2, 5, 17, 256])
 def test_first_max_class_is_numpys_argmax_ties_included(classes):
     from handler.inference import first_max_class
 
