@@ -108,6 +108,23 @@ def model_config_yaml(torchserve: Mapping[str, Any], handler: HandlerConfig | No
     return yaml.safe_dump(document, sort_keys=False)
 
 
+def network_input(batch: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """(B, t, t, 3) uint8 RGB -> the network's (B, 3, t, t) ``dtype`` input in [0, 1], on the
+    batch's device; channels-last memory when asked (the uint8 batch already has that layout,
+    so it is one conversion either way)."""
+    x = batch.permute(0, 3, 1, 2).to(dtype).div_(255.0)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, t, t) logits -> (B, K, t, t) float32 softmax over the classes, as contiguous class
+    planes: on the CPU softmax over contiguous planes costs about half as much as along a
+    channels-last tensor's innermost axis (same values), and the host blends contiguous planes."""
+    return logits.to(torch.float32, memory_format=torch.contiguous_format).softmax(1)
+
+
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,
                    channels_last: bool = False, scores: bool = False,
                    score_ids: bool = False) -> TilePredictor:
@@ -139,17 +156,11 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
         return staging.to(device, non_blocking=True)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = to_device(batch).permute(0, 3, 1, 2).to(dtype).div_(255.0)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = network_input(to_device(batch), dtype, channels_last)
         with torch.inference_mode():
             logits = model(x)["out"]
             if scores or score_ids:
-                # class planes contiguous: softmax over them costs about half of softmax over a
-                # channels-last tensor's innermost axis on the CPU (same values), and the host
-                # blends contiguous planes
-                probabilities = logits.to(torch.float32, memory_format=torch.contiguous_format
-                                          ).softmax(1)
+                probabilities = class_probabilities(logits)
                 if scores:
                     return probabilities.cpu().numpy()
                 return first_max_class(probabilities).cpu().numpy()

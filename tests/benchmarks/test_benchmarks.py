@@ -174,6 +174,26 @@ def test_handler_profile_times_every_stage(tmp_path):
     assert all(v > 0 for v in stages.values())
 
 
+def test_predictor_cost_times_each_stage_of_the_served_predictor(tmp_path, capsys):
+    from benchmarks.predictor_cost import main as cost_main
+
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "cost.json"
+    assert cost_main(["--model", str(model), "--tile", "64", "--rounds", "4",
+                      "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    cpu = record["cpu_ms_per_tile"]
+    assert set(cpu) == set(record["wall_ms_per_tile"]) == {"input", "network", "softmax",
+                                                            "argmax", "whole"}
+    for stage in cpu.values():  # measured, not zero, quartiles in order
+        assert 0 < stage["p25"] <= stage["median"] <= stage["p75"]
+    assert record["around_network_cpu_ms"] == pytest.approx(
+        cpu["whole"]["median"] - cpu["network"]["median"], abs=1e-3)
+    assert record["micro_batch"] == 1 and record["model"] == "standin.pt"
+    assert "around the network" in capsys.readouterr().out
+    assert cost_main(["--model", str(tmp_path / "none.pt")]) == 2
+
+
 def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     """`python -m benchmarks.gpu --dry-run`: every stage of the GPU run on the CPU, small."""
     from benchmarks.gpu import main as gpu_main

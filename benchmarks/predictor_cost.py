@@ -1,0 +1,131 @@
+"""What the worker's tile predictor costs around the network, in-process, CPU time per tile.
+
+    python -m benchmarks.predictor_cost --model model/geoseg.pt     # 512 px tiles, 300 rounds
+
+The served predictor of a single-tile request (``handler.inference.lone_tile_predictor`` with
+the handler's defaults) does four things: turn the uint8 batch into the network's input
+(``network_input``), run the network, take the softmax (``class_probabilities``) and the argmax
+(``first_max_class``). Each round times every one of them once, and the whole predictor once,
+on the same random micro-batch, in an order that alternates between rounds, so that the
+machine's slow spells fall on all of them alike. Times are this process's CPU (every thread:
+the network's intra-op threads count) and wall, per tile; median and quartiles over the
+rounds. ``around_network_cpu_ms`` is the whole predictor's median less the network's: GeoSeg's
+own share of the worker's model stage. Results go to ``benchmarks/results/predictor-cost-cpu.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks import RESULTS
+from common.allocator import keep_freed_memory
+from common.cli import at_least, fail, parser
+from handler.inference import HandlerConfig, class_probabilities, lone_tile_predictor, network_input, warm_up
+from handler.tiling import first_max_class
+from model.artifact import load_artifact
+
+STAGES = ("input", "network", "softmax", "argmax", "whole")
+
+
+def quartiles(values: list[float]) -> dict[str, float]:
+    """25th, 50th and 75th percentile of ``values``, rounded to microseconds (ms units)."""
+    p25, median, p75 = np.percentile(values, [25, 50, 75])
+    return {"p25": round(float(p25), 3), "median": round(float(median), 3),
+            "p75": round(float(p75), 3)}
+
+
+def stage_calls(model: torch.nn.Module, config: HandlerConfig, batch: np.ndarray
+                ) -> dict[str, Callable[[], object]]:
+    """One call of each stage of the lone-tile predictor on ``batch`` (B, t, t, 3) uint8, CPU.
+    Each stage gets the previous stage's output, computed once beforehand."""
+    cpu = torch.device("cpu")
+    predict = lone_tile_predictor(model, cpu, config)
+    assert predict is not None, "the lone-tile predictor exists where tiles are blended"
+    warm_up(predict, batch.shape[0], batch.shape[1])
+    pixels = torch.from_numpy(batch)
+    with torch.inference_mode():
+        x = network_input(pixels, torch.float32, config.channels_last)
+        logits = model(x)["out"]
+        probabilities = class_probabilities(logits)
+
+    def in_inference(fn: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            with torch.inference_mode():
+                return fn()
+        return call
+
+    return {"input": lambda: network_input(pixels, torch.float32, config.channels_last),
+            "network": in_inference(lambda: model(x)["out"]),
+            "softmax": in_inference(lambda: class_probabilities(logits)),
+            "argmax": in_inference(lambda: first_max_class(probabilities)),
+            "whole": lambda: predict(batch)}
+
+
+def measure(model_path: Path, tile: int, micro_batch: int, rounds: int) -> dict[str, Any]:
+    """Per-tile CPU and wall milliseconds of every stage over ``rounds`` alternating rounds."""
+    config = HandlerConfig(tile_size=tile, tile_batch_size=micro_batch)
+    batch_size = config.micro_batch("cpu")
+    model = load_artifact(model_path, "cpu").network
+    batch = np.random.default_rng(0).integers(0, 256, (batch_size, tile, tile, 3), np.uint8)
+    calls = stage_calls(model, config, batch)
+    cpu: dict[str, list[float]] = {s: [] for s in STAGES}
+    wall: dict[str, list[float]] = {s: [] for s in STAGES}
+    for r in range(rounds):
+        for stage in STAGES if r % 2 == 0 else reversed(STAGES):
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            calls[stage]()
+            cpu[stage].append(1000 * (time.process_time() - cpu_start) / batch_size)
+            wall[stage].append(1000 * (time.perf_counter() - wall_start) / batch_size)
+    cpu_ms = {s: quartiles(v) for s, v in cpu.items()}
+    return {"tile": tile, "micro_batch": batch_size, "rounds": rounds,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_ms_per_tile": cpu_ms,
+            "wall_ms_per_tile": {s: quartiles(v) for s, v in wall.items()},
+            "around_network_cpu_ms": round(cpu_ms["whole"]["median"]
+                                           - cpu_ms["network"]["median"], 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as the worker does
+    p = parser("python -m benchmarks.predictor_cost", __doc__)
+    p.add_argument("--model", type=Path, default=Path("model/geoseg.pt"),
+                   help="exported model (a stand-in: tests.standins.write_standin)")
+    p.add_argument("--tile", type=at_least(16), default=HandlerConfig().tile_size,
+                   help="tile side in pixels")
+    p.add_argument("--micro-batch", type=at_least(0), default=0,
+                   help="tiles per forward pass (0: the handler's CPU default)")
+    p.add_argument("--rounds", type=at_least(1), default=300, help="timed rounds")
+    p.add_argument("--threads", type=at_least(0), default=0,
+                   help="torch intra-op threads (0: torch's default, as in the worker)")
+    p.add_argument("--out", type=Path, default=RESULTS / "predictor-cost-cpu.json")
+    args = p.parse_args(argv)
+    if not args.model.is_file():
+        return fail(f"{args.model} not found (make export, or a stand-in)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = {"benchmark": "lone-tile predictor per stage, CPU time per tile",
+              "machine": {"cpu": platform.processor() or platform.machine(),
+                          "cores": os.cpu_count()},
+              "model": args.model.name, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+              **measure(args.model, args.tile, args.micro_batch, args.rounds)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    for stage in STAGES:
+        q = record["cpu_ms_per_tile"][stage]
+        print(f"{stage:<8} {q['median']:7.3f} CPU ms per tile  ({q['p25']:.3f}-{q['p75']:.3f})")
+    threads = record["torch_threads"]
+    print(f"around the network: {record['around_network_cpu_ms']:.3f} CPU ms per tile "
+          f"({threads} intra-op thread{'s' if threads != 1 else ''}); wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
