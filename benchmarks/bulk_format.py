@@ -12,9 +12,6 @@ go to ``benchmarks/results/bulk-format-cpu.json``.
 from __future__ import annotations
 
 import io
-import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import RESULTS
+from benchmarks import RESULTS, cpu_machine, write_result
 from benchmarks.responses import npy_bytes
 from common.cli import at_least, parser
 from handler.decode import decode_image
@@ -73,11 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "bulk-format-cpu.json")
     args = p.parse_args(argv)
     record = {"benchmark": "handler decode + encode per tile: .npy vs PNG, CPU time",
-              "machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count()},
+              "machine": cpu_machine(),
               "size": args.size, "repeats": args.repeats, **measure(args.size, args.repeats)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
     for name, value in record["stages_cpu_ms"].items():
         print(f"{name:<20} {value['median']:7.3f} ms  ({value['p10']:.3f}-{value['p90']:.3f})")
     total = record["decode_plus_encode_ms"]

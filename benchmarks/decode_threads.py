@@ -14,9 +14,6 @@ threads do not help and only more worker processes would. Results go to
 from __future__ import annotations
 
 import io
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks import RESULTS
+from benchmarks import RESULTS, cpu_machine, write_result
 from benchmarks.responses import npy_bytes
 from common.cli import at_least, parser
 from handler.batch import decode_pool, prepare_jobs
@@ -104,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     record: dict[str, Any] = {
         "benchmark": "a batch's requests prepared (read + decode) by 1 thread vs a pool",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": cpu_machine(),
         "size": args.size, "batch": args.batch, "rounds": args.rounds, "formats": {}}
     for fmt in args.formats:
         row = measure(fmt, args.size, args.batch, args.threads, args.rounds)
@@ -113,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"({row[f'speedup_{n}']['min']:.2f}-{row[f'speedup_{n}']['max']:.2f})"
                              for n in args.threads)
         print(f"{fmt:<5} 1 thread {row['threads_1_ms']['median']:6.2f} ms/tile; {speedups}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

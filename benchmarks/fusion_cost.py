@@ -14,9 +14,6 @@ setting's CPU to the first one's per repeat.
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import RESULTS
+from benchmarks import RESULTS, cpu_machine, write_result
 from benchmarks.predict import summary
 from common.cli import at_least, existing_file, fail, parser
 from training.data.sources import read_rgb
@@ -91,13 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                                           for a, b in zip(runs[name], runs[base])])}
             for name in fusions]
     record = {"benchmark": "map of network and forest together: CPU per photo and part",
-              "machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(), "torch": torch.__version__},
+              "machine": cpu_machine(torch=torch.__version__),
               "model": Path(args.model).name, "photos": len(photos), "megapixels": megapixels,
               "scale": args.scale, "repeats": args.repeats,
               "forest_weight": FOREST_WEIGHT, "region_weight": REGION_WEIGHT, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
     for row in rows:
         print(f"{row['setting']}: {row['cpu_s_per_megapixel']['median']:.1f} CPU s per Mpx "
               f"(features {row['features_wall_s']['median']:.1f} s, trees "

@@ -12,9 +12,6 @@ pair are compared pixel by pixel. Results go to ``benchmarks/results/onnx-predic
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ import numpy as np
 import rasterio
 import torch
 
-from benchmarks import RESULTS
+from benchmarks import RESULTS, cpu_machine, write_result
 from benchmarks.predict import run_predict, summary, write_large_scene
 from common.cli import at_least, parser
 from model.builder import build_model
@@ -85,12 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         scene = write_large_scene(folder / "scene.tif", args.side)
         rows = [compare(arch, scene, folder, args.repeats) for arch in args.archs]
     record = {"benchmark": "geoseg predict: ONNX (onnxruntime) vs TorchScript, CPU",
-              "machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(), "torch": torch.__version__,
-                          "onnxruntime": __import__("onnxruntime").__version__},
+              "machine": cpu_machine(torch=torch.__version__,
+                                    onnxruntime=__import__("onnxruntime").__version__),
               "scene_side": args.side, "repeats": args.repeats, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
     for row in rows:
         ratio = row["onnx_over_torchscript"]
         print(f"{row['arch']}: onnx ÷ torchscript {ratio['median']:.2f} "

@@ -14,9 +14,7 @@ own share of the worker's model stage. Results go to ``benchmarks/results/predic
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import RESULTS
+from benchmarks import RESULTS, cpu_machine, write_result
 from common.allocator import keep_freed_memory
 from common.cli import at_least, fail, parser
 from handler.inference import HandlerConfig, class_probabilities, lone_tile_predictor, network_input, warm_up
@@ -112,12 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     record = {"benchmark": "lone-tile predictor per stage, CPU time per tile",
-              "machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count()},
+              "machine": cpu_machine(),
               "model": args.model.name, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
               **measure(args.model, args.tile, args.micro_batch, args.rounds)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
     for stage in STAGES:
         q = record["cpu_ms_per_tile"][stage]
         print(f"{stage:<8} {q['median']:7.3f} CPU ms per tile  ({q['p25']:.3f}-{q['p75']:.3f})")
