@@ -120,8 +120,10 @@ def network_input(batch: torch.Tensor, dtype: torch.dtype, channels_last: bool) 
 
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """(B, K, t, t) logits -> (B, K, t, t) float32 softmax over the classes, as contiguous class
-    planes: on the CPU softmax over contiguous planes costs about half as much as along a
-    channels-last tensor's innermost axis (same values), and the host blends contiguous planes."""
+    planes (channels-last logits are copied first). On the CPU the softmax itself costs about
+    half as much over contiguous planes as along a channels-last tensor's innermost axis (same
+    values), which the copy about takes back; the argmax and the host's blending then read
+    contiguous planes (docs/performance.md, "The predictor around the network")."""
     return logits.to(torch.float32, memory_format=torch.contiguous_format).softmax(1)
 
 
