@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import RESULTS, cpu_machine, write_result
+from benchmarks import RESULTS, cpu_machine
 from benchmarks.responses import npy_bytes
-from common.cli import at_least, parser
+from common.cli import at_least, parser, write_json
 from handler.decode import decode_image
 from handler.encode import encode
 from model.class_table import ClassTable
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     record = {"benchmark": "handler decode + encode per tile: .npy vs PNG, CPU time",
               "machine": cpu_machine(),
               "size": args.size, "repeats": args.repeats, **measure(args.size, args.repeats)}
-    write_result(args.out, record)
     for name, value in record["stages_cpu_ms"].items():
         print(f"{name:<20} {value['median']:7.3f} ms  ({value['p10']:.3f}-{value['p90']:.3f})")
     total = record["decode_plus_encode_ms"]
     print(f"decode + encode per tile: png {total['png']:.2f} ms, npy {total['npy']:.2f} ms "
-          f"({record['png_over_npy']:.0f}x less with npy); wrote {args.out}")
+          f"({record['png_over_npy']:.0f}x less with npy)")
+    write_json(args.out, record)
     return 0
 
 

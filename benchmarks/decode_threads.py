@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks import RESULTS, cpu_machine, write_result
+from benchmarks import RESULTS, cpu_machine
 from benchmarks.responses import npy_bytes
-from common.cli import at_least, parser
+from common.cli import at_least, parser, write_json
 from handler.batch import decode_pool, prepare_jobs
 from training.data.synthetic import generate_scene
 
@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"({row[f'speedup_{n}']['min']:.2f}-{row[f'speedup_{n}']['max']:.2f})"
                              for n in args.threads)
         print(f"{fmt:<5} 1 thread {row['threads_1_ms']['median']:6.2f} ms/tile; {speedups}")
-    write_result(args.out, record)
-    print(f"wrote {args.out}")
+    write_json(args.out, record)
     return 0
 
 

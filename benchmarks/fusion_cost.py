@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import RESULTS, cpu_machine, write_result
+from benchmarks import RESULTS, cpu_machine
 from benchmarks.predict import summary
-from common.cli import at_least, existing_file, fail, parser
+from common.cli import at_least, existing_file, fail, parser, write_json
 from training.data.sources import read_rgb
 from training.experiments.combine import network_probabilities
 from training.labels.fusion import (
@@ -92,14 +92,13 @@ def main(argv: list[str] | None = None) -> int:
               "model": Path(args.model).name, "photos": len(photos), "megapixels": megapixels,
               "scale": args.scale, "repeats": args.repeats,
               "forest_weight": FOREST_WEIGHT, "region_weight": REGION_WEIGHT, "rows": rows}
-    write_result(args.out, record)
     for row in rows:
         print(f"{row['setting']}: {row['cpu_s_per_megapixel']['median']:.1f} CPU s per Mpx "
               f"(features {row['features_wall_s']['median']:.1f} s, trees "
               f"{row['trees_wall_s']['median']:.1f} s, regions and mix "
               f"{row['regions_and_mix_wall_s']['median']:.1f} s of wall), "
               f"{row['cpu_over_shipped']['median']:.2f}x the shipped map's CPU")
-    print(f"wrote {args.out}")
+    write_json(args.out, record)
     return 0
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import rasterio
 import torch
 
-from benchmarks import RESULTS, cpu_machine, write_result
+from benchmarks import RESULTS, cpu_machine
 from benchmarks.predict import run_predict, summary, write_large_scene
-from common.cli import at_least, parser
+from common.cli import at_least, parser, write_json
 from model.builder import build_model
 from model.class_table import ClassTable
 from model.export import export_model
@@ -85,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
               "machine": cpu_machine(torch=torch.__version__,
                                     onnxruntime=__import__("onnxruntime").__version__),
               "scene_side": args.side, "repeats": args.repeats, "rows": rows}
-    write_result(args.out, record)
     for row in rows:
         ratio = row["onnx_over_torchscript"]
         print(f"{row['arch']}: onnx ÷ torchscript {ratio['median']:.2f} "
               f"({ratio['min']:.2f}-{ratio['max']:.2f}), maps agree on {row['map_agreement']:.4%}")
-    print(f"wrote {args.out}")
+    write_json(args.out, record)
     return 0
 
 

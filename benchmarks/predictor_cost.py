@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import RESULTS, cpu_machine, write_result
+from benchmarks import RESULTS, cpu_machine
 from common.allocator import keep_freed_memory
-from common.cli import at_least, fail, parser
+from common.cli import at_least, fail, parser, write_json
 from handler.inference import HandlerConfig, class_probabilities, lone_tile_predictor, network_input, warm_up
 from handler.tiling import first_max_class
 from model.artifact import load_artifact
@@ -113,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
               "machine": cpu_machine(),
               "model": args.model.name, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
               **measure(args.model, args.tile, args.micro_batch, args.rounds)}
-    write_result(args.out, record)
     for stage in STAGES:
         q = record["cpu_ms_per_tile"][stage]
         print(f"{stage:<8} {q['median']:7.3f} CPU ms per tile  ({q['p25']:.3f}-{q['p75']:.3f})")
     threads = record["torch_threads"]
     print(f"around the network: {record['around_network_cpu_ms']:.3f} CPU ms per tile "
-          f"({threads} intra-op thread{'s' if threads != 1 else ''}); wrote {args.out}")
+          f"({threads} intra-op thread{'s' if threads != 1 else ''})")
+    write_json(args.out, record)
     return 0
 
 
