@@ -65,6 +65,26 @@ def test_model_throughput_writes_its_result(tmp_path):
     assert result["gflop_per_tile"] > 0 and result["best"]["tiles_per_s"] > 0
 
 
+def test_the_bare_ceiling_takes_the_handlers_argmax(tmp_path, monkeypatch):
+    """The bare rows time the argmax the served path takes, not torch's slow one over
+    channels-last CPU logits (which made the ceiling 1.5x lower than the network's)."""
+    import benchmarks.model_throughput as throughput
+    from handler.tiling import first_max_class
+
+    shapes = []
+
+    def recorded(scores):
+        shapes.append(tuple(scores.shape))
+        return first_max_class(scores)
+
+    monkeypatch.setattr(throughput, "first_max_class", recorded)
+    model = write_standin(tmp_path / "standin.pt")
+    assert throughput_main(["--model", str(model), "--batch-sizes", "2", "--tile", "32",
+                            "--channels-last", "on", "--repeats", "2",
+                            "--out", str(tmp_path / "model.json")]) == 0
+    assert shapes and set(shapes) == {(2, 5, 32, 32)}
+
+
 def test_bench_run_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "results"
