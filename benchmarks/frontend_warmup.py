@@ -32,7 +32,7 @@ from benchmarks import RESULTS
 from benchmarks.cpu_budget import StackProcesses
 from benchmarks.images import write_image_set
 from benchmarks.responses import ANSWER_TYPE, CONTENT_TYPE, answer_fault
-from common.cli import at_least, fail, parser
+from common.cli import at_least, fail, parser, write_json
 from tools.archive import build_archive
 from tools.server import LOG_CONFIG, ServerError, TorchServe, worker_env
 
@@ -130,11 +130,8 @@ def main(argv: list[str] | None = None) -> int:
               "logging": LOG_CONFIG.name if args.logging == "geoseg" else "TorchServe's built-in",
               "log_bytes_per_request": round(logged / (args.windows * args.window)),
               "worker_env": worker_env(), "windows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stamp}-{args.format}{'-stack' if args.stack > 1 else ''}-{args.logging}-logging.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    name = f"{stamp}-{args.format}{'-stack' if args.stack > 1 else ''}-{args.logging}-logging.json"
+    write_json(Path(args.out) / name, report)
     return 0
 
 

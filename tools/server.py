@@ -24,6 +24,7 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "config.properties"
+"""The TorchServe settings every server of this project starts from."""
 LOG_CONFIG = ROOT / "log4j2.xml"
 """The frontend's logging (TorchServe's ``--log-config``): TorchServe's files, without its
 per-request DEBUG and metric-echo lines."""
@@ -33,7 +34,6 @@ def log_config_args(path: Optional[Path]) -> list[str]:
     """TorchServe's ``--log-config`` arguments for ``path``; none (its built-in logging) when
     ``path`` is None or missing (GeoSeg installed without the repository's files)."""
     return ["--log-config", str(path.resolve())] if path is not None and path.is_file() else []
-"""The TorchServe settings every server of this project starts from."""
 
 
 class ServerError(RuntimeError):
