@@ -1,15 +1,25 @@
-"""Where a served request's time goes, in-process: decode, tiling, model, stitching, encoding.
+"""Where a served request's time goes, in-process: decode, predictor, tiling and stitching, encoding.
 
-Runs the handler's own functions (no server) on a generated image and times each stage
-(median of repeats, seconds per request). The model stage is the whole device round trip:
-host-to-device copy, forward pass, argmax, device-to-host copy of uint8 classes.
+Runs the handler's own functions (no server) the way the worker does with its default settings
+(``handler.inference.HandlerConfig``) on a generated PNG and times each stage (median of
+repeats, seconds per request):
+
+- ``decode``: PNG bytes to (H, W, 3) uint8 pixels (``handler.decode.decode_image``);
+- ``predictor``: the time spent inside the tile predictors: uint8 tiles to the device, the
+  forward pass, the softmax (blended tiles) and, for a tile alone in its image, the argmax on
+  the device, and the copy back to the host;
+- ``tiling_and_stitching``: the rest of ``handler.tiling.segment_images``: cutting tiles,
+  blending their class probabilities across overlaps and the argmax of the blend on the host;
+- ``encode_png``: the palette PNG of the class map.
+
+A 512 x 512 request is one tile alone in its image (``lone_tile_predictor``); larger ones are
+blended (``config_predictor``).
 
     python -m benchmarks.handler_profile --model model/geoseg.pt --size 512 --repeats 5
 """
 from __future__ import annotations
 
 import io
-import json
 import statistics
 import sys
 import time
@@ -19,47 +29,62 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import fail, parser
+from benchmarks import cpu_machine
+from common.allocator import keep_freed_memory
+from common.cli import fail, parser, write_json
 from handler.decode import decode_image
 from handler.encode import encode
-from handler.inference import HandlerConfig, tile_predictor
-from handler.tiling import cut, paste, plan_tiles
+from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, warm_up
+from handler.tiling import TilePredictor, segment_images
 from model.artifact import load_artifact
 from training.data.synthetic import generate_scene
 
+STAGES = ("decode", "predictor", "tiling_and_stitching", "encode_png")
+
+
+def timed(predict: TilePredictor, spent: list[float]) -> TilePredictor:
+    """``predict``, appending the seconds each call takes to ``spent``."""
+    def call(batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        answer = predict(batch)
+        spent.append(time.perf_counter() - start)
+        return answer
+    return call
+
 
 def profile(model_path: str, size: int, tile: int, overlap: int, micro_batch: int,
-            device: str, repeats: int, channels_last: bool = True) -> dict[str, float]:
-    """Median seconds per request of each stage for a ``size`` x ``size`` PNG."""
+            device: str, repeats: int) -> dict[str, float]:
+    """Median seconds per request of each stage for a ``size`` x ``size`` PNG, with the
+    handler's predictors and its default settings but for the tile arguments."""
     dev = torch.device(device)
-    micro_batch = HandlerConfig(tile_batch_size=micro_batch).micro_batch(dev)
+    config = HandlerConfig(tile_size=tile, tile_overlap=overlap, tile_batch_size=micro_batch)
+    batch = config.micro_batch(dev)
     artifact = load_artifact(model_path, dev)
-    model, table = artifact.network, artifact.classes
-    predict = tile_predictor(model, dev, False, channels_last)
+    half = config.half_precision and dev.type == "cuda"
+    model = artifact.network.half() if half else artifact.network
+    predict = config_predictor(model, dev, config)
+    lone = lone_tile_predictor(model, dev, config)
+    warm_up(predict, batch, tile)  # as the handler: the lone predictor shares the network
     rgb, _ = generate_scene((size, size), seed=11)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     data = buf.getvalue()
-    stages: dict[str, list[float]] = {k: [] for k in ("decode", "cut", "model", "paste", "encode_png")}
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
     for k in range(repeats + 1):  # the first pass warms up and is dropped
-        t = [time.perf_counter()]
+        spent: list[float] = []
+        start = time.perf_counter()
         image = decode_image(data, 10 ** 9).rgb
-        t.append(time.perf_counter())
-        tiles = plan_tiles(size, size, tile, overlap)
-        batches = [np.stack([cut(image, w, tile) for w in tiles[i:i + micro_batch]])
-                   for i in range(0, len(tiles), micro_batch)]
-        t.append(time.perf_counter())
-        classes = [c for b in batches for c in predict(b)]
-        t.append(time.perf_counter())
-        out = np.zeros((size, size), np.uint8)
-        for w, c in zip(tiles, classes, strict=True):
-            paste(out, w, c)
-        t.append(time.perf_counter())
-        encode("png", out, image, table, None)
-        t.append(time.perf_counter())
+        decoded = time.perf_counter()
+        (classes,) = segment_images([image], timed(predict, spent), tile, overlap, batch,
+                                    lone_ids=None if lone is None else timed(lone, spent))
+        segmented = time.perf_counter()
+        encode("png", classes, image, artifact.classes, None)
+        encoded = time.perf_counter()
         if k:
-            for name, a, b in zip(stages, t[:-1], t[1:], strict=True):
-                stages[name].append(b - a)
+            for name, seconds in zip(STAGES, (decoded - start, sum(spent),
+                                               segmented - decoded - sum(spent),
+                                               encoded - segmented), strict=True):
+                stages[name].append(seconds)
     return {name: statistics.median(v) for name, v in stages.items()}
 
 
@@ -78,15 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not Path(args.model).is_file():
         return fail(f"{args.model} not found (make export)")
+    keep_freed_memory()  # as the worker does
     result = profile(args.model, args.size, args.tile, args.overlap, args.micro_batch,
                      args.device, args.repeats)
     total = sum(result.values())
     for name, seconds in result.items():
-        print(f"{name:>10}: {1000 * seconds:9.1f} ms  ({100 * seconds / total:5.1f}%)")
-    print(f"{'total':>10}: {1000 * total:9.1f} ms per {args.size}x{args.size} request")
+        print(f"{name:>20}: {1000 * seconds:9.1f} ms  ({100 * seconds / total:5.1f}%)")
+    print(f"{'total':>20}: {1000 * total:9.1f} ms per {args.size}x{args.size} request")
     if args.out:
-        Path(args.out).write_text(json.dumps({"size": args.size, "device": args.device,
-                                              "model": args.model, "seconds": result}, indent=2) + "\n")
+        write_json(args.out, {"size": args.size, "device": args.device,
+                              "machine": cpu_machine(torch=torch.__version__),
+                              "model": Path(args.model).name, "seconds": result})
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from model.artifact import save_artifact
+from model.artifact import quiet_jit, save_artifact
 from model.class_table import ClassTable
 from model.export import export_meta
 
@@ -40,7 +40,8 @@ class ColourRule(nn.Module):
 def write_standin(path: Path, blur: int = 3) -> Path:
     """Script :class:`ColourRule` (``blur``: its receptive field) with GeoSeg's metadata
     (LandCover.ai table) into ``path``."""
-    scripted = torch.jit.script(ColourRule(blur).eval())
+    with quiet_jit():
+        scripted = torch.jit.script(ColourRule(blur).eval())
     save_artifact(scripted, export_meta(ClassTable.load(), "colour-rule-standin"), path)
     return path
 
