@@ -10,7 +10,9 @@ on the same random micro-batch, in an order that alternates between rounds, so t
 machine's slow spells fall on all of them alike. Times are this process's CPU (every thread:
 the network's intra-op threads count) and wall, per tile; median and quartiles over the
 rounds. ``around_network_cpu_ms`` is the whole predictor's median less the network's: GeoSeg's
-own share of the worker's model stage. Results go to ``benchmarks/results/predictor-cost-cpu.json``.
+own share of the worker's model stage. ``slow_rounds``: the rounds that took far longer than the
+median (:data:`SLOW_ROUND`) and what each stage cost in them, against the other rounds.
+Results go to ``benchmarks/results/predictor-cost-cpu.json``.
 """
 from __future__ import annotations
 
@@ -67,6 +69,26 @@ def stage_calls(model: torch.nn.Module, config: HandlerConfig, batch: np.ndarray
             "whole": lambda: predict(batch)}
 
 
+SLOW_ROUND = 1.8
+"""A round is slow when its four parts together took this many times their median round."""
+
+
+def slow_rounds(cpu: dict[str, list[float]], factor: float = SLOW_ROUND) -> dict[str, Any]:
+    """The rounds whose parts (input, network, softmax, argmax: ``cpu`` ms, a value per round
+    for each stage) together took more than ``factor`` times the median round, and each
+    stage's median CPU ms in those rounds and in the others: which stages a slow spell slows."""
+    parts = np.sum([cpu[s] for s in STAGES if s != "whole"], axis=0)
+    slow = parts > factor * np.median(parts)
+
+    def median(values: list[float], rounds: np.ndarray) -> float | None:
+        picked = np.asarray(values)[rounds]
+        return round(float(np.median(picked)), 3) if picked.size else None
+
+    return {"factor": factor, "share": round(float(slow.mean()), 4),
+            "cpu_ms_per_tile": {s: {"other_rounds": median(v, ~slow), "slow_rounds": median(v, slow)}
+                                for s, v in cpu.items()}}
+
+
 def measure(model_path: Path, tile: int, micro_batch: int, rounds: int) -> dict[str, Any]:
     """Per-tile CPU and wall milliseconds of every stage over ``rounds`` alternating rounds."""
     config = HandlerConfig(tile_size=tile, tile_batch_size=micro_batch)
@@ -88,7 +110,8 @@ def measure(model_path: Path, tile: int, micro_batch: int, rounds: int) -> dict[
             "cpu_ms_per_tile": cpu_ms,
             "wall_ms_per_tile": {s: quartiles(v) for s, v in wall.items()},
             "around_network_cpu_ms": round(cpu_ms["whole"]["median"]
-                                           - cpu_ms["network"]["median"], 3)}
+                                           - cpu_ms["network"]["median"], 3),
+            "slow_rounds": slow_rounds(cpu)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     threads = record["torch_threads"]
     print(f"around the network: {record['around_network_cpu_ms']:.3f} CPU ms per tile "
           f"({threads} intra-op thread{'s' if threads != 1 else ''})")
+    slow = record["slow_rounds"]
+    if slow["share"]:
+        stages = ", ".join(f"{name} {v['other_rounds']:.2f} -> {v['slow_rounds']:.2f}"
+                           for name, v in slow["cpu_ms_per_tile"].items() if name != "whole")
+        print(f"slow rounds (over {slow['factor']}x the median): {100 * slow['share']:.1f}%; "
+              f"CPU ms per tile {stages}")
     write_json(args.out, record)
     return 0
 

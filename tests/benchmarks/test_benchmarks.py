@@ -1,6 +1,7 @@
 """Smoke tests of the benchmarks (seconds, a stand-in model): they run and write their files."""
 import io
 import json
+import os
 import tempfile
 
 import numpy as np
@@ -212,7 +213,23 @@ def test_predictor_cost_times_each_stage_of_the_served_predictor(tmp_path, capsy
         cpu["whole"]["median"] - cpu["network"]["median"], abs=1e-3)
     assert record["micro_batch"] == 1 and record["model"] == "standin.pt"
     assert "around the network" in capsys.readouterr().out
+    assert 0 <= record["slow_rounds"]["share"] <= 1
     assert cost_main(["--model", str(tmp_path / "none.pt")]) == 2
+
+
+def test_slow_rounds_say_which_stages_a_slow_spell_slows():
+    from benchmarks.predictor_cost import slow_rounds
+
+    rounds = 10
+    cpu = {"input": [0.2] * rounds, "softmax": [1.0] * rounds, "argmax": [1.0] * rounds,
+           "network": [2.0 if r not in (2, 7) else 9.0 for r in range(rounds)],
+           "whole": [4.2] * rounds}
+    slow = slow_rounds(cpu)
+    assert slow["share"] == 0.2
+    assert slow["cpu_ms_per_tile"]["network"] == {"other_rounds": 2.0, "slow_rounds": 9.0}
+    assert slow["cpu_ms_per_tile"]["argmax"] == {"other_rounds": 1.0, "slow_rounds": 1.0}
+    steady = slow_rounds({**cpu, "network": [2.0] * rounds})
+    assert steady["share"] == 0 and steady["cpu_ms_per_tile"]["network"]["slow_rounds"] is None
 
 
 def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
@@ -359,3 +376,34 @@ def test_locust_rows_say_why_requests_failed(tmp_path):
 
     line = failure_summary(row)  # what the terminal shows for the row
     assert line.startswith(f"failures {row['failures']}, {row['failures']} of them: ") and "503" in line
+
+
+def test_steadiness_summary_finds_seconds_slow_on_every_core_together():
+    from benchmarks.machine_steadiness import summarise
+
+    steady = [1.0, 1.1, 1.0, 1.05, 1.0, 1.1, 1.0, 1.0, 1.05, 1.0]
+    host_slowed = [m * (2.0 if s in (3, 4) else 1.0) for s, m in enumerate(steady)]
+    one_core_slowed = [m * (2.0 if s == 7 else 1.0) for s, m in enumerate(host_slowed)]
+    summary = summarise([host_slowed, [m * 1.2 for m in host_slowed], one_core_slowed], slow=1.5)
+    assert [c["slow_seconds"] for c in summary["cores"]] == [[3, 4], [3, 4], [3, 4, 7]]
+    assert summary["slow_on_every_core"] == [3, 4]
+    assert summary["correlation_between_cores"] > 0.5
+    apart = summarise([host_slowed, [None, *steady[1:]]], slow=1.5)  # a second with no sample
+    assert apart["slow_on_every_core"] == [] and apart["correlation_between_cores"] < 0.5
+
+
+def test_steadiness_probes_run_pinned_on_every_core(tmp_path, capsys):
+    from benchmarks.machine_steadiness import main as steadiness_main
+
+    out = tmp_path / "steadiness.json"
+    before = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    assert steadiness_main(["--seconds", "2", "--buffer-mb", "1", "--out", str(out)]) == 0
+    assert {name: os.environ.get(name) for name in before} == before  # the probes' alone
+    record = json.loads(out.read_text())
+    for kind in ("memory", "compute"):
+        probe = record["probes"][kind]
+        assert len(probe["per_second_median_ms"]) == len(record["cores"])
+        assert all(m is not None and m > 0 for row in probe["per_second_median_ms"] for m in row)
+        assert all(c["p10_ms"] <= c["median_ms"] <= c["p90_ms"] for c in probe["cores"])
+    assert steadiness_main(["--probes", "disk"]) == 2
+    assert "--probes takes memory, compute" in capsys.readouterr().err
