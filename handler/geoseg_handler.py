@@ -28,6 +28,7 @@ from handler.errors import REASON_PHRASES, RequestError
 from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, serving_network, warm_up
 from handler.request import Job
 from handler.scaling import BandScaling
+from handler.shared import shared_folder
 from handler.tiling import plan_tiles, segment_images
 from model.artifact import load_artifact
 
@@ -68,6 +69,7 @@ class GeoSegHandler(BaseHandler):
         self.predict = config_predictor(self.model, self.device, self.config)
         self.predict_lone = lone_tile_predictor(self.model, self.device, self.config)
         self.decode_pool = decode_pool(self.config.decode_threads)
+        self.shared = shared_folder(self.config.shared_dir)
         # one warm-up: the lone-tile predictor runs the same network at the same shape
         warm_up(self.predict, self.config.micro_batch(self.device), self.config.tile_size)
         self.context = context
@@ -80,7 +82,8 @@ class GeoSegHandler(BaseHandler):
         """One Job (decoded image, output format) or RequestError per request, in order."""
         start = time.perf_counter()
         jobs = prepare_jobs(data, lambda idx, name: request_header(self.context, idx, name),
-                            self.config.max_pixels, self.scaling, self.decode_pool)
+                            self.config.max_pixels, self.scaling, self.decode_pool,
+                            self.shared)
         logger.info("batch of %d requests, %d valid", len(data),
                     sum(isinstance(j, Job) for j in jobs))
         self._stage("decode", start)
@@ -118,6 +121,13 @@ class GeoSegHandler(BaseHandler):
             assert classes is not None  # inference maps every Job
             body, content_type = encode(job.fmt, classes, job.image.rgb, self.classes,
                                         job.image.georef)
+            if job.answer_file is not None and self.shared is not None:
+                try:
+                    body = self.shared.write(job.answer_file, body, content_type)
+                except RequestError as exc:
+                    responses.append(self._error(idx, exc))
+                    continue
+                content_type = "application/json"
             self.context.set_response_content_type(idx, content_type)
             responses.append(body)
         self._stage("encode", start)

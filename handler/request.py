@@ -157,10 +157,12 @@ def stack_format(asked: Optional[str], count: int) -> str:
 
 @dataclass
 class Job:
-    """One decoded request: its index in the batch, its image, the format it asked for and
-    the tiling margin at its borders (None: the default reflection)."""
+    """One decoded request: its index in the batch, its image, the format it asked for, the
+    tiling margin at its borders (None: the default reflection) and the shared file its answer
+    goes to (None: the response body; :mod:`handler.shared`)."""
 
     index: int
     image: DecodedImage
     fmt: str
     margin: Optional[int] = None
+    answer_file: Optional[str] = None

@@ -24,11 +24,14 @@ STANDIN_CONFIG = ("minWorkers: {workers}\nmaxWorkers: {workers}\nbatchSize: 4\nm
 """model-config.yaml of the stand-in archives: 64 px tiles, at most 1 Mpx per image."""
 
 
-def standin_store(work: Path, delay_ms: int = 1500, workers: int = 1, blur: int = 3) -> Path:
+def standin_store(work: Path, delay_ms: int = 1500, workers: int = 1, blur: int = 3,
+                  shared_dir: Optional[Path] = None) -> Path:
     """Build ``work/store/geoseg.mar`` around the colour-rule stand-in (receptive field
-    ``blur``) with ``workers`` workers; returns the store (the model is ``work/standin.pt``)."""
+    ``blur``) with ``workers`` workers (and the handler's ``shared_dir`` when given); returns
+    the store (the model is ``work/standin.pt``)."""
     config = work / "model-config.yaml"
-    config.write_text(STANDIN_CONFIG.format(delay=delay_ms, workers=workers))
+    shared = f"  shared_dir: {shared_dir}\n" if shared_dir is not None else ""
+    config.write_text(STANDIN_CONFIG.format(delay=delay_ms, workers=workers) + shared)
     build_archive(write_standin(work / "standin.pt", blur), work / "store", config=config)
     return work / "store"
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from benchmarks.responses import npy_bytes
 from handler.metrics import TILES
+from handler.shared import ANSWER_HEADER, INPUT_HEADER
 from tests.handler.test_codecs import geotiff_bytes
 from tests.serving import mask_of, png, post, standin_store
 from tools.server import TorchServe, metric_total, scrape_metrics
@@ -24,9 +25,15 @@ from training.data.synthetic import generate_scene
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def shared_folder(tmp_path_factory):
+    """The server's shared folder (handler.shared)."""
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, shared_folder):
     work = tmp_path_factory.mktemp("serve")
-    ts = TorchServe(standin_store(work), workdir=work / "ts").start(timeout=300)
+    ts = TorchServe(standin_store(work, shared_dir=shared_folder), workdir=work / "ts").start(timeout=300)
     yield ts
     ts.stop()
     assert ts.process.returncode is not None
@@ -163,6 +170,24 @@ def test_a_stack_of_tiles_is_answered_as_one_npy_of_class_maps(server):
         np.testing.assert_array_equal(answer, mask_of(post(server, png(tile))[2]))
     status, _, body = post(server, npy_bytes(tiles), {"Accept": "image/png"})
     assert status == 400 and "stack of 3 images" in json.loads(body)["error"]
+
+
+def test_a_shared_file_is_answered_over_http_as_its_body_is(server, shared_folder):
+    """A request naming its pixels and its answer in the shared folder (an empty body): the
+    answer file holds the bytes the body request gets."""
+    tiles = np.stack([SCENE[:64, :64], SCENE[64:128, :64]])
+    (shared_folder / "tiles.npy").write_bytes(npy_bytes(tiles))
+    status, ctype, by_body = post(server, npy_bytes(tiles), {"Content-Type": "application/x-npy"})
+    assert (status, ctype) == (200, "application/x-npy")
+    status, ctype, body = post(server, b"", {INPUT_HEADER: "tiles.npy", ANSWER_HEADER: "answer.npy"})
+    assert (status, ctype) == (200, "application/json")
+    assert json.loads(body) == {"answer_file": "answer.npy", "bytes": len(by_body),
+                                "content_type": "application/x-npy"}
+    assert (shared_folder / "answer.npy").read_bytes() == by_body
+    status, ctype, body = post(server, b"", {INPUT_HEADER: "tiles.npy"})  # answered in the body
+    assert (status, ctype, body) == (200, "application/x-npy", by_body)
+    status, _, body = post(server, b"", {INPUT_HEADER: "../tiles.npy"})
+    assert status == 400 and json.loads(body)["detail"]["kind"] == "shared_name"
 
 
 def test_the_workers_threads_spin_briefly_before_they_sleep(server):
