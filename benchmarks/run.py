@@ -80,6 +80,7 @@ class ServeSettings:
     overlap: int = HANDLER_DEFAULTS.tile_overlap
     channels_last: bool = HANDLER_DEFAULTS.channels_last
     decode_threads: int = HANDLER_DEFAULTS.decode_threads
+    shared: bool = False  # requests through a shared folder (handler.shared), not HTTP bodies
 
     def torchserve_config(self, device: str) -> dict[str, Any]:
         """TorchServe's own model-config.yaml keys for ``device`` ("cpu", "cuda", "cuda:N")."""
@@ -88,16 +89,18 @@ class ServeSettings:
                 "responseTimeout": 900,
                 "deviceType": "gpu" if device.startswith("cuda") else "cpu"}
 
-    def handler_config(self) -> HandlerConfig:
-        """The ``handler:`` section these settings ask for (other keys at their defaults)."""
+    def handler_config(self, shared_dir: str = "") -> HandlerConfig:
+        """The ``handler:`` section these settings ask for (other keys at their defaults;
+        ``shared_dir``: the shared folder's path, when :attr:`shared`)."""
         return replace(HANDLER_DEFAULTS, tile_size=self.tile, tile_overlap=self.overlap,
                        tile_batch_size=self.tile_batch, half_precision=self.precision == "fp16",
-                       channels_last=self.channels_last, decode_threads=self.decode_threads)
+                       channels_last=self.channels_last, decode_threads=self.decode_threads,
+                       shared_dir=shared_dir)
 
-    def model_config(self, device: str) -> str:
+    def model_config(self, device: str, shared_dir: str = "") -> str:
         """The archive's model-config.yaml for ``device``, as YAML text (PyYAML, through
         the handler's own writer, ``handler.inference.model_config_yaml``)."""
-        return model_config_yaml(self.torchserve_config(device), self.handler_config())
+        return model_config_yaml(self.torchserve_config(device), self.handler_config(shared_dir))
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -114,20 +117,22 @@ def failure_summary(load: Mapping[str, Any]) -> str:
 
 def run_locust(host: str, target: str, manifest: Path, users: int, duration: int,
                workdir: Path, processes: int = 1, key: Optional[str] = None,
-               expect_answers: bool = True) -> dict[str, Any]:
+               expect_answers: bool = True, shared: Optional[Path] = None) -> dict[str, Any]:
     """Run locust headless against ``host`` (sending the inference ``key`` when given);
     requests/s, latency percentiles, tiles/s. RuntimeError when no request was answered,
     unless not ``expect_answers`` (a warm-up shorter than one answer): then only ``users``,
     ``duration_s`` and ``requests`` (0).
     ``processes`` > 1 forks that many locust workers (``--processes``): one Python process
     sends at most about one core's worth of requests, so a fast server needs several for the
-    client not to be the limit. Each process counts its own tiles (``<tiles file>.<pid>``)."""
+    client not to be the limit. Each process counts its own tiles (``<tiles file>.<pid>``).
+    ``shared``: the server's shared folder, through which the users then pass their requests'
+    bytes and answers (``handler.shared``)."""
     prefix = workdir / f"{target}-u{users}"
     tiles_out = workdir / f"{target}-u{users}-tiles.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "GEOSEG_IMAGES": str(manifest), "GEOSEG_TARGET": target,
            "GEOSEG_DURATION": str(duration), "GEOSEG_TILES_OUT": str(tiles_out),
-           "GEOSEG_KEY": key or ""}
+           "GEOSEG_KEY": key or "", "GEOSEG_SHARED_DIR": str(shared or "")}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
            "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "900", "--csv", str(prefix),
            "--host", host, "--only-summary", "--reset-stats", "--loglevel", "WARNING"]
@@ -206,8 +211,9 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
     per request (512 px ``.npy`` tiles one after the other on the 2-core VM: 11.2 ms per
     request in the first 200, 2.75-4.5 from the 800th on; ``benchmarks.frontend_warmup``)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    shared = shared_folder_for_load() if settings.shared else None
     config = workdir / "model-config.yaml"
-    config.write_text(settings.model_config(device))
+    config.write_text(settings.model_config(device, str(shared or "")))
     build_archive(model_path, workdir / "store", config=config)
     server = TorchServe(workdir / "store", workdir=workdir / "ts").start(timeout=600)
     try:
@@ -219,14 +225,14 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
             warmed["requests"] = run_locust(server.url, "geoseg", manifest, max(users), warmup,
                                             workdir / "warmup", client_processes,
                                             server.key("inference"),
-                                            expect_answers=False)["requests"]
+                                            expect_answers=False, shared=shared)["requests"]
         results = []
         for u in users:
             before = scrape_metrics(server.metrics_url)
             cpu_before, locust_before = stack.cpu_seconds(), children_cpu_seconds()
             started = time.perf_counter()
             result = run_locust(server.url, "geoseg", manifest, u, duration, workdir,
-                                client_processes, server.key("inference"))
+                                client_processes, server.key("inference"), shared=shared)
             result["cpu_ms_per_request"] = cpu_budget(stack, cpu_before, locust_before,
                                                       result["requests"],
                                                       time.perf_counter() - started)
@@ -237,6 +243,23 @@ def serve_and_load(model_path: Path, device: str, settings: ServeSettings, manif
         return results
     finally:
         server.stop()
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+SHARED_PREFIX = "geoseg-shared-"
+
+
+def shared_parent() -> Path:
+    """Where load tests make their shared folders: ``/dev/shm`` where there is one (Linux:
+    the files stay in memory), else the temporary folder."""
+    memory = Path("/dev/shm")
+    return memory if memory.is_dir() else Path(tempfile.gettempdir())
+
+
+def shared_folder_for_load() -> Path:
+    """A new folder for the server's and the clients' shared files, in :func:`shared_parent`."""
+    return Path(tempfile.mkdtemp(prefix=SHARED_PREFIX, dir=shared_parent()))
 
 
 def stage_breakdown(before: list[Sample], after: list[Sample]) -> dict[str, float]:
@@ -322,7 +345,7 @@ def settings_grid(args: argparse.Namespace) -> Grid:
     base = ServeSettings(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay,
                          workers=args.workers, tile_batch=args.tile_batch,
                          precision=args.precision, tile=args.tile, overlap=args.overlap,
-                         channels_last=not args.no_channels_last)
+                         channels_last=not args.no_channels_last, shared=args.shared)
     if not args.sweep:
         return Grid([base], list(args.users))
     combos = itertools.product(args.batch_sizes, args.delays, args.worker_counts, args.tile_batches)
@@ -496,6 +519,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--format", choices=FORMATS, default="png",
                    help="request format: png, or npy (the bulk format: raw pixels in, class ids "
                         "out; no Flask peer row, the peer takes images only)")
+    p.add_argument("--shared", action="store_true",
+                   help="send each request's bytes and get its answer through a shared folder "
+                        "(handler.shared; under /dev/shm): the body is empty, the frontend "
+                        "copies no pixels; no Flask peer row")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="handler and bare model (fp16 on CUDA only)")
     shipped = ServeSettings()
@@ -540,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
     device = device_name(torch.device(args.device))
     stacked = f" of {args.stack}" if args.images == "stacks" else ""
-    images = f"{args.images}{stacked} ({args.format})"
+    images = f"{args.images}{stacked} ({args.format}{', shared folder' if args.shared else ''})"
     labels = {"date": stamp, "device": device, "arch": load_artifact(model_path, "cpu").meta.get("arch"),
               "images": images}
     manifest = write_image_set(workdir / "images", args.images, args.image_count,
@@ -548,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                                stack=args.stack)
     rows: list[dict[str, Any]] = []
     try:
-        peer = None if args.no_peer or args.format != "png" else peer_load(model_path, args.device, manifest, grid.users,
+        peer = None if args.no_peer or args.shared or args.format != "png" else peer_load(model_path, args.device, manifest, grid.users,
                                                   args.duration, workdir, args.client_processes)
         for k, settings in enumerate(grid.settings):
             print(f"[{k + 1}/{len(grid.settings)}] {settings}", flush=True)

@@ -164,6 +164,22 @@ def test_bench_with_stacks_checks_every_answers_shape(tmp_path, capsys, monkeypa
     assert served["failures"] == 0 and served["requests"] > 0 and served["tiles_per_s"] > 0
 
 
+def test_bench_through_the_shared_folder_checks_every_answer_file(tmp_path):
+    from benchmarks.run import SHARED_PREFIX, shared_parent
+
+    model = write_standin(tmp_path / "standin.pt")
+    out = tmp_path / "results"
+    before = set(shared_parent().glob(f"{SHARED_PREFIX}*"))
+    assert run_main(["--model", str(model), "--users", "2", "--duration", "4", "--format", "npy",
+                     "--warmup", "1", "--images", "stacks", "--stack", "2", "--image-count", "1",
+                     "--tile", "128", "--overlap", "32", "--shared", "--out", str(out)]) == 0
+    (row,) = json.loads(next(out.glob("*.json")).read_text())["rows"]
+    assert row["images"] == "stacks of 2 (npy, shared folder)" and row["settings"]["shared"]
+    served = row["served"]  # locust fails every answer file not a (2, 512, 512) .npy of class ids
+    assert served["failures"] == 0 and served["requests"] > 0 and served["tiles_per_s"] > 0
+    assert set(shared_parent().glob(f"{SHARED_PREFIX}*")) <= before  # this run's folder is gone
+
+
 def test_frontend_warmup_measures_each_window_of_served_requests(tmp_path, capsys):
     from benchmarks.frontend_warmup import main as warmup_main
 
