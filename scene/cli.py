@@ -46,6 +46,10 @@ def build_parser():
                    help="TorchServe to send windows to instead of a local model (repeatable)")
     p.add_argument("--concurrency", type=at_least(1), default=2,
                    help="windows in flight at once with --server")
+    p.add_argument("--shared-dir", type=Path, metavar="FOLDER",
+                   help="with --server on this machine: send windows and get their class ids "
+                        "through files in FOLDER, the servers' handler shared_dir, instead of "
+                        "HTTP bodies (docs/serving.md)")
     p.add_argument("--token-file", type=Path,
                    help="TorchServe's key_file.json, or a file holding the inference key alone "
                         "(default: key_file.json of the current folder, if any)")
@@ -179,10 +183,15 @@ def reading_notes(jobs, segmenter, server: bool) -> list[str]:
 
 
 def make_segmenter(args, config: HandlerConfig):
+    if args.shared_dir is not None and not args.server:
+        raise SceneError("--shared-dir is for --server: a local model reads no shared folder")
     if args.server:
         from scene.remote import ServerSegmenter, read_token
 
-        return ServerSegmenter(args.server, args.concurrency, read_token(args.token_file))
+        if args.shared_dir is not None and not args.shared_dir.is_dir():
+            raise SceneError(f"--shared-dir {args.shared_dir}: no such folder")
+        return ServerSegmenter(args.server, args.concurrency, read_token(args.token_file),
+                               shared_dir=args.shared_dir)
     if not args.model.is_file():
         raise SceneError(f"{args.model}: no such model file (export one with `geoseg export`)")
     import torch

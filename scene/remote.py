@@ -9,6 +9,11 @@ connection errors are retried on the next server with exponential backoff; any o
 stops the run with the server's error. Rasters that are not 8-bit are sent as they are and
 scaled by the served model's band statistics (a model without them stretches each window on
 its own: use the local model, or export with statistics, for such rasters).
+
+With ``shared_dir`` (servers on this machine whose handler names the same folder,
+``handler.shared``), each window's ``.npy`` is written to a file there and its class ids come
+back in another; the HTTP request and answer carry only their names. Both files are removed
+once the answer is read.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +35,7 @@ from PIL import Image
 
 from common.cli import warn
 from handler.scaling import BandScaling
+from handler.shared import ANSWER_HEADER, INPUT_HEADER
 from model.class_table import ClassTable
 from scene.source import SceneError, SceneSource
 from tools.server import KEY_FILE, bearer
@@ -109,9 +116,11 @@ class ServerSegmenter:
     scaling: Optional[BandScaling] = None
 
     def __init__(self, servers: list[str], concurrency: int = 2, token: Optional[str] = None,
-                 retries: int = RETRIES, timeout_s: float = TIMEOUT_S) -> None:
+                 retries: int = RETRIES, timeout_s: float = TIMEOUT_S,
+                 shared_dir: Optional[Path] = None) -> None:
         if not servers:
             raise ValueError("at least one server")
+        self.shared_dir = shared_dir
         self.urls = self._answering([endpoint(s) for s in servers], token)
         self.workers = max(1, concurrency)
         self.token, self.retries, self.timeout_s = token, retries, timeout_s
@@ -148,7 +157,9 @@ class ServerSegmenter:
 
     def __call__(self, source: SceneSource, bands: np.ndarray,
                  valid: Optional[np.ndarray]) -> np.ndarray:
-        body = self.post(window_npy(bands, valid), "application/x-npy", "npy")
+        window = window_npy(bands, valid)
+        body = (self.post(window, "application/x-npy", "npy") if self.shared_dir is None
+                else self.post_shared(window))
         try:
             classes = np.load(io.BytesIO(body), allow_pickle=False)
         except (ValueError, OSError) as exc:
@@ -159,10 +170,30 @@ class ServerSegmenter:
                               f"{bands.shape[1:]} window")
         return classes
 
-    def post(self, body: bytes, content_type: str, fmt: str) -> bytes:
-        """POST ``body`` and return the answer, retrying overloads and dropped connections."""
+    def post_shared(self, window: bytes) -> bytes:
+        """The answer to ``window`` (``.npy`` bytes) sent through the shared folder: written to
+        a file of its own there, answered into another, both removed afterwards."""
+        assert self.shared_dir is not None
+        name = f"geoseg-window-{uuid.uuid4().hex}"
+        request, answer = self.shared_dir / f"{name}.npy", self.shared_dir / f"{name}-classes.npy"
+        try:
+            request.write_bytes(window)
+            self.post(b"", "application/octet-stream", "npy",
+                      {INPUT_HEADER: request.name, ANSWER_HEADER: answer.name})
+            return answer.read_bytes()
+        except FileNotFoundError:
+            raise ServerError(f"the server wrote no {answer.name} in {self.shared_dir}: is it the "
+                              "shared_dir of every --server's handler?") from None
+        finally:
+            request.unlink(missing_ok=True)
+            answer.unlink(missing_ok=True)
+
+    def post(self, body: bytes, content_type: str, fmt: str,
+             extra_headers: Optional[dict[str, str]] = None) -> bytes:
+        """POST ``body`` (with ``extra_headers``) and return the answer, retrying overloads and
+        dropped connections."""
         headers = {"Content-Type": content_type, "X-GeoSeg-Format": fmt,
-                   "X-GeoSeg-Edges": "none", **bearer(self.token)}
+                   "X-GeoSeg-Edges": "none", **bearer(self.token), **(extra_headers or {})}
         for attempt in range(self.retries + 1):
             with self._lock:
                 url = self.urls[next(self._next)]

@@ -22,7 +22,9 @@ FLAGS = ["--tile", "64", "--overlap", "16", "--tile-batch", "8", "--tiles-per-wi
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("predict-server")
-    store = standin_store(work, delay_ms=5, workers=2, blur=25)  # sees past the kept centres
+    (work / "shared").mkdir()
+    store = standin_store(work, delay_ms=5, workers=2, blur=25,  # sees past the kept centres
+                          shared_dir=work / "shared")
     ts = TorchServe(store, workdir=work / "ts").start(timeout=300)
     yield work, ts
     ts.stop()
@@ -55,6 +57,29 @@ def test_server_mode_equals_local_mode_and_one_request(served, tmp_path):
         got = src.read(1)
     assert len(np.unique(expected)) >= 4 and (expected == 255).any()
     np.testing.assert_array_equal(got, expected)
+
+
+def test_windows_through_the_shared_folder_give_the_same_map_and_leave_no_file(
+        served, tmp_path, capsys):
+    work, ts = served
+    scene = write_scene(tmp_path / "scene.tif", scene_bands(300, 260, seed=8))
+    by_http, by_files = tmp_path / "http.tif", tmp_path / "files.tif"
+    key = ["--token-file", str(ts.workdir / KEY_FILE)]
+    assert predict_main([str(scene), str(by_http), "--server", ts.url, *key, *FLAGS]) == 0
+    assert predict_main([str(scene), str(by_files), "--server", ts.url, *key, "--concurrency", "3",
+                         "--shared-dir", str(work / "shared"), *FLAGS]) == 0
+    assert by_files.read_bytes() == by_http.read_bytes()
+    assert list((work / "shared").iterdir()) == []  # every window's two files removed
+    capsys.readouterr()
+    elsewhere = tmp_path / "not-the-servers"
+    elsewhere.mkdir()
+    assert predict_main([str(scene), str(tmp_path / "x.tif"), "--server", ts.url, *key,
+                         "--shared-dir", str(elsewhere), *FLAGS]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "X-GeoSeg-Shared-Input" in err[0], err  # the server's own words
+    assert predict_main([str(scene), str(tmp_path / "y.tif"), "--model", str(work / "standin.pt"),
+                         "--shared-dir", str(elsewhere), *FLAGS]) != 0
+    assert "--shared-dir is for --server" in capsys.readouterr().err
 
 
 def test_without_the_key_the_run_stops_with_one_line_and_finds_it_where_the_server_runs(
