@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 
 class RequestError(Exception):
-    """A request the service refuses: ``status`` (4xx; 507 when the answer file a request
+    """A request the service refuses: ``status`` (4xx; 500 when the answer file a request
     asked for cannot be written), a one-line ``message``, ``detail``."""
 
     def __init__(self, status: int, message: str, detail: Optional[dict[str, Any]] = None) -> None:
@@ -23,4 +23,4 @@ class RequestError(Exception):
 
 REASON_PHRASES = {400: "Bad Request", 406: "Not Acceptable", 413: "Payload Too Large",
                   415: "Unsupported Media Type", 422: "Unprocessable Entity",
-                  507: "Insufficient Storage"}
+                  500: "Internal Server Error"}

@@ -85,7 +85,7 @@ class SharedFolder:
     def write(self, name: str, body: bytes, content_type: str) -> bytes:
         """Write ``body`` to file ``name`` in the folder (a temporary file renamed into place,
         so a reader never sees half an answer); the small JSON response that says where.
-        RequestError 507 when it cannot be written (folder gone, full, not writable)."""
+        RequestError 500 when it cannot be written (folder gone, full, not writable)."""
         partial = self.folder / f".{name}.{os.getpid()}.partial"
         try:
             with open(partial, "wb") as out:
@@ -93,7 +93,7 @@ class SharedFolder:
             os.replace(partial, self.folder / name)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise RequestError(507, f"{ANSWER_HEADER}: could not write {name!r} in the server's "
+            raise RequestError(500, f"{ANSWER_HEADER}: could not write {name!r} in the server's "
                                     f"shared folder ({exc.strerror})",
                                {"kind": "shared_write"}) from None
         return json.dumps({"answer_file": name, "bytes": len(body),

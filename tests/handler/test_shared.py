@@ -113,13 +113,13 @@ def test_a_server_without_a_shared_folder_refuses_shared_requests(tmp_path: Path
         assert ctx.status == {0: 400} and json.loads(answer)["detail"]["kind"] == "shared_off"
 
 
-def test_an_answer_that_cannot_be_written_is_a_507(served) -> None:
+def test_an_answer_that_cannot_be_written_is_a_500_not_a_retry(served) -> None:
     handler, model_dir, shared, config = served
     (shared / "in.npy").write_bytes(npy(np.zeros((8, 8, 3), np.uint8)))
     (shared / "taken").mkdir()  # a folder where the answer file should go: rename fails
     (answer,), ctx = ask(handler, model_dir, config, [{}],
                          {0: {INPUT_HEADER: "in.npy", ANSWER_HEADER: "taken"}})
-    assert ctx.status == {0: 507} and json.loads(answer)["detail"]["kind"] == "shared_write"
+    assert ctx.status == {0: 500} and json.loads(answer)["detail"]["kind"] == "shared_write"
     assert sorted(os.listdir(shared)) == ["in.npy", "taken"]
 
 
