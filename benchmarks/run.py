@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -438,6 +439,10 @@ def plot_title(rows: list[dict[str, Any]], x_key: str) -> str:
     return f"{title}, {workers} worker{'s' if workers != 1 else ''} x batchSize {batch}"
 
 
+TITLE_WIDTH = 80
+"""Characters of the plot's title per line: what a 6.5-inch figure holds at 9 points."""
+
+
 def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     """Served tiles/s and p95 against ``x_key`` (users, or a setting in a sweep)."""
     import matplotlib
@@ -471,7 +476,8 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(lines),
               fontsize=8)  # below the axes: it never covers a point
-    ax.set_title(plot_title(rows, x_key), fontsize=9)
+    # wrapped: a long title (stacks through a shared folder, 2 workers) ran past both edges
+    ax.set_title(textwrap.fill(plot_title(rows, x_key), TITLE_WIDTH), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
