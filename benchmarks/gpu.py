@@ -79,7 +79,8 @@ class GpuPlan:
     served_client_processes: int = 4    # locust processes: one Python client tops out near a core
     served_grid: str = "cross"          # "cross": workers x batch sizes; "star": see served_settings
     served_formats: tuple[str, ...] = ("png", "npy")  # request formats of the served rows;
-    # "stack": stack_size tiles per request (the bulk format's 4-D .npy)
+    # "stack": stack_size tiles per request (the bulk format's 4-D .npy); a "-shared" suffix
+    # ("stack-shared"): the requests' bytes and answers through a shared folder (handler.shared)
     stack_size: int = 16
     served_decode_threads: tuple[int, ...] = (1,)     # handler decode_threads of the served rows
     image_count: int = 8
@@ -102,7 +103,7 @@ class GpuPlan:
                    handler_tile_batch=2, decode_threads=2, served_precision="fp32", served_workers=(1,),
                    served_batch_sizes=(2,), served_users=(2,), served_delay_ms=5,
                    served_duration=3, served_warmup=1, served_client_processes=2, image_count=2,
-                   served_formats=("png", "npy", "stack"), stack_size=2)
+                   served_formats=("png", "npy", "stack", "stack-shared"), stack_size=2)
 
 
 def export_random_model(arch: str, path: Path, seed: int = 0) -> dict[str, Any]:
@@ -292,6 +293,10 @@ def handler_batch_profile(model_path: Path, plan: GpuPlan, repeats: int = 5) -> 
             "precision": plan.served_precision, "rows": rows}
 
 
+SHARED_SUFFIX = "-shared"
+"""A served format's suffix for requests through a shared folder (``stack-shared``)."""
+
+
 def served_settings(plan: GpuPlan) -> list[ServeSettings]:
     """The served grid: every workers x batchSize pair ("cross"), or ("star") every worker
     count at the middle batch size plus every batch size at the middle worker count; each
@@ -321,7 +326,8 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
             return {"skipped": reason, "rows": []}
     manifests = {}
     for fmt in plan.served_formats:
-        kind, file_format = ("stacks", "npy") if fmt == "stack" else ("tiles", fmt)
+        base = fmt.removesuffix(SHARED_SUFFIX)
+        kind, file_format = ("stacks", "npy") if base == "stack" else ("tiles", base)
         manifests[fmt] = write_image_set(workdir / f"images-{fmt}", kind, plan.image_count,
                                          tile=plan.tile, overlap=plan.overlap, fmt=file_format,
                                          tile_side=plan.tile, stack=plan.stack_size)  # one tile an image
@@ -329,23 +335,24 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
     result = {"bare_best_tiles_per_s": bare_best_tiles_per_s, "rows": rows}
     for k, settings in enumerate(served_settings(plan)):
         for fmt, manifest in manifests.items():
-            if fmt in ("npy", "stack") and settings.decode_threads > 1:
+            if fmt.removesuffix(SHARED_SUFFIX) in ("npy", "stack") and settings.decode_threads > 1:
                 continue  # nothing to decode in parallel (benchmarks.decode_threads: 0.08 ms)
+            served = replace(settings, shared=fmt.endswith(SHARED_SUFFIX))
             log(f"served [{k + 1}] {fmt}: workers {settings.workers} batchSize "
                 f"{settings.batch_size} delay {settings.max_batch_delay_ms} ms tile batch "
                 f"{settings.tile_batch} decode threads {settings.decode_threads}")
             try:
-                loads = serve_and_load(model_path, plan.device, settings, manifest,
+                loads = serve_and_load(model_path, plan.device, served, manifest,
                                        list(plan.served_users), plan.served_duration,
                                        workdir / f"served{k}-{fmt}", plan.served_client_processes,
                                        plan.served_warmup)
             except (ServerError, RuntimeError) as exc:
-                rows.append({"settings": asdict(settings), "format": fmt, "error": str(exc)})
+                rows.append({"settings": asdict(served), "format": fmt, "error": str(exc)})
                 log(f"  error: {exc}")
                 continue
             for load in loads:
                 ratio = load["tiles_per_s"] / bare_best_tiles_per_s if bare_best_tiles_per_s else 0.0
-                rows.append({"settings": asdict(settings), "format": fmt, "served": load,
+                rows.append({"settings": asdict(served), "format": fmt, "served": load,
                              "served_over_bare": ratio})
                 log(f"  users {load['users']:>4}: {load['tiles_per_s']:8.1f} tiles/s "
                     f"(served / bare {ratio:.3f}), p50 {load['p50_ms']:.0f} ms, "
@@ -445,12 +452,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1.1 * max(m["tiles_per_s"] for m in report["bare"]["measurements"]))
     rows = [r for r in (report.get("served") or {}).get("rows", []) if "served" in r]
     stack = f"stack of {report['plan'].get('stack_size', 16)}"
-    labels = [f"{stack if r.get('format') == 'stack' else r.get('format', 'png')}, "
-              f"{r['settings']['workers']} workers x "
+    labels = [f"{r.get('format', 'png').replace('stack', stack).replace(SHARED_SUFFIX, ', shared')}, "
+              f"{r['settings']['workers']} worker{'s' if r['settings']['workers'] != 1 else ''} x "
               f"{r['settings']['batch_size']}, {r['settings'].get('decode_threads', 1)} decode "
               f"thr., {r['served']['users']} users" for r in rows]
     values = [r["served"]["tiles_per_s"] for r in rows]
-    palette = {"npy": "tab:blue", "stack": "tab:purple"}
+    palette = {"npy": "tab:blue", "stack": "tab:purple", "stack-shared": "tab:orange",
+               "npy-shared": "tab:cyan"}
     colours = [palette.get(r.get("format", "png"), "tab:green") for r in rows]
     bars = ax2.barh(range(len(rows)), values, color=colours)
     ax2.bar_label(bars, fmt="%.0f", padding=3, fontsize=7)
@@ -462,7 +470,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax2.axvline(0.9 * bare, color="k", ls=":", label="0.9 x bare")
         ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     ax2.set_xlabel("served tiles / s")
-    ax2.set_title("served through TorchServe (npy blue, stacks purple, PNG green)", fontsize=9)
+    ax2.set_title("served through TorchServe (npy blue, stacks purple, PNG green;\n"
+                  "through a shared folder: stacks orange, npy cyan)", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -555,7 +564,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--channels-last", type=_switches, default=None,
                    help="bare sweep memory formats: on, off or on,off")
     p.add_argument("--served-formats", type=_words, default=None,
-                   help="e.g. png,npy (stack: 16 tiles per request, one 4-D .npy)")
+                   help="e.g. png,npy (stack: 16 tiles per request, one 4-D .npy; a -shared "
+                        "suffix, stack-shared: through a shared folder, handler.shared)")
     p.add_argument("--served-decode-threads", type=_ints, default=None,
                    help="handler decode_threads of the served PNG rows, e.g. 1,4")
     args = p.parse_args(argv)

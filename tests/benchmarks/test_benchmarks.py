@@ -265,11 +265,13 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     rows = report["handler"]["rows"]
     assert [(r["format"], r["decode_threads"]) for r in rows] == [("png", 1), ("png", 2), ("npy", 1)]
     assert all(set(r["ms_per_tile"]) == {"decode", "model", "encode"} for r in rows)
-    row, bulk, stack = report["served"]["rows"]
-    assert (row["format"], bulk["format"], stack["format"]) == ("png", "npy", "stack")
+    row, bulk, stack, shared = report["served"]["rows"]
+    assert [r["format"] for r in (row, bulk, stack, shared)] == ["png", "npy", "stack", "stack-shared"]
     assert bulk["served"]["failures"] == 0 and bulk["served"]["tiles_per_s"] > 0
-    # locust fails each answer that is not a (2, H, W) stack of class maps
-    assert stack["served"]["failures"] == 0 and stack["served"]["tiles_per_s"] > 0
+    # locust fails each answer that is not a (2, H, W) stack of class maps (in its answer file)
+    for stacked in (stack, shared):
+        assert stacked["served"]["failures"] == 0 and stacked["served"]["tiles_per_s"] > 0
+    assert shared["settings"]["shared"] and not stack["settings"]["shared"]
     assert row["served"]["failures"] == 0 and row["served"]["tiles_per_s"] > 0
     compiled = report["bare"]["compiled"]  # the last stage: the rebuilt network, compiled (aot_eager on the CPU)
     assert compiled["backend"] == "aot_eager" and compiled["tiles_per_s"] > 0
@@ -283,6 +285,7 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     table = next(out.glob("gpu-dry-*.md")).read_text()
     assert "## Bare model" in table and "## Served" in table and "## Handler" in table
     assert "## Compiled network" in table and "| npy |" in table and "| stack |" in table
+    assert "| stack-shared |" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
 
 
