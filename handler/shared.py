@@ -8,7 +8,7 @@ empty body with the header ``X-GeoSeg-Shared-Input: <file name>``. With
 ``X-GeoSeg-Shared-Answer: <file name>`` the answer is written to that file in the same folder
 (whole, then renamed into place) and the response body is a small JSON saying so; without it the
 answer comes back in the body as usual. The frontend then copies a few hundred bytes per request
-instead of the pixels (about 2-4 CPU ms per 786 kB tile on the 2-core test machine, 8-15 on the
+instead of the pixels (2.4-4.7 CPU ms per 786 kB tile on the 2-core test machine, 8-15 on the
 H200 host: docs/performance.md, docs/gpu.md).
 
 This is the idea of Triton's system shared-memory extension, with plain files: on Linux a folder
