@@ -30,7 +30,8 @@ MANIFEST_PATH = Path(os.environ.get("GEOSEG_IMAGES", "benchmarks/images/manifest
 TARGET = os.environ.get("GEOSEG_TARGET", "geoseg")
 WINDOW = float(os.environ.get("GEOSEG_DURATION", "inf"))
 AUTH = {"Authorization": f"Bearer {os.environ['GEOSEG_KEY']}"} if os.environ.get("GEOSEG_KEY") else {}
-SHARED = Path(os.environ["GEOSEG_SHARED_DIR"]) if os.environ.get("GEOSEG_SHARED_DIR") else None
+SHARED = Path(os.environ["GEOSEG_SHARED_DIR"]) \
+    if os.environ.get("GEOSEG_SHARED_DIR") and TARGET == "geoseg" else None  # the peer: bodies
 MANIFEST = json.loads(MANIFEST_PATH.read_text())
 IMAGES = [(entry, (MANIFEST_PATH.parent / entry["file"]).read_bytes()) for entry in MANIFEST["images"]]
 
@@ -86,7 +87,7 @@ class SegmentationUser(FastHttpUser):
             body, content_type = data, CONTENT_TYPE[fmt]
             path = "/predictions/geoseg"
         headers = {"Content-Type": content_type, "Accept": ANSWER_TYPE[fmt], **AUTH}
-        if SHARED is not None and TARGET == "geoseg":  # the bytes go through the shared folder
+        if SHARED is not None:  # the bytes go through the shared folder
             (SHARED / f"{self.files}-in").write_bytes(data)
             headers.update({INPUT_HEADER: f"{self.files}-in", ANSWER_HEADER: f"{self.files}-out",
                             "Content-Type": "application/octet-stream"})
@@ -96,7 +97,7 @@ class SegmentationUser(FastHttpUser):
                               name=entry["kind"], catch_response=True) as response:
             answer_type = response.headers.get("Content-Type") or ""
             answer = response.content or b""
-            if SHARED is not None and response.status_code == 200 and TARGET == "geoseg":
+            if SHARED is not None and response.status_code == 200:
                 written = json.loads(answer)
                 answer_type = written["content_type"]
                 answer = (SHARED / written["answer_file"]).read_bytes()

@@ -33,12 +33,10 @@ def request_data(index: int, row: Mapping[str, Any], header: HeaderReader,
     shared file its answer goes to (None: the response body); RequestError when either is
     asked of a server without a shared folder, or names a file it may not."""
     input_name, answer_name = header(index, INPUT_HEADER), header(index, ANSWER_HEADER)
-    if shared is None:
-        if input_name or answer_name:
-            raise not_shared_error()
-        return image_bytes(row, header(index, "Content-Type"), header(index, "Content-Length")), None
-    answer = shared.answer_name(answer_name)
-    if input_name:
+    if shared is None and (input_name or answer_name):
+        raise not_shared_error()
+    answer = shared.answer_name(answer_name) if shared is not None else None
+    if shared is not None and input_name:
         return shared.read(input_name), answer
     return image_bytes(row, header(index, "Content-Type"), header(index, "Content-Length")), answer
 

@@ -72,10 +72,11 @@ class SharedFolder:
                 raise RequestError(413, f"{INPUT_HEADER}: {name!r} holds {info.st_size} bytes, "
                                         f"more than the {MAX_FILE_BYTES} a request may",
                                    {"kind": "too_large", "bytes": info.st_size})
-            with os.fdopen(os.dup(fd), "rb") as file:
-                return file.read(MAX_FILE_BYTES)  # a file grown since: cut, refused as corrupt
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as file:  # a regular file: fdopen takes it and closes it
+            return file.read(MAX_FILE_BYTES)  # a file grown since: cut, refused as corrupt
 
     def answer_name(self, value: Optional[str]) -> Optional[str]:
         """The answer file's name from the ``X-GeoSeg-Shared-Answer`` header (None: answer in
