@@ -6,6 +6,7 @@ server must change: its addresses and gRPC ports (free loopback ports), ``model_
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -56,10 +57,23 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return settings
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` free loopback ports, all different: their sockets stay bound until every one
+    is chosen (one at a time, the system may hand out a port it just handed out)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """One free loopback port."""
+    return free_ports(1)[0]
+
+
+PORT_TAKEN = "Address already in use"
+"""TorchServe's log line when a port it was given was taken before it could bind it."""
 
 
 MIN_JAVA = 17
@@ -259,10 +273,15 @@ class TorchServe:
         self.model_store = Path(model_store).resolve()
         self.models = models
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="geoseg-ts-")).resolve()
-        self.ports = {name: free_port() for name in
-                      ("inference", "management", "metrics", "grpc_inference", "grpc_management")}
+        self.ports = self.new_ports()
         self.extra_config = extra_config or {}
         self.process: Optional[subprocess.Popen] = None
+
+    @staticmethod
+    def new_ports() -> dict[str, int]:
+        """Five different free loopback ports, for TorchServe's three HTTP and two gRPC APIs."""
+        names = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
+        return dict(zip(names, free_ports(len(names)), strict=True))
 
     @property
     def url(self) -> str:
@@ -303,6 +322,18 @@ class TorchServe:
         java = serving_env()  # ServerError when Java cannot run TorchServe here
         executable = require_torchserve()
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        try:
+            return self._launch(java, executable, timeout)
+        except ServerError as exc:
+            if PORT_TAKEN not in str(exc):
+                raise
+        # a port was chosen free and taken by another process before TorchServe bound it
+        self.ports = self.new_ports()
+        return self._launch(java, executable, timeout)
+
+    def _launch(self, java: dict[str, str], executable: str, timeout: float) -> TorchServe:
+        """One start on the current ports (see :meth:`start`)."""
+        (self.workdir / KEY_FILE).unlink(missing_ok=True)  # a failed start's keys: not these
         config = self.workdir / "config.properties"
         config.write_text(self.config_text())
         env = {**java, "LOG_LOCATION": str(self.workdir / "logs"),

@@ -218,3 +218,24 @@ def test_the_frontend_logs_no_line_per_request_and_still_counts_metrics(server):
     assert tiles() == counted + 8
     assert lines("access_log.log") - access >= 8  # and the scrapes of the metrics
     assert lines("ts_log.log") - ts_log <= 2 * 8  # the worker's own two lines per batch
+
+
+def test_a_port_taken_between_choosing_and_binding_gets_a_second_start(tmp_path):
+    """Ports are chosen free, then bound by TorchServe seconds later; another process may
+    take one in between. The start then tries once more on new ports."""
+    import socket
+
+    from tools.server import free_ports
+
+    assert len(set(free_ports(50))) == 50  # chosen together: never the same port twice
+    ts = TorchServe(standin_store(tmp_path, delay_ms=5), workdir=tmp_path / "ts")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ts.ports["grpc_inference"]))
+        taken.listen()
+        first = dict(ts.ports)
+        ts.start(timeout=300)
+    try:
+        assert ts.ports["grpc_inference"] != first["grpc_inference"]
+        assert post(ts, png(SCENE)).status == 200
+    finally:
+        ts.stop()
