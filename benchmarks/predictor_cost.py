@@ -3,9 +3,11 @@
     python -m benchmarks.predictor_cost --model model/geoseg.pt     # 512 px tiles, 300 rounds
 
 The served predictor of a single-tile request (``handler.inference.lone_tile_predictor`` with
-the handler's defaults) does four things: turn the uint8 batch into the network's input
-(``network_input``), run the network, take the softmax (``class_probabilities``) and the argmax
-(``first_max_class``). Each round times every one of them once, and the whole predictor once,
+the handler's defaults) does three things: turn the uint8 batch into the network's input
+(``network_input``), run the network, and take the first maximum of the logits
+(``first_max_class`` over contiguous class planes). ``--softmax`` adds the stage it had until
+lone tiles went without it, the softmax of the logits (``class_probabilities``, which blended tiles still need),
+with the argmax then taken over the probabilities. Each round times every one of them once, and the whole predictor once,
 on the same random micro-batch, in an order that alternates between rounds, so that the
 machine's slow spells fall on all of them alike. Times are this process's CPU (every thread:
 the network's intra-op threads count) and wall, per tile; median and quartiles over the
@@ -32,7 +34,8 @@ from handler.inference import HandlerConfig, class_probabilities, lone_tile_pred
 from handler.tiling import first_max_class
 from model.artifact import load_artifact
 
-STAGES = ("input", "network", "softmax", "argmax", "whole")
+STAGES = ("input", "network", "argmax", "whole")
+SOFTMAX_STAGES = ("input", "network", "softmax", "argmax", "whole")
 
 
 def quartiles(values: list[float]) -> dict[str, float]:
@@ -42,10 +45,12 @@ def quartiles(values: list[float]) -> dict[str, float]:
             "p75": round(float(p75), 3)}
 
 
-def stage_calls(model: torch.nn.Module, config: HandlerConfig, batch: np.ndarray
-                ) -> dict[str, Callable[[], object]]:
+def stage_calls(model: torch.nn.Module, config: HandlerConfig, batch: np.ndarray,
+                softmax: bool = False) -> dict[str, Callable[[], object]]:
     """One call of each stage of the lone-tile predictor on ``batch`` (B, t, t, 3) uint8, CPU.
-    Each stage gets the previous stage's output, computed once beforehand."""
+    Each stage gets the previous stage's output, computed once beforehand. With ``softmax``
+    the softmax stage too, the argmax over its probabilities, and for ``whole`` the three
+    stages in a row (the former lone-tile predictor)."""
     cpu = torch.device("cpu")
     predict = lone_tile_predictor(model, cpu, config)
     assert predict is not None, "the lone-tile predictor exists where tiles are blended"
@@ -62,11 +67,20 @@ def stage_calls(model: torch.nn.Module, config: HandlerConfig, batch: np.ndarray
                 return fn()
         return call
 
-    return {"input": lambda: network_input(pixels, torch.float32, config.channels_last),
-            "network": in_inference(lambda: model(x)["out"]),
-            "softmax": in_inference(lambda: class_probabilities(logits)),
-            "argmax": in_inference(lambda: first_max_class(probabilities)),
-            "whole": lambda: predict(batch)}
+    calls = {"input": lambda: network_input(pixels, torch.float32, config.channels_last),
+             "network": in_inference(lambda: model(x)["out"]),
+             "argmax": in_inference(lambda: first_max_class(logits.contiguous())),
+             "whole": lambda: predict(batch)}
+    if softmax:
+        def with_softmax() -> object:
+            with torch.inference_mode():
+                scores = model(network_input(pixels, torch.float32, config.channels_last))["out"]
+                return first_max_class(class_probabilities(scores)).numpy()
+
+        calls.update(softmax=in_inference(lambda: class_probabilities(logits)),
+                     argmax=in_inference(lambda: first_max_class(probabilities)),
+                     whole=with_softmax)
+    return calls
 
 
 SLOW_ROUND = 1.8
@@ -77,7 +91,7 @@ def slow_rounds(cpu: dict[str, list[float]], factor: float = SLOW_ROUND) -> dict
     """The rounds whose parts (input, network, softmax, argmax: ``cpu`` ms, a value per round
     for each stage) together took more than ``factor`` times the median round, and each
     stage's median CPU ms in those rounds and in the others: which stages a slow spell slows."""
-    parts = np.sum([cpu[s] for s in STAGES if s != "whole"], axis=0)
+    parts = np.sum([v for s, v in cpu.items() if s != "whole"], axis=0)
     slow = parts > factor * np.median(parts)
 
     def median(values: list[float], rounds: np.ndarray) -> float | None:
@@ -89,23 +103,26 @@ def slow_rounds(cpu: dict[str, list[float]], factor: float = SLOW_ROUND) -> dict
                                 for s, v in cpu.items()}}
 
 
-def measure(model_path: Path, tile: int, micro_batch: int, rounds: int) -> dict[str, Any]:
-    """Per-tile CPU and wall milliseconds of every stage over ``rounds`` alternating rounds."""
+def measure(model_path: Path, tile: int, micro_batch: int, rounds: int,
+            softmax: bool = False) -> dict[str, Any]:
+    """Per-tile CPU and wall milliseconds of every stage over ``rounds`` alternating rounds
+    (``softmax``: the former lone-tile predictor, see :func:`stage_calls`)."""
     config = HandlerConfig(tile_size=tile, tile_batch_size=micro_batch)
     batch_size = config.micro_batch("cpu")
     model = load_artifact(model_path, "cpu").network
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, tile, tile, 3), np.uint8)
-    calls = stage_calls(model, config, batch)
-    cpu: dict[str, list[float]] = {s: [] for s in STAGES}
-    wall: dict[str, list[float]] = {s: [] for s in STAGES}
+    calls = stage_calls(model, config, batch, softmax)
+    stages = SOFTMAX_STAGES if softmax else STAGES
+    cpu: dict[str, list[float]] = {s: [] for s in stages}
+    wall: dict[str, list[float]] = {s: [] for s in stages}
     for r in range(rounds):
-        for stage in STAGES if r % 2 == 0 else reversed(STAGES):
+        for stage in stages if r % 2 == 0 else reversed(stages):
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             calls[stage]()
             cpu[stage].append(1000 * (time.process_time() - cpu_start) / batch_size)
             wall[stage].append(1000 * (time.perf_counter() - wall_start) / batch_size)
     cpu_ms = {s: quartiles(v) for s, v in cpu.items()}
-    return {"tile": tile, "micro_batch": batch_size, "rounds": rounds,
+    return {"tile": tile, "micro_batch": batch_size, "rounds": rounds, "softmax": softmax,
             "torch_threads": torch.get_num_threads(),
             "cpu_ms_per_tile": cpu_ms,
             "wall_ms_per_tile": {s: quartiles(v) for s, v in wall.items()},
@@ -126,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=at_least(1), default=300, help="timed rounds")
     p.add_argument("--threads", type=at_least(0), default=0,
                    help="torch intra-op threads (0: torch's default, as in the worker)")
+    p.add_argument("--softmax", action="store_true",
+                   help="the former lone-tile predictor: softmax, then the argmax of the "
+                        "probabilities")
     p.add_argument("--out", type=Path, default=RESULTS / "predictor-cost-cpu.json")
     args = p.parse_args(argv)
     if not args.model.is_file():
@@ -135,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"benchmark": "lone-tile predictor per stage, CPU time per tile",
               "machine": cpu_machine(),
               "model": args.model.name, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
-              **measure(args.model, args.tile, args.micro_batch, args.rounds)}
-    for stage in STAGES:
+              **measure(args.model, args.tile, args.micro_batch, args.rounds, args.softmax)}
+    for stage in record["cpu_ms_per_tile"]:
         q = record["cpu_ms_per_tile"][stage]
         print(f"{stage:<8} {q['median']:7.3f} CPU ms per tile  ({q['p25']:.3f}-{q['p75']:.3f})")
     threads = record["torch_threads"]

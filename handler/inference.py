@@ -133,14 +133,14 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,
-                   channels_last: bool = False, scores: bool = False,
-                   score_ids: bool = False) -> TilePredictor:
-    """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids (argmax of the logits on the device: only
-    uint8 crosses the host-device link), or with ``scores`` (B, K, t, t) float32 class
-    probabilities (softmax in float32 on the device), which ``handler.tiling`` blends across
-    tile overlaps, or with ``score_ids`` (B, t, t) uint8 argmax of exactly those probabilities,
-    taken on the device (the class map of a tile alone in its image: ``segment_images``'
-    ``lone_ids``; first class on ties, as the host's ``class_ids``).
+                   channels_last: bool = False, scores: bool = False) -> TilePredictor:
+    """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids, the first maximum of the logits taken on the
+    device (only uint8 crosses the host-device link), or with ``scores`` (B, K, t, t) float32
+    class probabilities (softmax in float32 on the device), which ``handler.tiling`` blends
+    across tile overlaps. The ids are the class map of a tile alone in its image too
+    (``segment_images``' ``lone_ids``): the softmax keeps the order of the logits, so they are
+    the class of highest probability, except where two classes' float32 probabilities round to
+    the same value although their logits differ.
 
     ``half`` applies on CUDA only (``model`` must already be in half precision);
     ``channels_last`` on any device. On CUDA the batch goes through one pinned host buffer per
@@ -166,12 +166,11 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
         x = network_input(to_device(batch), dtype, channels_last)
         with torch.inference_mode():
             logits = model(x)["out"]
-            if scores or score_ids:
-                probabilities = class_probabilities(logits)
-                if scores:
-                    return probabilities.cpu().numpy()
-                return first_max_class(probabilities).cpu().numpy()
-        return first_max_class(logits).cpu().numpy()
+            if scores:
+                return class_probabilities(logits).cpu().numpy()
+            # contiguous class planes first: on the CPU (stand-in, 5 x 512 x 512) the copy and
+            # the argmax take 0.70 CPU ms against 0.95 for the argmax along channels-last logits
+            return first_max_class(logits.contiguous()).cpu().numpy()
 
     return predict
 
@@ -219,13 +218,16 @@ def config_predictor(model: torch.nn.Module, device: torch.device, config: Handl
 def lone_tile_predictor(model: torch.nn.Module, device: torch.device, config: HandlerConfig
                         ) -> TilePredictor | None:
     """Where ``config`` blends tiles, the ``lone_ids`` predictor of
-    ``handler.tiling.segment_images`` for :func:`config_predictor`'s network (argmax of its
-    scores on the device); None with the hard split, whose predictor already answers ids. It
-    runs the same network at the same shape, so :func:`warm_up` of the first warms it too."""
+    ``handler.tiling.segment_images`` for :func:`config_predictor`'s network: the first maximum
+    of the logits on the device, without the softmax that blending needs (on the CPU the
+    softmax of a 5-class 512 px tile cost 1.3-2.5 CPU ms, as much as the stand-in's network:
+    docs/performance.md, "A lone tile without the softmax"). None with the hard split, whose
+    predictor already answers ids. It runs the same network at the same shape, so
+    :func:`warm_up` of the first warms it too."""
     if not config.blended:
         return None
     half = config.half_precision and device.type == "cuda"
-    return tile_predictor(model, device, half, config.channels_last, score_ids=True)
+    return tile_predictor(model, device, half, config.channels_last)
 
 
 def warm_up(predict: TilePredictor, micro_batch: int, tile: int) -> None:

@@ -275,12 +275,13 @@ def segment_images(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
     answer would then depend on its companions.
 
     ``lone_ids``: for a ``predict`` that returns scores, the same network's (B, tile, tile)
-    uint8 argmax of exactly those scores (``handler.inference.tile_predictor(...,
-    score_ids=True)``). A tile alone in its image has no neighbour to blend with: its taper
-    weights are all 1, so its class map is the argmax of its own scores. Micro-batches made
-    only of such tiles (single-tile requests) go to ``lone_ids``, which takes the argmax on the
-    device: the same class ids, with B x tile x tile bytes to copy back instead of B x K x tile
-    x tile floats, and no blending on the host.
+    uint8 class ids, the first maximum of its logits (``handler.inference.lone_tile_predictor``).
+    A tile alone in its image has no neighbour to blend with, so its class map is taken from
+    its logits on the device: no softmax, B x tile x tile bytes to copy back instead of
+    B x K x tile x tile floats, and no blending on the host. Such tiles (single-tile requests)
+    go to ``lone_ids`` in micro-batches of their own, whatever they are batched with, so an
+    image's answer never depends on its companions; the map is the class of highest
+    probability except where two probabilities are equal in float32 but not their logits.
     """
     return [s.result() for s in _stitched(images, predict, tile, overlap, micro_batch, margins,
                                           lone_ids=lone_ids)]
@@ -291,8 +292,8 @@ def blended_scores(images: Sequence[np.ndarray], predict: TilePredictor, tile: i
                    margins: Optional[Sequence[Optional[int]]] = None) -> list[np.ndarray]:
     """The blended scores (K, H, W) float32 behind :func:`segment_images`' class maps, for a
     ``predict`` that returns scores: with softmax scores, class probabilities (the taper's
-    weights sum to 1 at every pixel), whose argmax is exactly the class map. Holds K floats
-    per pixel: for images, not whole scenes."""
+    weights sum to 1 at every pixel), whose argmax is exactly the class map (without
+    ``lone_ids``). Holds K floats per pixel: for images, not whole scenes."""
     stitchers = _stitched(images, predict, tile, overlap, micro_batch, margins, keep_scores=True)
     for s in stitchers:
         s.result()
@@ -311,15 +312,18 @@ def _stitched(images: Sequence[np.ndarray], predict: TilePredictor, tile: int, o
     stitchers = [_Stitcher(img.shape[0], img.shape[1], tile, overlap, margins[k], keep_scores)
                  for k, img in enumerate(images)]
     jobs = [(k, r, c, t) for k, s in enumerate(stitchers) for r, c, t in s.tiles()]
-    lone = {k for k, s in enumerate(stitchers) if len(s.rows) == len(s.cols) == 1}
-    for chunk in _chunks(jobs, max(1, micro_batch)):
-        batch = np.zeros((max(1, micro_batch), tile, tile, 3), dtype=np.uint8)
-        for slot, (k, _, _, t) in enumerate(chunk):
-            batch[slot] = cut(images[k], t, tile)
-        alone = not keep_scores and all(k in lone for k, *_ in chunk)
-        answers = (lone_ids if lone_ids is not None and alone else predict)(batch)
-        for (k, r, c, t), answer in zip(chunk, answers):
-            stitchers[k].add(r, c, t, answer)
+    by_predictor = [(predict, jobs)]
+    if lone_ids is not None and not keep_scores:
+        lone = {k for k, s in enumerate(stitchers) if len(s.rows) == len(s.cols) == 1}
+        by_predictor = [(lone_ids, [j for j in jobs if j[0] in lone]),
+                        (predict, [j for j in jobs if j[0] not in lone])]
+    for run, its_jobs in by_predictor:
+        for chunk in _chunks(its_jobs, max(1, micro_batch)):
+            batch = np.zeros((max(1, micro_batch), tile, tile, 3), dtype=np.uint8)
+            for slot, (k, _, _, t) in enumerate(chunk):
+                batch[slot] = cut(images[k], t, tile)
+            for (k, r, c, t), answer in zip(chunk, run(batch)):
+                stitchers[k].add(r, c, t, answer)
     return stitchers
 
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from handler.encode import mark_nodata
-from handler.inference import HandlerConfig, config_predictor, warm_up
+from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, warm_up
 from handler.scaling import BandScaling
 from handler.tiling import TilePredictor, blended_scores, segment_images
 from model.artifact import ArtifactError, load_artifact
@@ -68,6 +68,7 @@ class LocalSegmenter:
         self.path = Path(model)
         self.config = config
         self.fusion: Optional[ForestFusion] = None
+        self.lone_ids: Optional[TilePredictor] = None   # a window of one tile, as the handler
         if self.path.suffix.lower() == ".onnx":
             self.table, self.scaling, self.predict = onnx_segmenter_parts(self.path, config)
             self.micro_batch = config.micro_batch("cpu")
@@ -83,6 +84,7 @@ class LocalSegmenter:
             network = artifact.network.half() if half else artifact.network
             self.micro_batch = config.micro_batch(self.device)
             self.predict = config_predictor(network, self.device, config)
+            self.lone_ids = lone_tile_predictor(network, self.device, config)
             if forest and artifact.forest_samples and config.blended:
                 self.fusion = fusion_of(artifact.forest_samples, self.table, self.path)
         warm_up(self.predict, self.micro_batch, config.tile_size)
@@ -97,7 +99,7 @@ class LocalSegmenter:
             classes = self.fusion.classes(image, probs)
         else:
             (classes,) = segment_images([image], self.predict, tile, overlap, self.micro_batch,
-                                        margins=[0])
+                                        margins=[0], lone_ids=self.lone_ids)
         return mark_nodata(classes, valid)
 
     def fingerprint(self) -> dict[str, Any]:

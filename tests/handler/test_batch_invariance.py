@@ -54,8 +54,8 @@ def predictor(exported):
 
 @pytest.fixture(scope="module")
 def served(exported):
-    """The served default: blended class probabilities, with micro-batches of lone tiles
-    answered by an argmax on the device."""
+    """The served default: blended class probabilities, with lone tiles answered by the first
+    maximum of their logits on the device."""
     model, table = exported
     config = HandlerConfig(tile_size=TILE, tile_overlap=OVERLAP, tile_batch_size=MICRO_BATCH)
     scores, lone = config_predictor(model, DEVICE, config), lone_tile_predictor(model, DEVICE, config)
@@ -65,9 +65,10 @@ def served(exported):
     return scores, lone, table
 
 
-def test_a_lone_tile_gets_the_same_bytes_from_the_device_argmax_and_from_blending(served):
-    """Served default: a one-tile image batched with other one-tile images (argmax on the
-    device) and batched with a scene's tiles (scores blended on the host) gets the same bytes."""
+def test_a_lone_tile_gets_the_same_bytes_beside_lone_tiles_and_beside_a_scene(served, predictor):
+    """Served default: a one-tile image batched with other one-tile images and batched with a
+    scene's tiles goes to the device argmax in a micro-batch of lone tiles both times, and gets
+    the same bytes as the hard split's answer (the same first maximum of the same logits)."""
     scores, lone, table = served
     tile = generate_scene((TILE, TILE), seed=45)[0]
     others = [generate_scene((TILE, TILE), seed=60 + k)[0] for k in range(3)]
@@ -80,9 +81,11 @@ def test_a_lone_tile_gets_the_same_bytes_from_the_device_argmax_and_from_blendin
 
     on_device = segment_images([tile, *others], scores, TILE, OVERLAP, MICRO_BATCH, lone_ids=counted)
     assert calls == [MICRO_BATCH]  # the four one-tile images went to the device argmax
-    blended = segment_images([scene, tile], scores, TILE, OVERLAP, MICRO_BATCH, lone_ids=counted)
-    assert calls == [MICRO_BATCH]  # beside the scene's tiles: blended on the host
-    assert encode_png(on_device[0], table) == encode_png(blended[1], table)
+    beside_scene = segment_images([scene, tile], scores, TILE, OVERLAP, MICRO_BATCH,
+                                  lone_ids=counted)
+    assert calls == [MICRO_BATCH, MICRO_BATCH]  # beside the scene's tiles: a micro-batch of its own
+    assert encode_png(on_device[0], table) == encode_png(beside_scene[1], table)
+    assert encode_png(on_device[0], table) == answers(predictor, [tile])[0]
 
 
 def answers(predictor, images: list[np.ndarray]) -> list[bytes]:

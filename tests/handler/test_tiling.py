@@ -108,17 +108,19 @@ def test_lone_tiles_take_the_device_argmax_and_give_the_same_maps():
     assert calls == {"scores": 1, "ids": 1}  # both single-tile images went to the ids predictor
     for a, b in zip(blended, fast):
         np.testing.assert_array_equal(a, b)
-    # a micro-batch that holds a tile with neighbours is blended from scores as before
+    # beside an image of several tiles, the lone tile still goes to the ids predictor, in a
+    # micro-batch of its own; the other image's tiles are blended from scores as before
     big = rng.integers(0, 256, size=(60, 45, 3), dtype=np.uint8)
     mixed = [lone[0], big]
     want = segment_images(mixed, scores, tile=32, overlap=8, micro_batch=8)
+    calls.update(scores=0, ids=0)
     got = segment_images(mixed, scores, tile=32, overlap=8, micro_batch=8, lone_ids=ids)
-    assert calls["ids"] == 1
+    assert calls == {"scores": 1, "ids": 1}
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
 
 
-def test_score_ids_predictor_is_the_argmax_of_its_own_scores_ties_included():
+def test_lone_tile_ids_are_the_first_maximum_of_the_logits_and_the_argmax_of_the_scores():
     from handler.inference import tile_predictor
 
     class Tied(torch.nn.Module):
@@ -132,10 +134,13 @@ def test_score_ids_predictor_is_the_argmax_of_its_own_scores_ties_included():
     cpu = torch.device("cpu")
     batch = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
     scores = tile_predictor(model, cpu, scores=True)(batch)
-    ids = tile_predictor(model, cpu, score_ids=True)(batch)
+    ids = tile_predictor(model, cpu, channels_last=True)(batch)
     assert ids.dtype == np.uint8 and ids.shape == (2, 16, 16)
     assert set(np.unique(ids)) >= {0, 1}  # both sides of the rule occur; class 2 never wins a tie
-    for k in range(2):
+    r = batch[..., 0].astype(np.float32) / np.float32(255)
+    logits = np.stack([np.float32(0.5) - r, r.round(), r.round(), r - np.float32(0.25)], 1)
+    np.testing.assert_array_equal(ids, logits.argmax(1))  # numpy: the first maximum
+    for k in range(2):  # these logits are far apart or equal: the softmax keeps their order
         np.testing.assert_array_equal(ids[k], class_ids(scores[k]))
 
 
