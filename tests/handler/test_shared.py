@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,25 @@ def test_the_shared_folder_setting_must_be_absolute() -> None:
     assert HandlerConfig.from_mapping({"shared_dir": "/dev/shm/geoseg"}).shared_dir == "/dev/shm/geoseg"
     with pytest.raises(ValueError):
         HandlerConfig.from_mapping({"shared_dir": "relative/folder"})
+
+
+def test_a_file_is_read_whole_and_one_byte_past_its_size_at_most(tmp_path: Path) -> None:
+    from handler.shared import read_up_to
+
+    data = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    (tmp_path / "in.npy").write_bytes(data)
+    assert SharedFolder(tmp_path).read("in.npy") == data
+    reader, writer = os.pipe()  # a pipe hands its bytes over in the pieces written
+    try:
+        os.write(writer, b"first ")
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: (time.sleep(0.2), os.write(writer, b"and second part")))
+            assert read_up_to(reader, 10) == b"first and "  # the short first read goes on
+        os.close(writer)
+        writer = -1
+        assert read_up_to(reader, 100) == b"second part"  # fewer at the end
+        assert read_up_to(reader, 100) == b""
+    finally:
+        os.close(reader)
+        if writer >= 0:
+            os.close(writer)
