@@ -32,7 +32,7 @@ def read_photo(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, rasterio.
     with rasterio.open(path) as src:
         bands = src.read(raster_bands(src), out_shape=(len(raster_bands(src)), size[1], size[0]))
         scale = rasterio.Affine.scale(src.width / size[0], src.height / size[1])
-        return bands_to_rgb(to_uint8(bands)), ~(src.transform * scale)
+        return bands_to_rgb(to_uint8(bands)), ~(src.transform @ scale)
 
 
 def read_classes(path: Path, size: tuple[int, int]) -> np.ndarray:
