@@ -443,6 +443,21 @@ TITLE_WIDTH = 80
 """Characters of the plot's title per line: what a 6.5-inch figure holds at 9 points."""
 
 
+def title_lines(title: str, width: int = TITLE_WIDTH) -> str:
+    """``title`` on lines of at most ``width`` characters, broken after its commas where it
+    can (``x batchSize 4`` stays on one line), inside a part only when that part alone is
+    longer than a line."""
+    lines: list[str] = []
+    for part in title.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += f", {part}"
+            continue
+        if lines:
+            lines[-1] += ","
+        lines.extend(textwrap.wrap(part, width) or [""])
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
     """Served tiles/s and p95 against ``x_key`` (users, or a setting in a sweep)."""
     import matplotlib
@@ -471,13 +486,13 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
                     (ax, r["bare"]["tiles_per_s"], "k", 8, "tiles/s"),
                     (ax2, r["served"]["p95_ms"], "r", -8, "ms")]
         for axis, y, colour, dx, unit in labelled:
-            axis.annotate(f"{y:.0f} {unit}", (xs[0], y), xytext=(dx, 0), textcoords="offset points",
+            axis.annotate(f"{y:.0f} {unit}" if y >= 100 else f"{y:.3g} {unit}", (xs[0], y), xytext=(dx, 0), textcoords="offset points",
                           ha="left" if dx > 0 else "right", va="center", fontsize=8, color=colour)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(lines),
               fontsize=8)  # below the axes: it never covers a point
     # wrapped: a long title (stacks through a shared folder, 2 workers) ran past both edges
-    ax.set_title(textwrap.fill(plot_title(rows, x_key), TITLE_WIDTH), fontsize=9)
+    ax.set_title(title_lines(plot_title(rows, x_key)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -131,6 +131,17 @@ def test_the_plot_title_names_the_server_setting_of_a_run_against_users():
     assert plot_title([row, one], "batch_size") == "standin on x86_64 CPU, 2 threads, tiles (npy)"
 
 
+def test_a_long_plot_title_breaks_after_a_comma_not_inside_a_setting():
+    from benchmarks.run import title_lines
+
+    title = ("colour-rule-standin on x86_64 CPU, 2 threads, tiles (npy), 1 worker x batchSize 4")
+    assert title_lines(title) == ("colour-rule-standin on x86_64 CPU, 2 threads, tiles (npy),\n"
+                                  "1 worker x batchSize 4")
+    assert title_lines("short, title") == "short, title"
+    long_part = "a" * 50 + " " + "b" * 50
+    assert title_lines(f"x, {long_part}", 60) == "x,\n" + "a" * 50 + "\n" + "b" * 50
+
+
 def test_bench_with_the_bulk_format_checks_every_answer(tmp_path):
     model = write_standin(tmp_path / "standin.pt")
     out = tmp_path / "results"
