@@ -15,6 +15,7 @@ CROP        ?= 192
 DATA        ?= data/synthetic
 RUN         ?= runs/demo
 MODEL       ?= model/geoseg.pt
+SHARED_DIR  ?=
 DUBAI       ?= ../shared/data/dubai-aerial
 # Settings of the measured supervision comparison (docs/results.md).
 COMPARE     := --arch deeplabv3_mobilenet_v3_large --epochs 8 --steps-per-epoch 50 \
@@ -105,7 +106,7 @@ archive:
 	$(GEOSEG) archive --model $(MODEL) --out model_store
 
 serve:
-	$(GEOSEG) serve --model $(MODEL)
+	$(GEOSEG) serve --model $(MODEL)$(if $(SHARED_DIR), --shared-dir $(SHARED_DIR))
 
 stop:
 	$(GEOSEG) stop

@@ -81,6 +81,22 @@ def worker_modules(entry: Path = HANDLER_ENTRY, root: Path = ROOT) -> list[Path]
     return sorted(p.relative_to(root) for p in seen)
 
 
+def config_with_handler(config: str | Path, **settings: object) -> str:
+    """The model-config.yaml ``config`` with ``settings`` put into its ``handler:`` section
+    (e.g. ``shared_dir="/dev/shm/geoseg"``), as YAML text; TorchServe's keys and the section's
+    other settings stay. ArchiveError for an unreadable file or a setting the handler refuses."""
+    import yaml
+
+    from handler.inference import HandlerConfig, model_config_yaml
+
+    try:
+        document = yaml.safe_load(Path(config).read_text()) or {}
+        handler = HandlerConfig.from_mapping({**(document.pop("handler", None) or {}), **settings})
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
+        raise ArchiveError(f"{config}: {exc}") from None
+    return model_config_yaml(document, handler)
+
+
 def build_archive(model: str | Path, out_dir: str | Path, name: str = "geoseg",
                   config: str | Path = MODEL_CONFIG, version: str = "1.0") -> Path:
     """Write ``<out_dir>/<name>.mar``; returns its path. Raises ArchiveError."""

@@ -68,3 +68,28 @@ def test_worker_modules_refuse_a_handler_that_imports_training_or_tools(tmp_path
     })
     with pytest.raises(ArchiveError, match=r"handler/util\.py imports (training|tools)"):
         worker_modules(root / "handler" / "entry.py", root=root)
+
+
+def test_serve_shared_dir_archives_the_config_with_the_folder(tmp_path):
+    import stat
+
+    import yaml
+
+    from handler.inference import HandlerConfig
+    from tools.archive import MODEL_CONFIG, config_with_handler
+    from tools.serve import archive_for
+
+    base = yaml.safe_load(MODEL_CONFIG.read_text())
+    folder = tmp_path / "shm" / "geoseg"
+    mar = archive_for(write_standin(tmp_path / "standin.pt"), str(tmp_path / "store"), folder)
+    with zipfile.ZipFile(mar) as z:
+        packed = yaml.safe_load(z.read("model-config.yaml"))
+    assert {k: v for k, v in packed.items() if k != "handler"} == {
+        k: v for k, v in base.items() if k != "handler"}  # TorchServe's keys as they were
+    assert HandlerConfig.from_mapping(packed["handler"]) == HandlerConfig(shared_dir=str(folder))
+    assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o770
+    with pytest.raises(ArchiveError):  # the handler refuses a relative folder
+        config_with_handler(MODEL_CONFIG, shared_dir="relative")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ArchiveError):
+        archive_for(tmp_path / "standin.pt", str(tmp_path / "store"), tmp_path / "file")
