@@ -42,7 +42,7 @@ from benchmarks.images import write_image_set
 from benchmarks.model_throughput import DTYPES, count_flops, device_name, matmul_ceiling, measure, synchronize
 from benchmarks.run import ServeSettings, failure_summary, serve_and_load
 from handler.encode import encode
-from handler.inference import HandlerConfig, config_predictor, lone_tile_predictor, warm_up
+from handler.inference import CUDA_WAITS, HandlerConfig, config_predictor, lone_tile_predictor, warm_up
 from handler.tiling import segment_images
 from model.artifact import load_artifact
 from model.builder import build_model
@@ -83,6 +83,7 @@ class GpuPlan:
     # ("stack-shared"): the requests' bytes and answers through a shared folder (handler.shared)
     stack_size: int = 16
     served_decode_threads: tuple[int, ...] = (1,)     # handler decode_threads of the served rows
+    served_cuda_waits: tuple[str, ...] = (HandlerConfig().cuda_wait,)  # handler cuda_wait: block, spin
     image_count: int = 8
 
     @property
@@ -300,11 +301,12 @@ SHARED_SUFFIX = "-shared"
 def served_settings(plan: GpuPlan) -> list[ServeSettings]:
     """The served grid: every workers x batchSize pair ("cross"), or ("star") every worker
     count at the middle batch size plus every batch size at the middle worker count; each
-    with every ``served_decode_threads``."""
-    def one(workers: int, batch: int, threads: int) -> ServeSettings:
+    with every ``served_decode_threads`` and every ``served_cuda_waits``."""
+    def one(workers: int, batch: int, threads: int, wait: str) -> ServeSettings:
         return ServeSettings(batch_size=batch, max_batch_delay_ms=plan.served_delay_ms,
                              workers=workers, tile_batch=batch, precision=plan.served_precision,
-                             tile=plan.tile, overlap=plan.overlap, decode_threads=threads)
+                             tile=plan.tile, overlap=plan.overlap, decode_threads=threads,
+                             cuda_wait=wait)
     if plan.served_grid == "cross":
         pairs = [(w, b) for w in plan.served_workers for b in plan.served_batch_sizes]
     else:
@@ -312,7 +314,8 @@ def served_settings(plan: GpuPlan) -> list[ServeSettings]:
         mid_w = plan.served_workers[len(plan.served_workers) // 2]
         pairs = [(w, mid_b) for w in plan.served_workers]
         pairs += [(mid_w, b) for b in plan.served_batch_sizes if (mid_w, b) not in pairs]
-    return [one(w, b, t) for w, b in pairs for t in plan.served_decode_threads]
+    return [one(w, b, t, c) for w, b in pairs for t in plan.served_decode_threads
+            for c in plan.served_cuda_waits]
 
 
 def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, workdir: Path,
@@ -340,7 +343,8 @@ def served_sweep(model_path: Path, plan: GpuPlan, bare_best_tiles_per_s: float, 
             served = replace(settings, shared=fmt.endswith(SHARED_SUFFIX))
             log(f"served [{k + 1}] {fmt}: workers {settings.workers} batchSize "
                 f"{settings.batch_size} delay {settings.max_batch_delay_ms} ms tile batch "
-                f"{settings.tile_batch} decode threads {settings.decode_threads}")
+                f"{settings.tile_batch} decode threads {settings.decode_threads} CUDA wait "
+                f"{settings.cuda_wait}")
             try:
                 loads = serve_and_load(model_path, plan.device, served, manifest,
                                        list(plan.served_users), plan.served_duration,
@@ -411,12 +415,14 @@ def markdown(report: dict[str, Any]) -> str:
     elif served.get("rows"):
         lines += ["", f"## Served (TorchServe + locust; bare best "
                   f"{served['bare_best_tiles_per_s']:.1f} tiles/s)", "",
-                  "| format | decode threads | workers | batchSize | delay ms | users | tiles/s "
-                  "| served ÷ bare | p50 ms | p95 ms | failures |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| format | decode threads | CUDA wait | workers | batchSize | delay ms | users "
+                  "| tiles/s | served ÷ bare | p50 ms | p95 ms | failures |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: |"]
         for r in served["rows"]:
             s = r["settings"]
-            fmt = f"{r.get('format', 'png')} | {s.get('decode_threads', 1)}"
+            fmt = (f"{r.get('format', 'png')} | {s.get('decode_threads', 1)} "
+                   f"| {s.get('cuda_wait', 'spin')}")
             if "error" in r:
                 lines.append(f"| {fmt} | {s['workers']} | {s['batch_size']} | {s['max_batch_delay_ms']} "
                              f"| | error: {r['error'][:80]} | | | | |")
@@ -455,7 +461,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     labels = [f"{r.get('format', 'png').replace('stack', stack).replace(SHARED_SUFFIX, ', shared')}, "
               f"{r['settings']['workers']} worker{'s' if r['settings']['workers'] != 1 else ''} x "
               f"{r['settings']['batch_size']}, {r['settings'].get('decode_threads', 1)} decode "
-              f"thr., {r['served']['users']} users" for r in rows]
+              f"thr., {r['served']['users']} users"
+              f"{', spin' if r['settings'].get('cuda_wait', 'spin') == 'spin' else ''}"
+              for r in rows]
     values = [r["served"]["tiles_per_s"] for r in rows]
     palette = {"npy": "tab:blue", "stack": "tab:purple", "stack-shared": "tab:orange",
                "npy-shared": "tab:cyan"}
@@ -540,6 +548,15 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def _cuda_waits(text: str) -> tuple[str, ...]:
+    values = _words(text)
+    unknown = [v for v in values if v not in CUDA_WAITS]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {' or '.join(CUDA_WAITS)}, "
+                                         "or both with a comma")
+    return values
+
+
 def _switches(text: str) -> tuple[bool, ...]:
     return tuple({"on": True, "off": False}[v] for v in _words(text))
 
@@ -568,6 +585,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "suffix, stack-shared: through a shared folder, handler.shared)")
     p.add_argument("--served-decode-threads", type=_ints, default=None,
                    help="handler decode_threads of the served PNG rows, e.g. 1,4")
+    p.add_argument("--served-cuda-wait", type=_cuda_waits, default=None,
+                   help="handler cuda_wait of the served rows: block (asleep on a CUDA event), "
+                        "spin (CUDA's default wait), or block,spin")
     args = p.parse_args(argv)
     plan = GpuPlan.dry() if args.dry_run else GpuPlan()
     overrides = {k: v for k, v in {
@@ -577,7 +597,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "served_grid": args.served_grid,
         "precisions": args.precisions, "channels_last": args.channels_last,
         "served_formats": args.served_formats,
-        "served_decode_threads": args.served_decode_threads}.items()
+        "served_decode_threads": args.served_decode_threads,
+        "served_cuda_waits": args.served_cuda_wait}.items()
         if v is not None}
     plan = replace(plan, **overrides)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())

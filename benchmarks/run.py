@@ -82,6 +82,7 @@ class ServeSettings:
     channels_last: bool = HANDLER_DEFAULTS.channels_last
     decode_threads: int = HANDLER_DEFAULTS.decode_threads
     shared: bool = False  # requests through a shared folder (handler.shared), not HTTP bodies
+    cuda_wait: str = HANDLER_DEFAULTS.cuda_wait  # "block" or "spin" (CUDA only)
 
     def torchserve_config(self, device: str) -> dict[str, Any]:
         """TorchServe's own model-config.yaml keys for ``device`` ("cpu", "cuda", "cuda:N")."""
@@ -96,7 +97,7 @@ class ServeSettings:
         return replace(HANDLER_DEFAULTS, tile_size=self.tile, tile_overlap=self.overlap,
                        tile_batch_size=self.tile_batch, half_precision=self.precision == "fp16",
                        channels_last=self.channels_last, decode_threads=self.decode_threads,
-                       shared_dir=shared_dir)
+                       shared_dir=shared_dir, cuda_wait=self.cuda_wait)
 
     def model_config(self, device: str, shared_dir: str = "") -> str:
         """The archive's model-config.yaml for ``device``, as YAML text (PyYAML, through

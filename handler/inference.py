@@ -17,6 +17,9 @@ import torch
 from handler.tiling import BLENDS, TilePredictor, first_max_class
 from model.artifact import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 
+CUDA_WAITS = ("block", "spin")
+"""``HandlerConfig.cuda_wait``'s values."""
+
 
 @dataclass(frozen=True)
 class HandlerConfig:
@@ -40,6 +43,9 @@ class HandlerConfig:
     agree with TorchScript's on less than :data:`COMPILED_AGREEMENT` of a random micro-batch.
     ``shared_dir``: an absolute folder through which clients on the same machine may pass
     request and answer files instead of HTTP bodies (:mod:`handler.shared`; empty: off).
+    ``cuda_wait``: how a worker waits for the device's answer (CUDA only): ``block`` asleep on a
+    blocking CUDA event, ``spin`` in CUDA's default wait, which with one context per process
+    spins a core for as long as the device works (see :func:`tile_predictor`).
     """
 
     tile_size: int = DEFAULT_TILE_SIZE
@@ -52,6 +58,7 @@ class HandlerConfig:
     decode_threads: int = 1
     compile: str = ""               # "" (TorchScript) or a torch.compile backend, e.g. inductor
     shared_dir: str = ""            # "" (off) or a folder for shared request / answer files
+    cuda_wait: str = "block"        # "block" (asleep) or "spin" (CUDA's default wait)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> HandlerConfig:
@@ -65,7 +72,7 @@ class HandlerConfig:
         if config.tile_size < 16 or not 0 <= 2 * config.tile_overlap <= config.tile_size \
                 or config.tile_blend not in BLENDS \
                 or config.tile_batch_size < 0 or config.max_pixels < 1 \
-                or config.decode_threads < 1 \
+                or config.decode_threads < 1 or config.cuda_wait not in CUDA_WAITS \
                 or (config.shared_dir and not os.path.isabs(config.shared_dir)):
             raise ValueError(f"model-config.yaml handler section: bad values {config}")
         return config
@@ -133,7 +140,8 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,
-                   channels_last: bool = False, scores: bool = False) -> TilePredictor:
+                   channels_last: bool = False, scores: bool = False,
+                   blocking_wait: bool = True) -> TilePredictor:
     """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids, the first maximum of the logits taken on the
     device (only uint8 crosses the host-device link), or with ``scores`` (B, K, t, t) float32
     class probabilities (softmax in float32 on the device), which ``handler.tiling`` blends
@@ -144,8 +152,12 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
 
     ``half`` applies on CUDA only (``model`` must already be in half precision);
     ``channels_last`` on any device. On CUDA the batch goes through one pinned host buffer per
-    shape, so its copy to the device is asynchronous. Call :func:`warm_up` before the first
-    answer counts.
+    shape, so its copy to the device is asynchronous; with ``blocking_wait`` the thread then
+    sleeps on a blocking CUDA event until the device has finished, and only then copies the
+    answer back. CUDA's default wait (a process with one context, fewer contexts than cores)
+    spins a core for the whole of the device's work: on an H200 with 4-12 workers their CPU
+    per ``.npy`` request grew from 5.1 to 18.8 ms while their own stages did not
+    (docs/gpu.md). Call :func:`warm_up` before the first answer counts.
     """
     cuda = device.type == "cuda"
     dtype = torch.float16 if half and cuda else torch.float32
@@ -162,15 +174,22 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
         np.copyto(staging.numpy(), batch)
         return staging.to(device, non_blocking=True)
 
+    def to_host(answer: torch.Tensor) -> np.ndarray:
+        if cuda and blocking_wait:
+            done = torch.cuda.Event(blocking=True)
+            done.record()
+            done.synchronize()  # asleep until the device is done, not spinning a core
+        return answer.cpu().numpy()
+
     def predict(batch: np.ndarray) -> np.ndarray:
         x = network_input(to_device(batch), dtype, channels_last)
         with torch.inference_mode():
             logits = model(x)["out"]
             if scores:
-                return class_probabilities(logits).cpu().numpy()
+                return to_host(class_probabilities(logits))
             # contiguous class planes first: on the CPU (stand-in, 5 x 512 x 512) the copy and
             # the argmax take 0.70 CPU ms against 0.95 for the argmax along channels-last logits
-            return first_max_class(logits.contiguous()).cpu().numpy()
+            return to_host(first_max_class(logits.contiguous()))
 
     return predict
 
@@ -211,8 +230,8 @@ def config_predictor(model: torch.nn.Module, device: torch.device, config: Handl
     """:func:`tile_predictor` as ``config`` asks for it: half precision (CUDA only; ``model``
     already converted), channels-last, and scores where tiles are blended."""
     half = config.half_precision and device.type == "cuda"
-    return tile_predictor(model, device, half, config.channels_last,
-                          scores=config.blended)
+    return tile_predictor(model, device, half, config.channels_last, scores=config.blended,
+                          blocking_wait=config.cuda_wait == "block")
 
 
 def lone_tile_predictor(model: torch.nn.Module, device: torch.device, config: HandlerConfig
@@ -227,7 +246,8 @@ def lone_tile_predictor(model: torch.nn.Module, device: torch.device, config: Ha
     if not config.blended:
         return None
     half = config.half_precision and device.type == "cuda"
-    return tile_predictor(model, device, half, config.channels_last)
+    return tile_predictor(model, device, half, config.channels_last,
+                          blocking_wait=config.cuda_wait == "block")
 
 
 def warm_up(predict: TilePredictor, micro_batch: int, tile: int) -> None:

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -302,6 +303,26 @@ def test_gpu_command_dry_run_writes_every_table(tmp_path, monkeypatch):
     assert "## Compiled network" in table and "| npy |" in table and "| stack |" in table
     assert "| stack-shared |" in table
     assert next(out.glob("gpu-dry-*.png")).stat().st_size > 1000
+
+
+def test_the_gpu_runs_served_grid_takes_each_cuda_wait_to_the_handler():
+    import yaml
+
+    from benchmarks.gpu import GpuPlan, served_settings
+    from benchmarks.gpu import main as gpu_main
+    from handler.inference import HandlerConfig
+
+    plan = replace(GpuPlan.dry(), served_workers=(1, 2), served_cuda_waits=("block", "spin"))
+    settings = served_settings(plan)
+    assert [(s.workers, s.cuda_wait) for s in settings] == [
+        (1, "block"), (1, "spin"), (2, "block"), (2, "spin")]
+    for s in settings:
+        handler = HandlerConfig.from_mapping(yaml.safe_load(s.model_config("cuda"))["handler"])
+        assert handler.cuda_wait == s.cuda_wait
+    assert GpuPlan().served_cuda_waits == (HandlerConfig().cuda_wait,) == ("block",)
+    with pytest.raises(SystemExit) as refused:  # argparse: a one-line error, exit 2
+        gpu_main(["--dry-run", "--served-cuda-wait", "sleep"])
+    assert refused.value.code == 2
 
 
 def test_model_config_is_yaml_the_handler_accepts():

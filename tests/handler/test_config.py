@@ -84,7 +84,7 @@ def test_model_config_holds_torchserve_keys_and_no_handler_defaults():
 @pytest.mark.parametrize("handler", [
     HandlerConfig(),
     HandlerConfig(tile_size=256, tile_overlap=32, tile_batch_size=16, max_pixels=5_000_000,
-                  half_precision=False, channels_last=False),
+                  half_precision=False, channels_last=False, cuda_wait="spin"),
 ])
 def test_model_config_yaml_round_trips(handler):
     torchserve = {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 20,
@@ -103,3 +103,5 @@ def test_model_config_yaml_without_handler_section_and_refusals():
         model_config_yaml({"handler": {"tile_size": 64}}, HandlerConfig())
     with pytest.raises(ValueError, match="unknown keys"):
         HandlerConfig.from_mapping({**HandlerConfig().to_mapping(), "tile": 3})
+    with pytest.raises(ValueError, match="bad values"):
+        HandlerConfig.from_mapping({"cuda_wait": "sleep"})
