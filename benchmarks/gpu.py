@@ -462,7 +462,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
               f"{r['settings']['workers']} worker{'s' if r['settings']['workers'] != 1 else ''} x "
               f"{r['settings']['batch_size']}, {r['settings'].get('decode_threads', 1)} decode "
               f"thr., {r['served']['users']} users"
-              f"{', spin' if r['settings'].get('cuda_wait', 'spin') == 'spin' else ''}"
+              f"{', blocking wait' if r['settings'].get('cuda_wait') == 'block' else ''}"
               for r in rows]
     values = [r["served"]["tiles_per_s"] for r in rows]
     palette = {"npy": "tab:blue", "stack": "tab:purple", "stack-shared": "tab:orange",

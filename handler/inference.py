@@ -43,9 +43,10 @@ class HandlerConfig:
     agree with TorchScript's on less than :data:`COMPILED_AGREEMENT` of a random micro-batch.
     ``shared_dir``: an absolute folder through which clients on the same machine may pass
     request and answer files instead of HTTP bodies (:mod:`handler.shared`; empty: off).
-    ``cuda_wait``: how a worker waits for the device's answer (CUDA only): ``block`` asleep on a
-    blocking CUDA event, ``spin`` in CUDA's default wait, which with one context per process
-    spins a core for as long as the device works (see :func:`tile_predictor`).
+    ``cuda_wait``: how a worker waits for the device's answer (CUDA only): ``spin`` in CUDA's
+    default wait, which with one context per process spins a core for as long as the device
+    works, or ``block`` asleep on a blocking CUDA event (see :func:`tile_predictor`; not yet
+    measured against each other, so the default stays CUDA's).
     """
 
     tile_size: int = DEFAULT_TILE_SIZE
@@ -58,7 +59,7 @@ class HandlerConfig:
     decode_threads: int = 1
     compile: str = ""               # "" (TorchScript) or a torch.compile backend, e.g. inductor
     shared_dir: str = ""            # "" (off) or a folder for shared request / answer files
-    cuda_wait: str = "block"        # "block" (asleep) or "spin" (CUDA's default wait)
+    cuda_wait: str = "spin"         # "spin" (CUDA's default wait) or "block" (asleep)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> HandlerConfig:
@@ -141,7 +142,7 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = False,
                    channels_last: bool = False, scores: bool = False,
-                   blocking_wait: bool = True) -> TilePredictor:
+                   blocking_wait: bool = False) -> TilePredictor:
     """(B, t, t, 3) uint8 -> (B, t, t) uint8 ids, the first maximum of the logits taken on the
     device (only uint8 crosses the host-device link), or with ``scores`` (B, K, t, t) float32
     class probabilities (softmax in float32 on the device), which ``handler.tiling`` blends

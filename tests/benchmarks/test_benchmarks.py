@@ -319,7 +319,7 @@ def test_the_gpu_runs_served_grid_takes_each_cuda_wait_to_the_handler():
     for s in settings:
         handler = HandlerConfig.from_mapping(yaml.safe_load(s.model_config("cuda"))["handler"])
         assert handler.cuda_wait == s.cuda_wait
-    assert GpuPlan().served_cuda_waits == (HandlerConfig().cuda_wait,) == ("block",)
+    assert GpuPlan().served_cuda_waits == (HandlerConfig().cuda_wait,) == ("spin",)
     with pytest.raises(SystemExit) as refused:  # argparse: a one-line error, exit 2
         gpu_main(["--dry-run", "--served-cuda-wait", "sleep"])
     assert refused.value.code == 2

@@ -84,7 +84,7 @@ def test_model_config_holds_torchserve_keys_and_no_handler_defaults():
 @pytest.mark.parametrize("handler", [
     HandlerConfig(),
     HandlerConfig(tile_size=256, tile_overlap=32, tile_batch_size=16, max_pixels=5_000_000,
-                  half_precision=False, channels_last=False, cuda_wait="spin"),
+                  half_precision=False, channels_last=False, cuda_wait="block"),
 ])
 def test_model_config_yaml_round_trips(handler):
     torchserve = {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 20,
