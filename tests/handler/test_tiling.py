@@ -144,6 +144,19 @@ def test_lone_tile_ids_are_the_first_maximum_of_the_logits_and_the_argmax_of_the
         np.testing.assert_array_equal(ids[k], class_ids(scores[k]))
 
 
+def test_lone_tile_ids_come_from_the_logits_where_the_probabilities_round_to_a_tie():
+    from handler.inference import tile_predictor
+    from tests.standins import NearTie
+
+    cpu = torch.device("cpu")
+    batch = np.random.default_rng(1).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    scores = tile_predictor(NearTie(), cpu, scores=True)(batch)
+    assert np.all(scores[:, 0] == scores[:, 1])  # the two classes' probabilities are one value
+    assert np.all(class_ids(scores[0]) == 0)  # blended: the first of the tied probabilities
+    ids = tile_predictor(NearTie(), cpu, channels_last=True)(batch)
+    assert np.all(ids == 1)  # alone: the first maximum of the logits
+
+
 @pytest.mark.parametrize("classes", [1, 2, 5, 17, 256])
 def test_first_max_class_is_numpys_argmax_ties_included(classes):
     from handler.inference import first_max_class

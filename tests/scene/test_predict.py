@@ -27,7 +27,7 @@ from scene.cli import SUMMARY
 from scene.cli import main as predict_main
 from scene.run import LocalSegmenter, SceneJob, map_scene
 from tests.scenes import COLLAR, PIXEL_M, scene_bands, write_scene
-from tests.standins import ColourRule, StandInContext, write_standin
+from tests.standins import ColourRule, StandInContext, write_near_tie, write_standin
 
 TILE, OVERLAP = 32, 8
 CONFIG = HandlerConfig(tile_size=TILE, tile_overlap=OVERLAP)
@@ -70,6 +70,22 @@ def test_scene_in_windows_equals_the_handlers_single_answer(work, tiles_per_wind
     assert result.windows > 4  # really cut into several windows
     expected = handler_answer(work, (work / "scene.tif").read_bytes(), blend)
     assert len(np.unique(expected)) >= 4
+    np.testing.assert_array_equal(read_classes(out), expected)
+
+
+def test_a_one_tile_scene_is_mapped_from_its_logits_as_the_handler_maps_it(tmp_path):
+    """A scene that fits in one tile: local predict takes the handler's lone-tile predictor
+    (the first maximum of the logits), not the argmax of the softmax, which differs for a
+    model whose two best classes' probabilities round to one value."""
+    write_near_tie(tmp_path / "standin.pt")
+    bands = np.random.default_rng(2).integers(0, 256, size=(3, 30, 27), dtype=np.uint8)
+    write_scene(tmp_path / "small.tif", bands, nodata=None)
+    out = tmp_path / "small-map.tif"
+    map_scene(SceneJob(tmp_path / "small.tif", out),
+              LocalSegmenter(tmp_path / "standin.pt", "cpu", CONFIG), CONFIG, 1,
+              show_progress=False)
+    expected = handler_answer(tmp_path, (tmp_path / "small.tif").read_bytes())
+    assert np.all(expected == 1)
     np.testing.assert_array_equal(read_classes(out), expected)
 
 

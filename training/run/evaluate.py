@@ -47,6 +47,7 @@ def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False,
     predict`` draws it for a model that carries its forest."""
     config = config or HandlerConfig()
     scores = tile_predictor(model, device, scores=config.blended or fusion is not None)
+    lone = tile_predictor(model, device) if config.blended else None  # one-tile images, as served
     micro_batch = config.tile_batch_size or 1   # a padded batch of 16 would cost 16 tiles each
 
     def predict(x: torch.Tensor, margin: Optional[int] = None) -> torch.Tensor:
@@ -57,7 +58,7 @@ def predictor(model: torch.nn.Module, device: torch.device, amp: bool = False,
                                           micro_batch, [margin])
                 return torch.from_numpy(fusion.classes(image, probs))[None]
             (ids,) = segment_images([image], scores, config.tile_size, config.tile_overlap,
-                                    micro_batch, [margin])
+                                    micro_batch, [margin], lone_ids=lone)
         return torch.from_numpy(ids)[None]
     return predict
 
