@@ -72,7 +72,8 @@ class SharedFolder:
                 raise RequestError(413, f"{INPUT_HEADER}: {name!r} holds {info.st_size} bytes, "
                                         f"more than the {MAX_FILE_BYTES} a request may",
                                    {"kind": "too_large", "bytes": info.st_size})
-            # a byte more than the size: a file grown since is cut there, refused as corrupt
+            # a byte more than the size: a file grown since is cut there (a .npy is then
+            # refused as corrupt; an image format's decoder reads what its header says)
             return read_up_to(fd, info.st_size + 1)
         finally:
             os.close(fd)

@@ -83,14 +83,17 @@ def worker_modules(entry: Path = HANDLER_ENTRY, root: Path = ROOT) -> list[Path]
 
 def config_with_handler(config: str | Path, **settings: object) -> str:
     """The model-config.yaml ``config`` with ``settings`` put into its ``handler:`` section
-    (e.g. ``shared_dir="/dev/shm/geoseg"``), as YAML text; TorchServe's keys and the section's
-    other settings stay. ArchiveError for an unreadable file or a setting the handler refuses."""
+    (e.g. ``shared_dir="/dev/shm/geoseg"``), as YAML text; TorchServe's keys stay, and the
+    section is written whole (every handler setting, its own or the default). ArchiveError for
+    an unreadable file, one that is not a mapping, or a setting the handler refuses."""
     import yaml
 
     from handler.inference import HandlerConfig, model_config_yaml
 
     try:
         document = yaml.safe_load(Path(config).read_text()) or {}
+        if not isinstance(document, dict):
+            raise ValueError("not a mapping of settings")
         handler = HandlerConfig.from_mapping({**(document.pop("handler", None) or {}), **settings})
     except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
         raise ArchiveError(f"{config}: {exc}") from None

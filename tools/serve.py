@@ -87,9 +87,10 @@ def archive_for(model: Path, store: str, shared_dir: Optional[Path]) -> Path:
         return build_archive(model, store)
     folder = shared_dir.resolve()
     try:
-        if not folder.exists():
-            folder.mkdir(parents=True)
-            folder.chmod(0o770)  # the owner's group may write requests there, no one else
+        folder.mkdir(parents=True)
+        folder.chmod(0o770)  # the owner's group may write requests there, no one else
+    except FileExistsError:
+        pass  # an existing folder keeps its mode
     except OSError as exc:
         raise ArchiveError(f"--shared-dir {shared_dir}: {exc.strerror}") from None
     if not folder.is_dir():

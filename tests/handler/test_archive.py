@@ -93,3 +93,9 @@ def test_serve_shared_dir_archives_the_config_with_the_folder(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ArchiveError):
         archive_for(tmp_path / "standin.pt", str(tmp_path / "store"), tmp_path / "file")
+    (tmp_path / "odd.yaml").write_text("just words\n")
+    with pytest.raises(ArchiveError, match="mapping"):
+        config_with_handler(tmp_path / "odd.yaml", shared_dir=str(folder))
+    folder.chmod(0o755)  # an existing folder keeps its mode
+    archive_for(tmp_path / "standin.pt", str(tmp_path / "store"), folder)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
