@@ -6,9 +6,9 @@ The served predictor of a single-tile request (``handler.inference.lone_tile_pre
 the handler's defaults) does three things: turn the uint8 batch into the network's input
 (``network_input``), run the network, and take the first maximum of the logits
 (``first_max_class`` over contiguous class planes). ``--softmax`` adds the stage it had until
-lone tiles went without it, the softmax of the logits (``class_probabilities``, which blended tiles still need),
-with the argmax then taken over the probabilities. Each round times every one of them once, and the whole predictor once,
-on the same random micro-batch, in an order that alternates between rounds, so that the
+lone tiles went without it, the softmax of the logits (``class_probabilities``, which blended
+tiles still need), with the argmax then taken over the probabilities. Each round times every
+one of them once, and the whole predictor once, on the same random micro-batch, in an order that alternates between rounds, so that the
 machine's slow spells fall on all of them alike. Times are this process's CPU (every thread:
 the network's intra-op threads count) and wall, per tile; median and quartiles over the
 rounds. ``around_network_cpu_ms`` is the whole predictor's median less the network's: GeoSeg's
@@ -84,11 +84,11 @@ def stage_calls(model: torch.nn.Module, config: HandlerConfig, batch: np.ndarray
 
 
 SLOW_ROUND = 1.8
-"""A round is slow when its four parts together took this many times their median round."""
+"""A round is slow when its stages together took this many times their median round."""
 
 
 def slow_rounds(cpu: dict[str, list[float]], factor: float = SLOW_ROUND) -> dict[str, Any]:
-    """The rounds whose parts (input, network, softmax, argmax: ``cpu`` ms, a value per round
+    """The rounds whose parts (input, network, [softmax,] argmax: ``cpu`` ms, a value per round
     for each stage) together took more than ``factor`` times the median round, and each
     stage's median CPU ms in those rounds and in the others: which stages a slow spell slows."""
     parts = np.sum([v for s, v in cpu.items() if s != "whole"], axis=0)

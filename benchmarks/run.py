@@ -487,7 +487,8 @@ def plot(rows: list[dict[str, Any]], x_key: str, path: Path) -> None:
                     (ax, r["bare"]["tiles_per_s"], "k", 8, "tiles/s"),
                     (ax2, r["served"]["p95_ms"], "r", -8, "ms")]
         for axis, y, colour, dx, unit in labelled:
-            axis.annotate(f"{y:.0f} {unit}" if y >= 100 else f"{y:.3g} {unit}", (xs[0], y), xytext=(dx, 0), textcoords="offset points",
+            value = f"{y:.0f}" if y >= 100 else f"{y:.3g}"  # 9.89, not 10
+            axis.annotate(f"{value} {unit}", (xs[0], y), xytext=(dx, 0), textcoords="offset points",
                           ha="left" if dx > 0 else "right", va="center", fontsize=8, color=colour)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(lines),

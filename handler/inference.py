@@ -156,9 +156,9 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
     shape, so its copy to the device is asynchronous; with ``blocking_wait`` the thread then
     sleeps on a blocking CUDA event until the device has finished, and only then copies the
     answer back. CUDA's default wait (a process with one context, fewer contexts than cores)
-    spins a core for the whole of the device's work: on an H200 with 4-12 workers their CPU
-    per ``.npy`` request grew from 5.1 to 18.8 ms while their own stages did not
-    (docs/gpu.md). Call :func:`warm_up` before the first answer counts.
+    spins a core for the whole of the device's work, possibly why on an H200 with 4-12 workers
+    their CPU per ``.npy`` request grew from 5.1 to 18.8 ms while their own stages did not
+    (docs/gpu.md; not measured yet). Call :func:`warm_up` before the first answer counts.
     """
     cuda = device.type == "cuda"
     dtype = torch.float16 if half and cuda else torch.float32
@@ -188,8 +188,8 @@ def tile_predictor(model: torch.nn.Module, device: torch.device, half: bool = Fa
             logits = model(x)["out"]
             if scores:
                 return to_host(class_probabilities(logits))
-            # contiguous class planes first: on the CPU (stand-in, 5 x 512 x 512) the copy and
-            # the argmax take 0.70 CPU ms against 0.95 for the argmax along channels-last logits
+            # contiguous class planes first: on the CPU the argmax reads a plane at a time
+            # (docs/performance.md, "The predictor around the network")
             return to_host(first_max_class(logits.contiguous()))
 
     return predict
@@ -240,7 +240,7 @@ def lone_tile_predictor(model: torch.nn.Module, device: torch.device, config: Ha
     """Where ``config`` blends tiles, the ``lone_ids`` predictor of
     ``handler.tiling.segment_images`` for :func:`config_predictor`'s network: the first maximum
     of the logits on the device, without the softmax that blending needs (on the CPU the
-    softmax of a 5-class 512 px tile cost 1.3-2.5 CPU ms, as much as the stand-in's network:
+    softmax of a 5-class 512 px tile cost about 1.8 CPU ms, as much as the stand-in's network:
     docs/performance.md, "A lone tile without the softmax"). None with the hard split, whose
     predictor already answers ids. It runs the same network at the same shape, so
     :func:`warm_up` of the first warms it too."""
