@@ -229,9 +229,15 @@ from later ones. Warming up at the served shape keeps every answer on the final 
 def config_predictor(model: torch.nn.Module, device: torch.device, config: HandlerConfig
                      ) -> TilePredictor:
     """:func:`tile_predictor` as ``config`` asks for it: half precision (CUDA only; ``model``
-    already converted), channels-last, and scores where tiles are blended."""
+    already converted), channels-last, the CUDA wait, and scores where tiles are blended."""
+    return _configured(model, device, config, scores=config.blended)
+
+
+def _configured(model: torch.nn.Module, device: torch.device, config: HandlerConfig,
+                scores: bool) -> TilePredictor:
+    """:func:`tile_predictor` with ``config``'s precision, layout and CUDA wait."""
     half = config.half_precision and device.type == "cuda"
-    return tile_predictor(model, device, half, config.channels_last, scores=config.blended,
+    return tile_predictor(model, device, half, config.channels_last, scores=scores,
                           blocking_wait=config.cuda_wait == "block")
 
 
@@ -246,9 +252,7 @@ def lone_tile_predictor(model: torch.nn.Module, device: torch.device, config: Ha
     :func:`warm_up` of the first warms it too."""
     if not config.blended:
         return None
-    half = config.half_precision and device.type == "cuda"
-    return tile_predictor(model, device, half, config.channels_last,
-                          blocking_wait=config.cuda_wait == "block")
+    return _configured(model, device, config, scores=False)
 
 
 def warm_up(predict: TilePredictor, micro_batch: int, tile: int) -> None:

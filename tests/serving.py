@@ -6,6 +6,7 @@ import io
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -13,15 +14,15 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.responses import multipart_form
+from handler.inference import HandlerConfig, model_config_yaml
 from tests.helpers import png_bytes
 from tests.standins import write_standin
 from tools.archive import build_archive
 from tools.server import TorchServe
 
-STANDIN_CONFIG = ("minWorkers: {workers}\nmaxWorkers: {workers}\nbatchSize: 4\nmaxBatchDelay: {delay}\n"
-                  "responseTimeout: 120\nhandler:\n  tile_size: 64\n  tile_overlap: 16\n"
-                  "  tile_batch_size: 8\n  max_pixels: 1000000\n")
-"""model-config.yaml of the stand-in archives: 64 px tiles, at most 1 Mpx per image."""
+STANDIN_HANDLER = HandlerConfig(tile_size=64, tile_overlap=16, tile_batch_size=8,
+                                max_pixels=1_000_000)
+"""The stand-in archives' handler settings: 64 px tiles, at most 1 Mpx per image."""
 
 
 def standin_store(work: Path, delay_ms: int = 1500, workers: int = 1, blur: int = 3,
@@ -30,8 +31,10 @@ def standin_store(work: Path, delay_ms: int = 1500, workers: int = 1, blur: int 
     ``blur``) with ``workers`` workers (and the handler's ``shared_dir`` when given); returns
     the store (the model is ``work/standin.pt``)."""
     config = work / "model-config.yaml"
-    shared = f"  shared_dir: {shared_dir}\n" if shared_dir is not None else ""
-    config.write_text(STANDIN_CONFIG.format(delay=delay_ms, workers=workers) + shared)
+    handler = replace(STANDIN_HANDLER, shared_dir=str(shared_dir or ""))
+    config.write_text(model_config_yaml({"minWorkers": workers, "maxWorkers": workers,
+                                         "batchSize": 4, "maxBatchDelay": delay_ms,
+                                         "responseTimeout": 120}, handler))
     build_archive(write_standin(work / "standin.pt", blur), work / "store", config=config)
     return work / "store"
 
